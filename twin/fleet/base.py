@@ -1,0 +1,85 @@
+"""The contract every DER fleet class keeps: struct-of-arrays, one row per device.
+
+A fleet owns its parameter arrays, its state arrays and its setpoint arrays. The run loop
+calls `step` once per device step; emulators and links read `telemetry()` and call
+`write()` for setpoints, which validates against each device's limits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Ambient:
+    """Exogenous conditions at one instant (from the scenario weather)."""
+
+    t_s: float  # seconds since scenario start
+    ghi_w_m2: float
+    t_out_c: float
+    hour_of_day: float
+
+
+class SetpointError(ValueError):
+    """A setpoint outside the device's limits; devices answer it with an exception (Modbus 03)."""
+
+
+class Fleet:
+    """Base class: subclasses set KIND, SETPOINTS and implement `step`."""
+
+    KIND = "base"
+    # setpoint name -> (array attribute holding the per-device lower bound or a float,
+    #                   ... upper bound); resolved by `limits()`
+    SETPOINTS: dict[str, tuple] = {}
+
+    def __init__(self, name: str, bus: np.ndarray):
+        self.name = name
+        self.bus = np.asarray(bus, dtype=np.int64)
+        self.n = len(self.bus)
+        self.p_kw = np.zeros(self.n)  # load convention: + consumption, - generation
+        self.q_kvar = np.zeros(self.n)
+        self.available = np.ones(self.n, dtype=bool)  # False: device offline (fault/comm loss)
+        self.energy_kwh = 0.0  # integrated sum of p_kw over the run
+
+    # --- physics ------------------------------------------------------------------------
+    def step(self, dt_s: float, amb: Ambient) -> None:
+        raise NotImplementedError
+
+    def integrate(self, dt_s: float) -> None:
+        self.energy_kwh += float(self.p_kw.sum()) * dt_s / 3600.0
+
+    # --- setpoints ------------------------------------------------------------------------
+    def limits(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        if name not in self.SETPOINTS:
+            raise SetpointError(f"{self.name}: unknown setpoint {name!r}; known: {sorted(self.SETPOINTS)}")
+        lo, hi = self.SETPOINTS[name]
+        lo = getattr(self, lo) if isinstance(lo, str) else np.full(self.n, float(lo))
+        hi = getattr(self, hi) if isinstance(hi, str) else np.full(self.n, float(hi))
+        return np.broadcast_to(lo, (self.n,)), np.broadcast_to(hi, (self.n,))
+
+    def write(self, name: str, index, value) -> None:
+        """Set setpoint `name` for rows `index` (int, slice or array); reject out-of-range values."""
+        lo, hi = self.limits(name)
+        idx = np.arange(self.n)[index]
+        val = np.broadcast_to(np.asarray(value, dtype=float), np.shape(idx))
+        bad = ~np.isfinite(val) | (val < lo[idx] - 1e-9) | (val > hi[idx] + 1e-9)
+        if np.any(bad):
+            k = int(np.flatnonzero(np.atleast_1d(bad))[0])
+            i = int(np.atleast_1d(idx)[k])
+            raise SetpointError(f"{self.name}[{i}].{name}={float(np.atleast_1d(val)[k]):g} outside "
+                                f"[{lo[i]:g}, {hi[i]:g}]")
+        getattr(self, name)[idx] = val
+
+    # --- views ----------------------------------------------------------------------------
+    def telemetry(self) -> dict[str, np.ndarray]:
+        """Measured per-device quantities a real device would report (names with units)."""
+        return {"p_kw": self.p_kw, "q_kvar": self.q_kvar}
+
+    def aggregates(self) -> dict[str, float]:
+        """Per-class sums recorded in the timeseries (column prefix = group name)."""
+        return {"p_kw": float(self.p_kw.sum()), "q_kvar": float(self.q_kvar.sum())}
+
+    def kpis(self) -> dict:
+        return {"kind": self.KIND, "count": self.n, "energy_kwh": round(self.energy_kwh, 3)}

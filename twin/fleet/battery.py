@@ -1,0 +1,78 @@
+"""Batteries: SOC bookkeeping with charge/discharge efficiencies and power/energy limits."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from twin.fleet.base import Ambient, Fleet
+from twin.params import draw_all
+
+DEFAULTS = {"e_cap_kwh": 10.0, "p_max_kw": 5.0, "eta_ch": 0.95, "eta_dis": 0.95,
+            "soc_min_pct": 10.0, "soc_max_pct": 95.0, "soc_init_pct": 50.0}
+BOUNDS = {"e_cap_kwh": (0.01, 1e6), "p_max_kw": (0.0, 1e6), "eta_ch": (0.5, 1.0),
+          "eta_dis": (0.5, 1.0), "soc_min_pct": (0.0, 100.0), "soc_max_pct": (0.0, 100.0),
+          "soc_init_pct": (0.0, 100.0)}
+
+
+@njit(cache=True)
+def battery_step(p_set_kw, p_max_kw, soc_kwh, soc_min_kwh, soc_max_kwh, eta_ch, eta_dis,
+                 available, dt_s, p_out_kw):
+    """Clip each setpoint to power and energy room for this step, then update SOC in place."""
+    dt_h = dt_s / 3600.0
+    for i in range(p_set_kw.size):
+        p = min(max(p_set_kw[i], -p_max_kw[i]), p_max_kw[i]) if available[i] else 0.0
+        if p > 0.0:
+            room = (soc_max_kwh[i] - soc_kwh[i]) / (eta_ch[i] * dt_h)
+            p = min(p, max(room, 0.0))
+            soc_kwh[i] = min(soc_kwh[i] + p * eta_ch[i] * dt_h, soc_max_kwh[i])
+        elif p < 0.0:
+            room = (soc_kwh[i] - soc_min_kwh[i]) * eta_dis[i] / dt_h
+            p = max(p, -max(room, 0.0))
+            soc_kwh[i] = max(soc_kwh[i] + p / eta_dis[i] * dt_h, soc_min_kwh[i])
+        p_out_kw[i] = p
+
+
+class BatteryFleet(Fleet):
+    """Setpoint: `p_set_kw` (load convention: + charge, - discharge), within ±p_max_kw."""
+
+    KIND = "battery"
+    SETPOINTS = {"p_set_kw": ("p_min_kw", "p_max_kw"), "q_set_kvar": ("q_min_kvar", "q_max_kvar")}
+
+    def __init__(self, group, bus, rng):
+        super().__init__(group.name, bus)
+        p = draw_all(group, DEFAULTS, rng, BOUNDS)
+        self.e_cap_kwh, self.p_max_kw = p["e_cap_kwh"], p["p_max_kw"]
+        self.p_min_kw = -self.p_max_kw
+        self.q_max_kvar = self.p_max_kw.copy()
+        self.q_min_kvar = -self.q_max_kvar
+        self.eta_ch, self.eta_dis = p["eta_ch"], p["eta_dis"]
+        self.soc_min_kwh = p["soc_min_pct"] / 100.0 * self.e_cap_kwh
+        self.soc_max_kwh = np.maximum(p["soc_max_pct"] / 100.0 * self.e_cap_kwh, self.soc_min_kwh)
+        self.soc_kwh = np.clip(p["soc_init_pct"] / 100.0 * self.e_cap_kwh, self.soc_min_kwh,
+                               self.soc_max_kwh)
+        self.p_set_kw = np.zeros(self.n)
+        self.q_set_kvar = np.zeros(self.n)
+        self.throughput_kwh = 0.0
+
+    def step(self, dt_s: float, amb: Ambient) -> None:
+        battery_step(self.p_set_kw, self.p_max_kw, self.soc_kwh, self.soc_min_kwh,
+                     self.soc_max_kwh, self.eta_ch, self.eta_dis, self.available, dt_s, self.p_kw)
+        q_room = np.sqrt(np.maximum(self.p_max_kw**2 - self.p_kw**2, 0.0))
+        self.q_kvar = np.where(self.available, np.clip(self.q_set_kvar, -q_room, q_room), 0.0)
+        self.throughput_kwh += float(np.abs(self.p_kw).sum()) * dt_s / 3600.0
+
+    @property
+    def soc_pct(self) -> np.ndarray:
+        return 100.0 * self.soc_kwh / self.e_cap_kwh
+
+    def telemetry(self):
+        return {"p_kw": self.p_kw, "q_kvar": self.q_kvar, "soc_kwh": self.soc_kwh,
+                "soc_pct": self.soc_pct, "p_set_kw": self.p_set_kw}
+
+    def aggregates(self):
+        return {"p_kw": float(self.p_kw.sum()), "soc_kwh": float(self.soc_kwh.sum())}
+
+    def kpis(self):
+        return super().kpis() | {"throughput_kwh": round(self.throughput_kwh, 3),
+                                 "soc_kwh_end": round(float(self.soc_kwh.sum()), 3)}

@@ -1,0 +1,46 @@
+"""Draw per-device parameters from the scenario's distributions (seeded)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scenarios.model import Choice, Normal, Uniform
+
+
+class ParamError(ValueError):
+    """A fleet parameter is unknown or out of its physical range; one-line message."""
+
+
+def draw(spec, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n samples of a constant, uniform, normal (optionally clipped) or choice distribution."""
+    if isinstance(spec, (int, float)):
+        return np.full(n, float(spec))
+    if isinstance(spec, Uniform):
+        return rng.uniform(spec.low, spec.high, n)
+    if isinstance(spec, Normal):
+        x = rng.normal(spec.mean, spec.std, n)
+        lo = -np.inf if spec.min is None else spec.min
+        hi = np.inf if spec.max is None else spec.max
+        return np.clip(x, lo, hi)
+    if isinstance(spec, Choice):
+        w = None if spec.weights is None else np.asarray(spec.weights, float) / sum(spec.weights)
+        return rng.choice(np.asarray(spec.values, float), size=n, p=w)
+    raise ParamError(f"unsupported parameter spec {spec!r}")
+
+
+def draw_all(group, defaults: dict[str, object], rng: np.random.Generator,
+             bounds: dict[str, tuple[float, float]] | None = None) -> dict[str, np.ndarray]:
+    """Every parameter of a fleet class: scenario values over class defaults, range-checked."""
+    unknown = set(group.params) - set(defaults)
+    if unknown:
+        raise ParamError(f"fleet '{group.name}' ({group.kind}): unknown params {sorted(unknown)}; "
+                         f"known: {sorted(defaults)}")
+    out = {}
+    for key, default in defaults.items():
+        arr = draw(group.params.get(key, default), group.count, rng)
+        lo, hi = (bounds or {}).get(key, (-np.inf, np.inf))
+        if arr.size and (arr.min() < lo or arr.max() > hi):
+            bad = arr[(arr < lo) | (arr > hi)][0]
+            raise ParamError(f"fleet '{group.name}': params.{key}: value {bad:g} outside [{lo:g}, {hi:g}]")
+        out[key] = arr
+    return out

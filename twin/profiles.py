@@ -1,0 +1,63 @@
+"""Base-load shapes, time-of-use prices and CSV-backed profiles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+# Hourly shapes, normalised to a peak of 1.0 (typical European residential / commercial days).
+_SHAPES = {
+    "residential": [0.38, 0.33, 0.30, 0.29, 0.30, 0.36, 0.52, 0.66, 0.62, 0.55, 0.52, 0.53,
+                    0.56, 0.53, 0.50, 0.52, 0.60, 0.78, 0.95, 1.00, 0.93, 0.80, 0.62, 0.46],
+    "commercial": [0.30, 0.28, 0.28, 0.28, 0.30, 0.36, 0.50, 0.75, 0.92, 0.98, 1.00, 1.00,
+                   0.96, 0.98, 1.00, 0.97, 0.90, 0.78, 0.60, 0.48, 0.40, 0.36, 0.33, 0.31],
+    "flat": [1.0] * 24,
+}
+
+
+def load_shape(profile: str, hour_of_day: float) -> float:
+    """Shape value at a fractional hour, linearly interpolated between hourly points."""
+    shape = _SHAPES[profile]
+    h = hour_of_day % 24.0
+    i = int(h)
+    f = h - i
+    return shape[i] * (1 - f) + shape[(i + 1) % 24] * f
+
+
+class CsvProfile:
+    """A time series from CSV (column `time` in ISO 8601 UTC plus value columns), sampled by
+    linear interpolation at seconds since the scenario start."""
+
+    def __init__(self, path, start, columns: list[str]):
+        df = pd.read_csv(path)
+        missing = [c for c in ["time", *columns] if c not in df.columns]
+        if missing:
+            raise ValueError(f"{path}: missing columns {missing} (has {list(df.columns)})")
+        t = pd.to_datetime(df["time"], utc=True)
+        self.t_s = ((t - pd.Timestamp(start)).dt.total_seconds()).to_numpy()
+        self.values = {c: df[c].to_numpy(dtype=float) for c in columns}
+
+    def at(self, column: str, t_s: float) -> float:
+        return float(np.interp(t_s, self.t_s, self.values[column]))
+
+
+class Prices:
+    """Energy price in EUR/MWh at a time: time-of-use periods or a CSV column `price_eur_per_mwh`."""
+
+    def __init__(self, spec, start, resolve):
+        self.spec = spec
+        self.start = start
+        self.csv = (CsvProfile(resolve(spec.path), start, ["price_eur_per_mwh"])
+                    if spec.kind == "csv" else None)
+
+    def at(self, t_s: float) -> float:
+        if self.csv is not None:
+            return self.csv.at("price_eur_per_mwh", t_s)
+        h = (self.start.hour + self.start.minute / 60 + t_s / 3600.0) % 24.0
+        for p in self.spec.periods:
+            if p.start_h <= h < p.end_h:
+                return p.price_eur_per_mwh
+        return self.spec.base_eur_per_mwh
+
+    def series(self, t0_s: float, step_s: float, n: int) -> np.ndarray:
+        return np.array([self.at(t0_s + k * step_s) for k in range(n)])

@@ -1,0 +1,198 @@
+"""The twin: feeder + DER fleets + weather advanced by one SimPy environment.
+
+Per device step: physics of every fleet (vectorised), energy integration; at each
+power-flow interval: injections summed per bus, AC power flow, measurements, limit checks;
+at each output interval: one timeseries row. SimPy processes carry only discrete events
+(EV plug-ins, DR event windows, faults, controller cycles).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import numpy as np
+import simpy
+
+from grid_models.feeders import build_feeder
+from grid_models.power_flow import PowerFlow, PowerFlowResult
+from scenarios.load import resolve_path
+from twin.events import EventLog
+from twin.fleet import Ambient, Fleet, build_fleet, place_devices
+from twin.profiles import CsvProfile, Prices, load_shape
+from twin.recorder import Recorder
+from twin.weather import Weather
+
+
+@dataclass
+class GridState:
+    """Latest power-flow result and its measured (noisy) view, as devices/RTUs report it."""
+
+    t_s: float = -1.0
+    result: PowerFlowResult | None = None
+    v_meas_pu: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    violations: list = field(default_factory=list)
+
+
+class Twin:
+    """One scenario's simulated world. `run()` for a whole run, `run_until()` for lockstep."""
+
+    def __init__(self, scenario):
+        self.scenario = s = scenario
+        self.rng = np.random.default_rng(s.seed)
+        self.dt_s = s.device_step_s
+        self.pf_every = int(round(s.power_flow_interval_s / s.device_step_s))
+        self.rec_every = max(1, int(round(s.outputs.timeseries_every_s / s.device_step_s)))
+        self.n_steps = int(math.ceil(s.duration_s / s.device_step_s))
+        fd = s.feeder
+        self.net = build_feeder(fd.kind, fd.code,
+                                resolve_path(s, fd.path) if fd.path else None, fd.with_der)
+        self.fleets: dict[str, Fleet] = {}
+        for g in s.fleet:
+            rng = np.random.default_rng([s.seed, len(self.fleets)])
+            bus = place_devices(g, self.net, rng)
+            self.fleets[g.name] = build_fleet(g, bus, rng, s)
+        der_buses = np.unique(np.concatenate([f.bus for f in self.fleets.values()] or [[]]))
+        self.pf = PowerFlow(self.net, der_buses.astype(np.int64))
+        self._slots = {n: np.searchsorted(self.pf.der_buses, f.bus) for n, f in self.fleets.items()}
+        self.events = EventLog(s.start)
+        self.weather = Weather(s.weather, s.start, s.duration_s, s.seed, lambda p: resolve_path(s, p))
+        self.prices = Prices(s.prices, s.start, lambda p: resolve_path(s, p))
+        self._base_csv = (CsvProfile(resolve_path(s, s.base_load.path), s.start, ["scale"])
+                          if s.base_load.profile == "csv" else None)
+        self._n_own_loads = len(self.pf._own_load_rows)
+        self.grid = GridState()
+        self.step_index = 0
+        self.ambient = self._ambient(0.0)
+        self.recorder = Recorder(self)
+        self.after_step: list = []  # callables(twin) run after each device step (links, hooks)
+        self.env = simpy.Environment()
+        self.env.process(self._device_loop())
+        for f in self.fleets.values():
+            if hasattr(f, "session_process"):
+                self.env.process(f.session_process(self.env, self.events))
+        for ev in s.dr_events:
+            self.env.process(self._dr_window(ev))
+        self.violation_intervals = 0
+        self.violation_by_kind: dict[str, int] = {}
+        self._active_violations: set = set()
+        self.kpi_extra: dict = {}  # filled by attached parts (controller, TCL reference, ...)
+
+    # --- time -------------------------------------------------------------------------------
+    @property
+    def t_s(self) -> float:
+        return float(self.env.now)
+
+    def utc(self, t_s: float | None = None):
+        return self.scenario.start + timedelta(seconds=self.t_s if t_s is None else t_s)
+
+    def _ambient(self, t_s: float) -> Ambient:
+        st = self.scenario.start
+        hour = (st.hour + st.minute / 60.0 + st.second / 3600.0 + t_s / 3600.0) % 24.0
+        return Ambient(t_s, self.weather.ghi_w_m2(t_s), self.weather.t_out_c(t_s), hour)
+
+    def base_load_scale(self, t_s: float) -> float:
+        if self._base_csv is not None:
+            return self._base_csv.at("scale", t_s)
+        return self.scenario.feeder.base_load_scale * load_shape(self.scenario.base_load.profile,
+                                                                  self._ambient(t_s).hour_of_day)
+
+    # --- processes ----------------------------------------------------------------------------
+    def _device_loop(self):
+        dt = self.dt_s
+        while self.step_index < self.n_steps:
+            self.ambient = amb = self._ambient(self.env.now)
+            for f in self.fleets.values():
+                f.step(dt, amb)
+                f.integrate(dt)
+            if self.step_index % self.pf_every == 0:
+                self.solve_power_flow()
+            if self.step_index % self.rec_every == 0:
+                self.recorder.sample()
+            for hook in self.after_step:
+                hook(self)
+            self.step_index += 1
+            yield self.env.timeout(dt)
+
+    def _dr_window(self, ev):
+        t0 = (ev.start - self.scenario.start).total_seconds()
+        if t0 > 0:
+            yield self.env.timeout(t0)
+        self.events.log(self.env.now, "dr_event_start", event_id=ev.id, reduction_kw=ev.reduction_kw,
+                        duration_s=ev.duration_s, groups=ev.groups)
+        yield self.env.timeout(ev.duration_s)
+        self.events.log(self.env.now, "dr_event_end", event_id=ev.id)
+
+    def add_periodic(self, period_s: float, fn, offset_s: float = 0.0) -> None:
+        """Call fn(twin) every period_s of simulated time (e.g. a controller cycle)."""
+
+        def proc():
+            if offset_s:
+                yield self.env.timeout(offset_s)
+            while True:
+                fn(self)
+                yield self.env.timeout(period_s)
+
+        self.env.process(proc())
+
+    # --- grid -----------------------------------------------------------------------------------
+    def der_injections(self) -> tuple[np.ndarray, np.ndarray]:
+        """DER P and Q summed per DER bus (kW/kvar, load convention)."""
+        m = len(self.pf.der_buses)
+        p = np.zeros(m)
+        q = np.zeros(m)
+        for name, f in self.fleets.items():
+            p += np.bincount(self._slots[name], weights=f.p_kw, minlength=m)
+            q += np.bincount(self._slots[name], weights=f.q_kvar, minlength=m)
+        return p, q
+
+    def solve_power_flow(self) -> PowerFlowResult:
+        s = self.scenario
+        p, q = self.der_injections()
+        noise = s.base_load.noise_pct / 100.0
+        per_row = (1.0 + noise * self.rng.standard_normal(self._n_own_loads)) if noise else None
+        ghi = self.ambient.ghi_w_m2
+        res = self.pf.run(p, q, load_scale=self.base_load_scale(self.env.now),
+                          pv_scale=ghi / 1000.0, other_sgen_scale=0.5, load_scale_per_row=per_row)
+        g = self.grid
+        g.t_s, g.result = float(self.env.now), res
+        sd = s.measurement.v_noise_pu_std
+        g.v_meas_pu = res.v_pu + (sd * self.rng.standard_normal(res.v_pu.size) if sd else 0.0)
+        g.violations = self.pf.violations(res, s.feeder.limits)
+        active = {(v.kind, v.element) for v in g.violations}
+        for v in g.violations:
+            if (v.kind, v.element) not in self._active_violations:
+                self.events.log(self.env.now, "violation", violation=v.kind, element=v.element,
+                                value=round(v.value, 4), limit=v.limit)
+        self._active_violations = active
+        if g.violations:
+            self.violation_intervals += 1
+            for kind in {v.kind for v in g.violations}:
+                self.violation_by_kind[kind] = self.violation_by_kind.get(kind, 0) + 1
+        return res
+
+    # --- running ---------------------------------------------------------------------------------
+    def run_until(self, t_s: float) -> None:
+        """Advance simulated time to t_s (lockstep coordinators call this step by step)."""
+        t_s = min(t_s, self.end_s)
+        if t_s > self.env.now:
+            self.env.run(until=t_s)
+
+    @property
+    def end_s(self) -> float:
+        return self.n_steps * self.dt_s
+
+    @property
+    def finished(self) -> bool:
+        return self.step_index >= self.n_steps
+
+    def run(self, progress=None) -> None:
+        """Run to the end; `progress(done_s, total_s)` is called about 200 times."""
+        chunk = max(self.dt_s, self.end_s / 200.0)
+        t = 0.0
+        while t < self.end_s:
+            t = min(t + chunk, self.end_s)
+            self.run_until(t)
+            if progress:
+                progress(t, self.end_s)

@@ -1,0 +1,58 @@
+"""Weather for the twin: clear-sky irradiance with a seeded cloud process, or a CSV."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from twin.profiles import CsvProfile
+
+
+def clear_sky_ghi_w_m2(t_utc_h: np.ndarray, day_of_year: np.ndarray, lat_deg: float,
+                       lon_deg: float) -> np.ndarray:
+    """Haurwitz clear-sky global horizontal irradiance from solar geometry (W/m2)."""
+    decl = np.radians(23.45) * np.sin(2 * np.pi * (284 + day_of_year) / 365.0)
+    solar_time_h = t_utc_h + lon_deg / 15.0
+    hour_angle = np.radians(15.0 * (solar_time_h - 12.0))
+    lat = math.radians(lat_deg)
+    cos_z = np.sin(lat) * np.sin(decl) + np.cos(lat) * np.cos(decl) * np.cos(hour_angle)
+    cos_z = np.clip(cos_z, 0.0, 1.0)
+    with np.errstate(divide="ignore"):
+        ghi = np.where(cos_z > 0.01, 1098.0 * cos_z * np.exp(-0.057 / np.maximum(cos_z, 0.01)), 0.0)
+    return ghi
+
+
+class Weather:
+    """GHI and outdoor temperature at seconds since scenario start, precomputed per minute."""
+
+    def __init__(self, spec, start, duration_s: float, seed: int, resolve):
+        self.spec = spec
+        n = int(math.ceil(duration_s / 60.0)) + 2
+        self.t_s = np.arange(n) * 60.0
+        if spec.kind == "csv":
+            csv = CsvProfile(resolve(spec.path), start, ["ghi_w_m2", "t_out_c"])
+            self.ghi = np.array([csv.at("ghi_w_m2", t) for t in self.t_s])
+            self.t_out = np.array([csv.at("t_out_c", t) for t in self.t_s])
+            return
+        rng = np.random.default_rng(seed + 7919)
+        t_utc_h = start.hour + start.minute / 60.0 + start.second / 3600.0 + self.t_s / 3600.0
+        doy = start.timetuple().tm_yday + np.floor(t_utc_h / 24.0)
+        clear = clear_sky_ghi_w_m2(t_utc_h % 24.0, doy, spec.latitude_deg, spec.longitude_deg)
+        # Clear-sky index: AR(1) around a cloudiness-dependent mean, 1-minute steps.
+        k = np.empty(n)
+        mean = 1.0 - 0.75 * spec.cloudiness
+        x = mean
+        sd = 0.35 * spec.cloudiness
+        for i in range(n):
+            x = mean + 0.97 * (x - mean) + sd * math.sqrt(1 - 0.97**2) * rng.standard_normal()
+            k[i] = x
+        self.ghi = clear * np.clip(k, 0.05, 1.2)
+        local_h = (t_utc_h + spec.longitude_deg / 15.0) % 24.0
+        self.t_out = spec.t_out_mean_c + spec.t_out_swing_c * np.cos(2 * np.pi * (local_h - 15.0) / 24.0)
+
+    def ghi_w_m2(self, t_s: float) -> float:
+        return float(np.interp(t_s, self.t_s, self.ghi))
+
+    def t_out_c(self, t_s: float) -> float:
+        return float(np.interp(t_s, self.t_s, self.t_out))
