@@ -15,12 +15,15 @@ class ScenarioError(ValueError):
     """A user mistake in a scenario file; its message is one actionable line."""
 
 
+_UNION_TAGS = {"uniform", "normal", "choice", "float", "int", "str", "bool", "RealEndpoint"}
+
+
 def _key_path(loc: tuple) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("uniform", "normal", "choice") or str(part).startswith(("function-", "literal[")):
+        elif part in _UNION_TAGS or str(part).startswith(("function-", "literal[", "tagged-union")):
             continue  # pydantic's union-branch tags carry no meaning for the user
         else:
             out += ("." if out else "") + str(part)
@@ -30,7 +33,10 @@ def _key_path(loc: tuple) -> str:
 def format_validation_error(path: str | Path, err: ValidationError) -> str:
     """First error as `file: key.path: message (got value)`, plus how many more there are."""
     errors = err.errors()
-    first = errors[0]
+    # A mapping tried against a scalar branch of a union is noise when another branch says more.
+    meaningful = [e for e in errors if not (isinstance(e.get("input"), (dict, list))
+                                            and e["type"].endswith(("_type", "_parsing")))]
+    first = (meaningful or errors)[0]
     got = first.get("input")
     got_s = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
     msg = first["msg"].removeprefix("Value error, ")
