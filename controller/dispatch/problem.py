@@ -65,6 +65,7 @@ class PvUnits:
     device_ids: list[str]
     bus: np.ndarray
     p_avail_kw: np.ndarray  # shape (n_devices, n_steps)
+    s_rated_kva: np.ndarray | None = None  # base of the p_limit_pct setpoint; default max avail
 
     @property
     def n(self) -> int:

@@ -1,0 +1,335 @@
+"""Aggregation of devices into virtual units per class and bus, and disaggregation of the
+optimizer's group powers back to devices.
+
+Why: a per-device LP at 96 steps x 1,000 devices is dominated by Pyomo build time; devices of
+one class at one bus with the same efficiencies behave like one bigger device, so the LP sees
+one unit per (class, bus, efficiency) and the result is split afterwards, step by step,
+proportionally to each device's headroom and never beyond its own limits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from controller.dispatch.problem import DispatchProblem
+
+EV_ETA_DEFAULT = 0.92
+
+
+def _groups(keys: list[tuple], aggregate: bool) -> tuple[list[tuple], list[np.ndarray]]:
+    """Unique keys (in first-seen order) and the device indices of each group."""
+    if not aggregate:
+        return [(i, *k) for i, k in enumerate(keys)], [np.array([i]) for i in range(len(keys))]
+    index: dict[tuple, list[int]] = {}
+    for i, k in enumerate(keys):
+        index.setdefault(k, []).append(i)
+    return list(index), [np.array(v) for v in index.values()]
+
+
+def _sum(a: np.ndarray, members: list[np.ndarray]) -> np.ndarray:
+    return np.array([a[m].sum(axis=0) for m in members]) if members else np.zeros((0,) + a.shape[1:])
+
+
+@dataclass
+class BatteryGroups:
+    keys: list[tuple]
+    members: list[np.ndarray]
+    bus: np.ndarray
+    p_max: np.ndarray
+    soc_min: np.ndarray
+    soc_max: np.ndarray
+    soc0: np.ndarray
+    soc_end: np.ndarray
+    eta_ch: np.ndarray
+    eta_dis: np.ndarray
+    deg: np.ndarray
+
+
+@dataclass
+class PvGroups:
+    keys: list[tuple]
+    members: list[np.ndarray]
+    bus: np.ndarray
+    avail: np.ndarray  # (g, n)
+
+
+@dataclass
+class EvGroups:
+    keys: list[tuple]
+    members: list[np.ndarray]
+    bus: np.ndarray
+    eta: np.ndarray
+    p_max: np.ndarray  # (g, n): sum of connected chargers' power
+    e_lo: np.ndarray  # (g, n): cumulative energy needed by the end of step k
+    e_hi: np.ndarray  # (g, n): cumulative energy the cars can take by the end of step k
+    # per device, for disaggregation
+    dev_conn: np.ndarray  # (d, n) bool
+    dev_req: np.ndarray  # energy required within the horizon
+    dev_last: np.ndarray  # int: number of connected steps within the horizon
+    dev_eta: np.ndarray
+
+
+@dataclass
+class TclGroups:
+    keys: list[tuple]
+    bus: np.ndarray
+    p_min: np.ndarray  # (g, n)
+    p_max: np.ndarray
+    p_base: np.ndarray
+    e_min: np.ndarray
+    e_max: np.ndarray
+    e0: np.ndarray
+
+
+@dataclass
+class FlexGroups:
+    keys: list[tuple]
+    members: list[np.ndarray]
+    bus: np.ndarray
+    base: np.ndarray  # (g, n)
+    cut_max: np.ndarray  # (g, n)
+    pay_max: np.ndarray
+    rebound: np.ndarray
+    owed0: np.ndarray
+    dev_cut_max: np.ndarray  # (d, n)
+
+
+@dataclass
+class Aggregated:
+    bat: BatteryGroups
+    pv: PvGroups
+    ev: EvGroups
+    tcl: TclGroups
+    flex: FlexGroups
+
+    def signature(self) -> tuple:
+        """Everything that fixes the LP's structure (not its numbers)."""
+        return (tuple(self.bat.keys), tuple(self.pv.keys), tuple(self.ev.keys),
+                tuple(self.tcl.keys), tuple(self.flex.keys))
+
+    @property
+    def n_groups(self) -> int:
+        return sum(len(k) for k in self.signature())
+
+
+SOC_BINS = 4  # batteries are grouped by SOC fraction quartile and C-rate as well
+
+
+def battery_keys(p: DispatchProblem) -> list[tuple]:
+    """Group key per battery: bus, efficiencies, degradation cost, C-rate and SOC-fraction
+    bin. Devices in different SOC bins cannot follow one aggregate trajectory (the fuller one
+    saturates first), so they are kept apart."""
+    b = p.batteries
+    bus = np.asarray(b.bus, int)
+    eta_c, eta_d = np.asarray(b.eta_ch, float), np.asarray(b.eta_dis, float)
+    deg = np.asarray(b.deg_cost_eur_per_kwh, float)
+    smin, smax = np.asarray(b.soc_min_kwh, float), np.asarray(b.soc_max_kwh, float)
+    frac = np.clip((np.asarray(b.soc_kwh, float) - smin) / np.maximum(smax - smin, 1e-9), 0, 1)
+    sbin = np.minimum((frac * SOC_BINS).astype(int), SOC_BINS - 1)
+    crate = np.round(4 * np.asarray(b.p_max_kw, float) / np.maximum(smax - smin, 1e-9)) / 4
+    return [(int(bus[i]), round(eta_c[i], 4), round(eta_d[i], 4), round(deg[i], 5),
+             float(crate[i]), int(sbin[i])) for i in range(b.n)]
+
+
+def aggregate(p: DispatchProblem, by_group: bool = True, bat_keys: list[tuple] | None = None) -> Aggregated:
+    """Sum devices into virtual units per (class, bus, efficiencies); `by_group=False` keeps
+    one unit per device (the reference formulation). `bat_keys` overrides battery_keys(p)
+    (the real-time loop keeps its groups stable between solves)."""
+    n, dt_h = p.n_steps, p.step_h
+    b = p.batteries
+    if b is not None and b.n:
+        bus = np.asarray(b.bus, int)
+        eta_c, eta_d = np.asarray(b.eta_ch, float), np.asarray(b.eta_dis, float)
+        deg = np.asarray(b.deg_cost_eur_per_kwh, float)
+        gk, mem = _groups(bat_keys or battery_keys(p), by_group)
+        smin, smax = np.asarray(b.soc_min_kwh, float), np.asarray(b.soc_max_kwh, float)
+        soc0 = np.clip(np.asarray(b.soc_kwh, float), smin, smax)
+        send = soc0 if b.soc_end_min_kwh is None else np.clip(np.asarray(b.soc_end_min_kwh, float), smin, smax)
+        bat = BatteryGroups(gk, mem, np.array([bus[m[0]] for m in mem], int),
+                            _sum(np.asarray(b.p_max_kw, float), mem), _sum(smin, mem),
+                            _sum(smax, mem), _sum(soc0, mem), _sum(send, mem),
+                            np.array([eta_c[m[0]] for m in mem]), np.array([eta_d[m[0]] for m in mem]),
+                            np.array([deg[m[0]] for m in mem]))
+    else:
+        z = np.zeros(0)
+        bat = BatteryGroups([], [], z.astype(int), z, z, z, z, z, z, z, z)
+
+    v = p.pv
+    if v is not None and v.n:
+        bus = np.asarray(v.bus, int)
+        gk, mem = _groups([(int(x),) for x in bus], by_group)
+        pv = PvGroups(gk, mem, np.array([bus[m[0]] for m in mem], int),
+                      _sum(np.maximum(np.asarray(v.p_avail_kw, float), 0.0), mem))
+    else:
+        pv = PvGroups([], [], np.zeros(0, int), np.zeros((0, n)))
+
+    e = p.evs
+    if e is not None and e.n:
+        bus = np.asarray(e.bus, int)
+        eta = np.full(e.n, EV_ETA_DEFAULT) if e.eta is None else np.asarray(e.eta, float)
+        pmax = np.asarray(e.p_max_kw, float)
+        dep = np.asarray(e.departure_step, int)
+        need = np.maximum(np.asarray(e.e_need_kwh, float), 0.0)
+        conn_now = np.asarray(e.connected, bool)
+        last = np.where(conn_now, np.clip(dep, 0, n), 0)  # connected steps within horizon
+        conn = np.arange(n)[None, :] < last[:, None]
+        cap = pmax * eta * dt_h  # kWh per connected step
+        after = np.where(conn_now, np.maximum(dep - n, 0), 0)
+        req = np.where(conn_now, np.maximum(need - cap * after, 0.0), 0.0)
+        k1 = np.arange(1, n + 1)[None, :]
+        lo = np.maximum(req[:, None] - cap[:, None] * np.maximum(last[:, None] - k1, 0), 0.0)
+        hi = np.minimum(need[:, None], cap[:, None] * np.minimum(k1, last[:, None]))
+        # lo > hi only when the need is infeasible; the LP's unmet slack absorbs the gap
+        keys = [(int(bus[i]), round(eta[i], 4)) for i in range(e.n)]
+        gk, mem = _groups(keys, by_group)
+        ev = EvGroups(gk, mem, np.array([bus[m[0]] for m in mem], int),
+                      np.array([eta[m[0]] for m in mem]), _sum(pmax[:, None] * conn, mem),
+                      _sum(lo, mem), _sum(hi, mem), conn, req, last, eta)
+    else:
+        z = np.zeros((0, n))
+        ev = EvGroups([], [], np.zeros(0, int), np.zeros(0), z, z, z, np.zeros((0, n), bool),
+                      np.zeros(0), np.zeros(0, int), np.zeros(0))
+
+    ts = p.tcls
+    tcl = TclGroups([(t.name,) for t in ts], np.array([t.bus for t in ts], int),
+                    np.array([np.asarray(t.p_min_kw, float) for t in ts]).reshape(len(ts), n),
+                    np.array([np.asarray(t.p_max_kw, float) for t in ts]).reshape(len(ts), n),
+                    np.array([np.zeros(n) if t.p_base_kw is None else np.asarray(t.p_base_kw, float)
+                              for t in ts]).reshape(len(ts), n),
+                    np.array([t.e_min_kwh for t in ts], float), np.array([t.e_max_kwh for t in ts], float),
+                    np.array([min(max(t.e0_kwh, t.e_min_kwh), t.e_max_kwh) for t in ts], float))
+
+    f = p.flex
+    if f is not None and f.n:
+        bus = np.asarray(f.bus, int)
+        reb = np.asarray(f.rebound, float)
+        base = np.asarray(f.p_base_kw, float)
+        cmax = np.clip(np.asarray(f.flex_share, float), 0, 1)[:, None] * np.maximum(base, 0.0)
+        owed = np.zeros(f.n) if f.owed_kwh is None else np.asarray(f.owed_kwh, float)
+        gk, mem = _groups([(int(bus[i]), round(reb[i], 4)) for i in range(f.n)], by_group)
+        flex = FlexGroups(gk, mem, np.array([bus[m[0]] for m in mem], int), _sum(base, mem),
+                          _sum(cmax, mem), _sum(np.asarray(f.payback_max_kw, float), mem),
+                          np.array([reb[m[0]] for m in mem]), _sum(owed, mem), cmax)
+    else:
+        z = np.zeros((0, n))
+        flex = FlexGroups([], [], np.zeros(0, int), z, z, np.zeros(0), np.zeros(0), np.zeros(0), z)
+    return Aggregated(bat, pv, ev, tcl, flex)
+
+
+def _split(total: float, caps: np.ndarray) -> np.ndarray:
+    """Share `total` >= 0 in proportion to `caps` >= 0, never above a cap."""
+    s = caps.sum()
+    if s <= 1e-12 or total <= 0:
+        return np.zeros_like(caps)
+    return caps * min(1.0, total / s)
+
+
+def _fill(total: float, weights: np.ndarray, caps: np.ndarray) -> np.ndarray:
+    """Water-filling: x_i = min(cap_i, lam * w_i) with sum(x) = total (or all caps if less);
+    at most one pass per device."""
+    x = np.zeros_like(caps)
+    if total <= 0:
+        return x
+    free = (caps > 1e-12) & (weights > 1e-12)
+    left = total
+    for _ in range(caps.size + 1):
+        ws = weights[free].sum()
+        if ws <= 1e-12 or left <= 1e-12:
+            break
+        trial = left / ws * weights
+        over = free & (trial >= caps)
+        if not over.any():
+            x[free] = trial[free]
+            return x
+        x[over] = caps[over]
+        left -= caps[over].sum()
+        free &= ~over
+    # weights exhausted but room left (e.g. zero-weight devices): fall back to caps
+    return x + _split(max(total - x.sum(), 0.0), caps - x)
+
+
+def disaggregate_batteries(p: DispatchProblem, g: BatteryGroups, p_g: np.ndarray):
+    """Per-device power and SOC trajectories from group powers (g, n). Each step, a group's
+    charge (discharge) is split in proportion to each device's energy room (water-filling
+    under its power room), so devices fill and empty together and every device stays inside
+    its power and energy limits."""
+    b = p.batteries
+    n, dt_h = p.n_steps, p.step_h
+    pmax = np.asarray(b.p_max_kw, float)
+    smin, smax = np.asarray(b.soc_min_kwh, float), np.asarray(b.soc_max_kwh, float)
+    eta_c, eta_d = np.asarray(b.eta_ch, float), np.asarray(b.eta_dis, float)
+    soc = np.clip(np.asarray(b.soc_kwh, float), smin, smax).copy()
+    p_dev = np.zeros((b.n, n))
+    soc_dev = np.zeros((b.n, n))
+    residual = 0.0
+    for k in range(n):
+        for gi, m in enumerate(g.members):
+            x = p_g[gi, k]
+            if x > 0:
+                e_room = np.maximum(smax[m] - soc[m], 0) / eta_c[m]
+                pk = _fill(x, e_room, np.minimum(pmax[m], e_room / dt_h))
+            else:
+                e_room = np.maximum(soc[m] - smin[m], 0) * eta_d[m]
+                pk = -_fill(-x, e_room, np.minimum(pmax[m], e_room / dt_h))
+            residual += abs(x - pk.sum())
+            p_dev[m, k] = pk
+        pk = p_dev[:, k]
+        soc = np.clip(soc + np.where(pk > 0, pk * eta_c, pk / eta_d) * dt_h, smin, smax)
+        soc_dev[:, k] = soc
+    return p_dev, soc_dev, residual / max(n, 1)
+
+
+def disaggregate_pv(p: DispatchProblem, g: PvGroups, cur_g: np.ndarray) -> np.ndarray:
+    """Per-device curtailment in proportion to each device's available power."""
+    avail = np.maximum(np.asarray(p.pv.p_avail_kw, float), 0.0)
+    cur = np.zeros_like(avail)
+    for gi, m in enumerate(g.members):
+        tot = g.avail[gi]
+        frac = np.divide(cur_g[gi], tot, out=np.zeros_like(tot), where=tot > 1e-12)
+        cur[m] = avail[m] * np.clip(frac, 0, 1)[None, :]
+    return cur
+
+
+def disaggregate_evs(p: DispatchProblem, g: EvGroups, p_g: np.ndarray):
+    """Per-device charging: each step first the energy a car must get now to still reach its
+    requirement by departure (least laxity), then the rest in proportion to free rate."""
+    e = p.evs
+    n, dt_h = p.n_steps, p.step_h
+    pmax = np.asarray(e.p_max_kw, float)
+    left = g.dev_req.copy()  # energy still required within the horizon
+    room = np.maximum(np.asarray(e.e_need_kwh, float), 0.0)  # energy the car still accepts
+    p_dev = np.zeros((e.n, n))
+    residual = 0.0
+    for k in range(n):
+        for gi, m in enumerate(g.members):
+            x = max(p_g[gi, k], 0.0)
+            kwh = g.dev_eta[m] * dt_h
+            rate = np.where(g.dev_conn[m, k], np.minimum(pmax[m], room[m] / kwh), 0.0)
+            later = np.maximum(g.dev_last[m] - k - 1, 0) * pmax[m] * kwh
+            must = np.minimum(np.maximum(left[m] - later, 0.0) / kwh, rate)
+            first = _split(x, must)
+            pk = first + _split(x - first.sum(), rate - first)
+            residual += abs(x - pk.sum())
+            p_dev[m, k] = pk
+            left[m] = np.maximum(left[m] - pk * kwh, 0.0)
+            room[m] = np.maximum(room[m] - pk * kwh, 0.0)
+    return p_dev, left, residual / max(n, 1)
+
+
+def disaggregate_flex(p: DispatchProblem, g: FlexGroups, cut_g: np.ndarray, pay_g: np.ndarray):
+    """Per-device curtailment in proportion to each device's curtailable power; payback in
+    proportion to each device's payback limit."""
+    f = p.flex
+    cut = np.zeros((f.n, p.n_steps))
+    pay = np.zeros_like(cut)
+    pmax = np.asarray(f.payback_max_kw, float)
+    for gi, m in enumerate(g.members):
+        tot = g.cut_max[gi]
+        frac = np.divide(cut_g[gi], tot, out=np.zeros_like(tot), where=tot > 1e-12)
+        cut[m] = g.dev_cut_max[m] * np.clip(frac, 0, 1)[None, :]
+        pt = pmax[m].sum()
+        if pt > 0:
+            pay[m] = (pmax[m] / pt)[:, None] * pay_g[gi][None, :]
+    return cut, pay
