@@ -103,6 +103,8 @@ class Aggregated:
     ev: EvGroups
     tcl: TclGroups
     flex: FlexGroups
+    bat_dev_keys: list[tuple]  # group key per battery / EV (cached by the real-time loop)
+    ev_dev_keys: list[tuple]
 
     def signature(self) -> tuple:
         """Everything that fixes the LP's structure (not its numbers)."""
@@ -133,7 +135,15 @@ def battery_keys(p: DispatchProblem) -> list[tuple]:
              float(crate[i]), int(sbin[i])) for i in range(b.n)]
 
 
-def aggregate(p: DispatchProblem, by_group: bool = True, bat_keys: list[tuple] | None = None) -> Aggregated:
+def _ev_keys(bus, eta, last, req, cap) -> list[tuple]:
+    """EVs are grouped per bus and efficiency, hour of departure and a log2 bin of the steps
+    they need at full power: cars in one group can follow one aggregate trajectory."""
+    fill = np.ceil(np.log2(1.0 + np.divide(req, cap, out=np.zeros_like(req), where=cap > 0)))
+    return [(int(bus[i]), round(eta[i], 4), int(last[i]) // 4, int(fill[i])) for i in range(len(bus))]
+
+
+def aggregate(p: DispatchProblem, by_group: bool = True, bat_keys: list[tuple] | None = None,
+              ev_keys: list[tuple] | None = None) -> Aggregated:
     """Sum devices into virtual units per (class, bus, efficiencies); `by_group=False` keeps
     one unit per device (the reference formulation). `bat_keys` overrides battery_keys(p)
     (the real-time loop keeps its groups stable between solves)."""
@@ -143,7 +153,8 @@ def aggregate(p: DispatchProblem, by_group: bool = True, bat_keys: list[tuple] |
         bus = np.asarray(b.bus, int)
         eta_c, eta_d = np.asarray(b.eta_ch, float), np.asarray(b.eta_dis, float)
         deg = np.asarray(b.deg_cost_eur_per_kwh, float)
-        gk, mem = _groups(bat_keys or battery_keys(p), by_group)
+        bat_keys = bat_keys or battery_keys(p)
+        gk, mem = _groups(bat_keys, by_group)
         smin, smax = np.asarray(b.soc_min_kwh, float), np.asarray(b.soc_max_kwh, float)
         soc0 = np.clip(np.asarray(b.soc_kwh, float), smin, smax)
         send = soc0 if b.soc_end_min_kwh is None else np.clip(np.asarray(b.soc_end_min_kwh, float), smin, smax)
@@ -182,8 +193,8 @@ def aggregate(p: DispatchProblem, by_group: bool = True, bat_keys: list[tuple] |
         lo = np.maximum(req[:, None] - cap[:, None] * np.maximum(last[:, None] - k1, 0), 0.0)
         hi = np.minimum(need[:, None], cap[:, None] * np.minimum(k1, last[:, None]))
         # lo > hi only when the need is infeasible; the LP's unmet slack absorbs the gap
-        keys = [(int(bus[i]), round(eta[i], 4)) for i in range(e.n)]
-        gk, mem = _groups(keys, by_group)
+        ev_keys = ev_keys or _ev_keys(bus, eta, last, req, cap)
+        gk, mem = _groups(ev_keys, by_group)
         ev = EvGroups(gk, mem, np.array([bus[m[0]] for m in mem], int),
                       np.array([eta[m[0]] for m in mem]), _sum(pmax[:, None] * conn, mem),
                       _sum(lo, mem), _sum(hi, mem), conn, req, last, eta)
@@ -215,7 +226,7 @@ def aggregate(p: DispatchProblem, by_group: bool = True, bat_keys: list[tuple] |
     else:
         z = np.zeros((0, n))
         flex = FlexGroups([], [], np.zeros(0, int), z, z, np.zeros(0), np.zeros(0), np.zeros(0), z)
-    return Aggregated(bat, pv, ev, tcl, flex)
+    return Aggregated(bat, pv, ev, tcl, flex, bat_keys or [], ev_keys or [])
 
 
 def _split(total: float, caps: np.ndarray) -> np.ndarray:
@@ -315,6 +326,20 @@ def disaggregate_evs(p: DispatchProblem, g: EvGroups, p_g: np.ndarray):
             p_dev[m, k] = pk
             left[m] = np.maximum(left[m] - pk * kwh, 0.0)
             room[m] = np.maximum(room[m] - pk * kwh, 0.0)
+    # Repair: a car the aggregate plan left short gets the missing energy in its cheapest
+    # free connected steps (the deviation from the plan is counted in the residual).
+    order = np.argsort(np.asarray(p.prices_eur_per_mwh, float), kind="stable")
+    for i in np.flatnonzero(left > 1e-9):
+        kwh = g.dev_eta[i] * dt_h
+        for k in order:
+            if left[i] <= 1e-9:
+                break
+            if g.dev_conn[i, k]:
+                add = min(pmax[i] - p_dev[i, k], left[i] / kwh)
+                if add > 0:
+                    p_dev[i, k] += add
+                    left[i] -= add * kwh
+                    residual += add
     return p_dev, left, residual / max(n, 1)
 
 

@@ -55,7 +55,7 @@ class Dispatcher:
         self.options = {"day_ahead": dict(day_ahead_options or self.DAY_AHEAD_OPTIONS),
                         "realtime": dict(realtime_options or self.REALTIME_OPTIONS)}
         self._slots: dict[str, tuple] = {}  # slot -> (signature, model, solver)
-        self._bat_keys: dict[str, tuple] = {}  # slot -> (device ids, group keys)
+        self._keys: dict[str, tuple] = {}  # slot -> (device ids, battery keys, EV keys)
         self.last_model = None
 
     def day_ahead(self, problem: DispatchProblem) -> Schedule:
@@ -67,12 +67,14 @@ class Dispatcher:
     def solve(self, p: DispatchProblem, slot: str = "day_ahead") -> Schedule:
         p.validate()
         t_start = time.perf_counter()
-        ids = tuple(p.batteries.device_ids) if p.batteries is not None else ()
-        keys = self._bat_keys.get(slot)
-        if keys is None or keys[0] != ids:  # keep battery groups stable while the fleet is
-            keys = (ids, agg.battery_keys(p) if ids else [])
-            self._bat_keys[slot] = keys
-        a = agg.aggregate(p, self.aggregate, keys[1])
+        # keep battery/EV groups stable while the device list is (persistent real-time model)
+        ids = tuple(x.device_ids if x is not None else () for x in (p.batteries, p.evs))
+        keys = self._keys.get(slot)
+        if keys is not None and keys[0] == ids:
+            a = agg.aggregate(p, self.aggregate, keys[1], keys[2])
+        else:
+            a = agg.aggregate(p, self.aggregate)
+            self._keys[slot] = (ids, a.bat_dev_keys, a.ev_dev_keys)
         sig = (p.n_steps, float(p.step_s), a.signature(), _grid_sig(p))
         cached = self._slots.get(slot)
         reused = cached is not None and cached[0] == sig
