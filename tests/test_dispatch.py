@@ -8,8 +8,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller.dispatch import (Batteries, DispatchProblem, GridSensitivity, ProblemError,
-                                 PvUnits, Weights)
+from controller.dispatch import (
+    Batteries,
+    DispatchProblem,
+    GridSensitivity,
+    ProblemError,
+    PvUnits,
+    Weights,
+)
 from controller.dispatch.dispatcher import Dispatcher
 from controller.dispatch.synthetic import day_prices, random_problem
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from typing import ClassVar
 
 import numpy as np
 from pyomo.contrib.appsi.base import TerminationCondition
@@ -46,8 +47,8 @@ class Dispatcher:
     realtime(problem)   -> Schedule   (short horizon, e.g. 24 x 300 s; reuses its model)
     """
 
-    DAY_AHEAD_OPTIONS = {"solver": "choose"}
-    REALTIME_OPTIONS = {"solver": "simplex"}  # simplex restarts from the previous basis
+    DAY_AHEAD_OPTIONS: ClassVar[dict] = {"solver": "choose"}
+    REALTIME_OPTIONS: ClassVar[dict] = {"solver": "simplex"}  # simplex restarts from the previous basis
 
     def __init__(self, aggregate: bool = True, day_ahead_options: dict | None = None,
                  realtime_options: dict | None = None):
@@ -119,7 +120,7 @@ class Dispatcher:
 
     def _schedule(self, p: DispatchProblem, a: agg.Aggregated, m, stats: SolveStats) -> Schedule:
         n, dt_h, w = p.n_steps, p.step_h, p.weights
-        V = lambda var, k: lp.values(var, (k, n))  # noqa: E731
+        V = lambda var, k: lp.values(var, (k, n))
         head = np.array([m.head[t].value for t in range(n)])
         d = lp.numbers(p, a)
         p_kw: dict[str, np.ndarray] = {}

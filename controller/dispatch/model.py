@@ -75,7 +75,7 @@ def build(p: DispatchProblem, a: Aggregated) -> pyo.ConcreteModel:
     m.E = pyo.Set(initialize=range(len(a.ev.keys)))
     m.H = pyo.Set(initialize=range(len(a.tcl.keys)))
     m.F = pyo.Set(initialize=range(len(a.flex.keys)))
-    mut = dict(mutable=True, initialize=0.0)
+    mut = {"mutable": True, "initialize": 0.0}
     for name in ("c_head", "head_rhs", "dr_target"):
         setattr(m, name, pyo.Param(m.T, **mut))
     for name in ("peak_limit", "c_owed", "w_dr", "w_peak", "w_over", "w_flex", "w_pv", "w_ev",

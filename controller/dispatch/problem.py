@@ -184,7 +184,7 @@ class DispatchProblem:
     def step_h(self) -> float:
         return self.step_s / 3600.0
 
-    def validate(self) -> "DispatchProblem":
+    def validate(self) -> DispatchProblem:
         """Check shapes and obvious nonsense; raise ProblemError naming the field."""
         n = self.n_steps
         if n < 1 or self.step_s <= 0:

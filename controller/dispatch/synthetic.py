@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from controller.dispatch.problem import (Batteries, DispatchProblem, EvSessions, FlexLoads,
-                                         PvUnits, TclBattery)
+from controller.dispatch.problem import (
+    Batteries,
+    DispatchProblem,
+    EvSessions,
+    FlexLoads,
+    PvUnits,
+    TclBattery,
+)
 
 
 def day_prices(n: int, step_s: float, t0_hour: float = 0.0) -> np.ndarray:
@@ -24,7 +30,7 @@ def random_problem(n_bat=4, n_pv=3, n_ev=3, n_flex=2, n_tcl=0, n_steps=96, step_
     rng = np.random.default_rng(seed)
     h = (t0_hour + np.arange(n_steps) * step_s / 3600.0) % 24.0
     sun = np.clip(np.sin(np.pi * (h - 6) / 12), 0, None)
-    bus = lambda k: rng.integers(1, n_buses + 1, k)  # noqa: E731
+    bus = lambda k: rng.integers(1, n_buses + 1, k)
     u = (lambda lo, hi, k: np.full(k, (lo + hi) / 2)) if identical else (
         lambda lo, hi, k: rng.uniform(lo, hi, k))
     cap = u(8, 14, n_bat)

@@ -39,7 +39,7 @@ class LoadForecaster:
         if method not in ("regression", "similar_day"):
             raise ValueError(f"LoadForecaster.method: {method!r} is not 'regression' or 'similar_day'")
         self.step_s, self.method, self.k, self.tz = step_s, method, k_days, tz_offset_h
-        self.n_slots = int(round(86400 / step_s))
+        self.n_slots = round(86400 / step_s)
 
     def _design(self, index, t_out_c):
         slot, dt = _calendar(index, self.step_s, self.tz)
@@ -53,7 +53,7 @@ class LoadForecaster:
         X[:, 2 * ns + 3] = cdd * (dt == 1)
         return X
 
-    def fit(self, history: pd.DataFrame) -> "LoadForecaster":
+    def fit(self, history: pd.DataFrame) -> LoadForecaster:
         self.history = history[["load_kw"]].copy()
         if self.method == "regression":
             X = self._design(history.index, history["t_out_c"].to_numpy(float))
@@ -83,7 +83,7 @@ class PvForecaster:
     def __init__(self, lat_deg: float, lon_deg: float):
         self.lat, self.lon = lat_deg, lon_deg
 
-    def fit(self, history: pd.DataFrame) -> "PvForecaster":
+    def fit(self, history: pd.DataFrame) -> PvForecaster:
         """Learn kW per W/m2 from measured PV against measured irradiance (least squares
         through the origin, daylight only)."""
         self.history = history
@@ -115,7 +115,7 @@ class Forecaster:
         self.load = LoadForecaster(step_s, load_method)
         self.pv = PvForecaster(lat_deg, lon_deg)
 
-    def fit(self, history: pd.DataFrame) -> "Forecaster":
+    def fit(self, history: pd.DataFrame) -> Forecaster:
         self.load.fit(history)
         self.pv.fit(history)
         return self

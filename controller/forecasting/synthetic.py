@@ -70,7 +70,7 @@ def weather_forecast(truth: pd.DataFrame, issue_day_start: pd.Timestamp, days: i
     w = truth.loc[issue_day_start: issue_day_start + pd.Timedelta(days=days) - pd.Timedelta(seconds=1),
                   ["t_out_c", "ghi_w_m2"]].copy()
     lead = ((w.index - issue_day_start) // pd.Timedelta(days=1)).to_numpy() + 1
-    n_per_day = int(round(len(w) / days))
+    n_per_day = round(len(w) / days)
     w["t_out_c"] += np.repeat(rng.normal(0, 1.0, days), n_per_day)[: len(w)] * lead
     w["ghi_w_m2"] *= np.clip(1 + np.repeat(rng.normal(0, 0.10, days), n_per_day)[: len(w)] * lead
                              + 0.05 * rng.standard_normal(len(w)), 0, None)
