@@ -19,6 +19,10 @@ def run_scenario(scenario, out_root: str | Path = "runs", quiet: bool = False):
         from hil.direct import attach_controller  # in-process controller over DirectLink
 
         attached.append(attach_controller(twin))
+    if getattr(scenario, "regulation", None) is not None:
+        from hil.tcl_tracking import attach_tcl_tracking  # TCL regulation experiment
+
+        attached.append(attach_tcl_tracking(twin))
     update, close = progress_bar(quiet, scenario.name)
     t0 = time.perf_counter()
     try:

@@ -218,6 +218,38 @@ class ControllerSpec(Strict):
     safety_gate: bool = True
 
 
+class Regulation(Strict):
+    """TCL tracking experiment: identify the group's models from telemetry, predict a held-out
+    window, then follow baseline*(1 + amplitude*r(t)) with a regulation-style signal r."""
+
+    group: str = Field(description="fleet group of kind 'tcl'")
+    amplitude_pct: float = Field(10.0, gt=0, le=50, description="reference swing, % of baseline")
+    step_s: float = Field(4.0, gt=0, description="reference and controller cycle period")
+    identify_s: float = Field(3600.0, gt=0, description="uncontrolled identification window from t=0")
+    holdout_s: float = Field(3600.0, ge=0, description="held-out window for model accuracy")
+    duration_s: float = Field(3600.0, gt=0, description="regulation window, after the held-out one")
+    signal_tau_s: float = Field(120.0, gt=0, description="correlation time of the signal")
+    lockout_s: float = Field(300.0, ge=0, description="lockout the controller assumes per device")
+    bins: int = Field(20, ge=2, le=500, description="temperature bins of the Markov model")
+    seed: int = 0
+
+
+class HilAction(Strict):
+    """Something the HIL coordinator does to the running controller at a scenario time."""
+
+    at_s: float = Field(ge=0, description="seconds after scenario start")
+    action: Literal["restart_controller", "emergency_shed", "emergency_restore"]
+    reason: str = ""
+
+
+class HilSpec(Strict):
+    """How `gridtwin hil` runs this scenario: lockstep (faster than real time) or real time."""
+
+    mode: Literal["lockstep", "realtime"] = "lockstep"
+    actions: list[HilAction] = Field(default_factory=list)
+    cycle_timeout_s: float = Field(30.0, gt=0, description="wall seconds a controller cycle may take")
+
+
 class Outputs(Strict):
     timeseries_every_s: float = Field(60.0, gt=0, description="sampling of timeseries.parquet")
     report: bool = True
@@ -242,6 +274,8 @@ class Scenario(Strict):
     controller: ControllerSpec = ControllerSpec()
     outputs: Outputs = Outputs()
     assertions: list[Assertion] = Field(default_factory=list)
+    regulation: Regulation | None = None
+    hil: HilSpec = HilSpec()
     _source_dir: Path | None = PrivateAttr(None)
 
     @field_validator("start")
@@ -264,4 +298,19 @@ class Scenario(Strict):
             for g in ev.groups or []:
                 if g not in names:
                     raise ValueError(f"dr event {ev.id!r} names unknown fleet group {g!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _regulation_fits(self):
+        r = self.regulation
+        if r is None:
+            return self
+        kinds = {g.name: g.kind for g in self.fleet}
+        if kinds.get(r.group) != "tcl":
+            raise ValueError(f"regulation.group {r.group!r} must name a fleet group of kind 'tcl'")
+        end = r.identify_s + r.holdout_s + r.duration_s
+        if end > self.duration_s + 1e-9:
+            raise ValueError(f"regulation windows end at {end:g} s, after duration_s {self.duration_s:g}")
+        if r.step_s < self.device_step_s:
+            raise ValueError("regulation.step_s must be >= device_step_s")
         return self
