@@ -1,0 +1,103 @@
+"""`gridtwin hil run | scenario | replay`: regression suites, single HIL runs, replays."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("hil", help="hardware-in-the-loop: suites, lockstep/real-time runs, replay")
+    hs = p.add_subparsers(dest="hil_command", required=True)
+    r = hs.add_parser("run", help="run a regression suite (suites/<name>.yaml)")
+    r.add_argument("suite")
+    r.add_argument("--junit", help="write JUnit XML here")
+    r.add_argument("--short", action="store_true", help="CI version: shorter runs, fewer devices")
+    r.add_argument("--out", default="runs/hil", help="results root (default: runs/hil)")
+    r.add_argument("--only", action="append", help="run only this case (repeatable)")
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(func=cmd_run)
+    s = hs.add_parser("scenario", help="run one scenario under HIL (controller in its own process)")
+    s.add_argument("scenario")
+    s.add_argument("--realtime", action="store_true", help="twin on the wall clock (default: lockstep)")
+    s.add_argument("--speed", type=float, default=1.0, help="real-time mode: x real time (default 1)")
+    s.add_argument("--duration-s", type=float, help="override the scenario's duration")
+    s.add_argument("--out", default="runs", help="results root (default: runs)")
+    s.add_argument("--no-record", action="store_true", help="do not write links.jsonl")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_scenario)
+    rp = hs.add_parser("replay", help="replay a recorded run's telemetry into the current controller")
+    rp.add_argument("run_dir", help="a HIL results folder holding links.jsonl and summary.json")
+    rp.add_argument("--scenario", help="scenario file for the new controller (default: the recorded one)")
+    rp.add_argument("--max", type=int, default=20, help="divergences to list (default 20)")
+    rp.set_defaults(func=cmd_replay)
+
+
+def cmd_run(args) -> int:
+    from gridtwin_cli import UserError
+    from hil.suite import SuiteError, junit_xml, print_table, run_suite
+
+    try:
+        suite, results = run_suite(args.suite, args.out, short=args.short, only=args.only)
+    except SuiteError as e:
+        raise UserError(str(e)) from None
+    if args.junit:
+        Path(args.junit).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.junit).write_text(junit_xml(suite, results))
+    print_table(suite, results)
+    failed = [r for r in results if not r.passed]
+    for r in failed:
+        print(f"FAILED {r.name}: {(r.error or '').strip() or 'assertion failed'} ({r.out or ''})",
+              file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_scenario(args) -> int:
+    from hil.coordinator import run_hil
+    from hil.session import HilError
+    from gridtwin_cli import UserError
+    from scenarios.load import load_scenario
+    from twin.cli import progress_bar, report_outcome
+
+    s = load_scenario(args.scenario)
+    if args.duration_s:
+        s.duration_s = args.duration_s
+    if args.speed <= 0:
+        raise UserError(f"--speed must be > 0, got {args.speed:g}")
+    update, close = progress_bar(args.quiet, f"{s.name} (hil)")
+    try:
+        summary, out = run_hil(s, args.out, progress=update, mode="realtime" if args.realtime else None,
+                               record=not args.no_record, speed=args.speed)
+    except HilError as e:
+        raise UserError(str(e).splitlines()[0]) from None
+    finally:
+        close()
+    h = summary.get("hil", {})
+    if h.get("mode") == "lockstep":
+        print(f"lockstep: {h['cycles']} controller cycles, x{h['sim_s_per_wall_s']} sim s per wall s, "
+              f"protocol share {h['protocol_share']:.1%}")
+    elif h.get("realtime"):
+        rt = h["realtime"]
+        print(f"real time: lateness p50 {rt.get('lateness_p50_ms')} ms, p99 {rt.get('lateness_p99_ms')} ms, "
+              f"max {rt.get('lateness_max_ms')} ms, overruns {rt.get('overruns')}, "
+              f"fell behind: {rt.get('fell_behind')}")
+    return report_outcome(summary, out)
+
+
+def cmd_replay(args) -> int:
+    from gridtwin_cli import UserError
+    from hil.replay import ReplayError, replay_run
+
+    try:
+        rep = replay_run(Path(args.run_dir), scenario_path=args.scenario)
+    except ReplayError as e:
+        raise UserError(str(e)) from None
+    print(f"replayed {rep['cycles']} cycles: {rep['old_writes']} recorded writes, "
+          f"{rep['new_writes']} replayed writes, {len(rep['divergences'])} divergences")
+    for d in rep["divergences"][: args.max]:
+        print("  " + d.describe(rep["start_epoch"]))
+    if rep["divergences"]:
+        d = rep["divergences"][0]
+        print(f"first divergence at +{d.t - rep['start_epoch']:g} s: {d.device} {d.setpoint}")
+        return 1
+    return 0
