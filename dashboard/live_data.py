@@ -1,0 +1,256 @@
+"""Turn controller API replies into figures and table rows for the live view.
+
+Pure functions of JSON (no HTTP, no Dash state) so they are testable and benchmarkable
+alone. They accept the few shapes the API may use for a payload (a bare list or
+{"items": [...]}) and never fail on a missing field: a panel shows what it can.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from datetime import datetime, timezone
+
+import plotly.graph_objects as go
+
+AGG_FIELDS = ["p_kw", "q_kvar", "soc_pct", "soc_kwh", "t_in_c", "comfort_pct", "usable", "count"]
+
+
+def items(data) -> list:
+    """A list payload, whether bare or wrapped as {"items"|"events"|"alarms"|...: [...]}."""
+    if isinstance(data, list):
+        return data
+    if isinstance(data, dict):
+        for k in ("items", "events", "alarms", "devices", "entries", "audit", "rows", "decisions"):
+            if isinstance(data.get(k), list):
+                return data[k]
+    return []
+
+
+def utc(t) -> str:
+    if t is None:
+        return ""
+    if isinstance(t, str):
+        return t
+    try:
+        return datetime.fromtimestamp(float(t), timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, ValueError, OSError):
+        return str(t)
+
+
+def num(x, nd: int = 2):
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else round(f, nd)
+
+
+def message_figure(text: str, height: int = 260) -> go.Figure:
+    """An empty figure that says why it is empty (API down, endpoint missing)."""
+    fig = go.Figure()
+    fig.update_layout(template="plotly_white", height=height, xaxis=dict(visible=False),
+                      yaxis=dict(visible=False), margin=dict(t=20, l=10, r=10, b=10),
+                      annotations=[dict(text=text, showarrow=False, x=0.5, y=0.5, xref="paper",
+                                        yref="paper", font=dict(size=13, color="#888"))])
+    return fig
+
+
+# -- fleet ---------------------------------------------------------------------------------
+def fleet_groups(data) -> dict[str, dict]:
+    if isinstance(data, dict):
+        g = data.get("groups", data.get("fleet"))
+        if isinstance(g, dict):
+            return {k: v for k, v in g.items() if isinstance(v, dict)}
+        if isinstance(g, list):
+            return {str(x.get("group", x.get("name", i))): x for i, x in enumerate(g)}
+        return {k: v for k, v in data.items() if isinstance(v, dict) and "kind" in v}
+    if isinstance(data, list):
+        return {str(x.get("group", x.get("name", i))): x for i, x in enumerate(data)}
+    return {}
+
+
+def fleet_rows(data) -> list[dict]:
+    rows = []
+    for name, g in sorted(fleet_groups(data).items()):
+        row = {"group": name, "kind": g.get("kind", "")}
+        for f in AGG_FIELDS:
+            if f in g:
+                row[f] = num(g[f])
+        rows.append(row)
+    return rows
+
+
+def fleet_figure(rows: list[dict]) -> go.Figure:
+    """Power per group (kW, load +) and, where reported, battery SOC and TCL comfort."""
+    if not rows:
+        return message_figure("no fleet data")
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.65, 0.35],
+                        subplot_titles=("P by group (kW, load +)", "SOC / comfort (%)"))
+    names = [f"{r['group']} ({r['kind']})" for r in rows]
+    fig.add_trace(go.Bar(x=names, y=[r.get("p_kw") or 0.0 for r in rows], name="p_kw",
+                         marker_color=["#1f77b4" if (r.get("p_kw") or 0) >= 0 else "#2ca02c" for r in rows],
+                         text=[f"{r.get('p_kw', 0) or 0:.1f}" for r in rows], textposition="outside"),
+                  row=1, col=1)
+    pct = [(f"{r['group']} SOC", r["soc_pct"]) for r in rows if r.get("soc_pct") is not None]
+    pct += [(f"{r['group']} comfort", r["comfort_pct"]) for r in rows if r.get("comfort_pct") is not None]
+    pct += [(f"{r['group']} usable", 100.0 * r["usable"] / r["count"]) for r in rows
+            if r.get("usable") is not None and r.get("count")]
+    if pct:
+        fig.add_trace(go.Bar(x=[p[0] for p in pct], y=[p[1] for p in pct], name="%",
+                             marker_color="#9467bd", text=[f"{p[1]:.0f}" for p in pct],
+                             textposition="outside"), row=1, col=2)
+        fig.update_yaxes(range=[0, 110], row=1, col=2)
+    fig.update_layout(template="plotly_white", height=300, showlegend=False,
+                      margin=dict(t=40, l=40, r=10, b=60), uirevision="fleet")
+    return fig
+
+
+# -- feeder head ---------------------------------------------------------------------------
+class HeadHistory:
+    """Feeder-head P/Q samples for the chart, kept on the dashboard server when the API only
+    reports the latest value (bounded ring buffer, de-duplicated on the controller's time)."""
+
+    def __init__(self, maxlen: int = 3600):
+        self.t: deque = deque(maxlen=maxlen)
+        self.p: deque = deque(maxlen=maxlen)
+        self.q: deque = deque(maxlen=maxlen)
+        self.sched: deque = deque(maxlen=maxlen)
+
+    def add(self, t, p_kw, q_kvar=None, sched_kw=None) -> None:
+        if t is None or p_kw is None or (self.t and t <= self.t[-1]):
+            return
+        self.t.append(t)
+        self.p.append(p_kw)
+        self.q.append(q_kvar)
+        self.sched.append(sched_kw)
+
+
+def head_series(data, history: HeadHistory) -> dict[str, list]:
+    """{t, p_kw, q_kvar, schedule_p_kw} lists from a series payload, else from `history`."""
+    if isinstance(data, dict) and isinstance(data.get("t"), list):
+        n = len(data["t"])
+        return {"t": data["t"], "p_kw": data.get("p_kw", [None] * n),
+                "q_kvar": data.get("q_kvar", [None] * n),
+                "schedule_p_kw": data.get("schedule_p_kw", [None] * n),
+                "schedule_t": data.get("schedule_t")}
+    rows = items(data)
+    if rows:
+        return {"t": [r.get("t") for r in rows], "p_kw": [r.get("p_kw") for r in rows],
+                "q_kvar": [r.get("q_kvar") for r in rows],
+                "schedule_p_kw": [r.get("schedule_p_kw") for r in rows], "schedule_t": None}
+    if isinstance(data, dict) and "p_kw" in data:
+        history.add(data.get("t"), data.get("p_kw"), data.get("q_kvar"), data.get("schedule_p_kw"))
+    return {"t": list(history.t), "p_kw": list(history.p), "q_kvar": list(history.q),
+            "schedule_p_kw": list(history.sched), "schedule_t": None}
+
+
+def head_figure(s: dict) -> go.Figure:
+    if not s["t"]:
+        return message_figure("no feeder-head data yet")
+    x = [utc(t) for t in s["t"]]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=x, y=s["p_kw"], mode="lines", name="P measured (kW)"))
+    if any(v is not None for v in s["q_kvar"]):
+        fig.add_trace(go.Scatter(x=x, y=s["q_kvar"], mode="lines", name="Q measured (kvar)"))
+    if s.get("schedule_t"):
+        fig.add_trace(go.Scatter(x=[utc(t) for t in s["schedule_t"]], y=s["schedule_p_kw"],
+                                 mode="lines", line=dict(dash="dash", shape="hv"), name="P schedule (kW)"))
+    elif any(v is not None for v in s["schedule_p_kw"]):
+        fig.add_trace(go.Scatter(x=x, y=s["schedule_p_kw"], mode="lines",
+                                 line=dict(dash="dash", shape="hv"), name="P schedule (kW)"))
+    fig.update_layout(template="plotly_white", height=380, margin=dict(t=30, l=50, r=10, b=40),
+                      legend=dict(orientation="h", y=1.1), yaxis=dict(title="kW / kvar"),
+                      uirevision="head", title=dict(text="feeder head P/Q vs schedule", font=dict(size=13)))
+    return fig
+
+
+# -- demand response -----------------------------------------------------------------------
+def dr_rows(data, now_t: float | None = None) -> list[dict]:
+    rows = []
+    for e in items(data):
+        req = num(e.get("requested_kw", e.get("reduction_kw")))
+        perf = e.get("performance") if isinstance(e.get("performance"), dict) else {}
+        dlv = num(e.get("delivered_kw", perf.get("delivered_kw")))
+        pct = num(e.get("delivery_pct", perf.get("delivery_pct")), 1)
+        if pct is None and req and dlv is not None:
+            pct = round(100.0 * dlv / req, 1)
+        rows.append({"id": str(e.get("id", e.get("event_id", ""))), "status": e.get("status", ""),
+                     "start": utc(e.get("start_t", e.get("start"))), "end": utc(e.get("end_t", e.get("end"))),
+                     "requested_kw": req, "delivered_kw": dlv, "delivery_pct": pct,
+                     "groups": ",".join(e.get("groups") or []) or "all",
+                     "source": e.get("source", ""), "created_by": e.get("created_by", "")})
+    order = {"active": 0, "pending": 1, "completed": 2, "cancelled": 3}
+    rows.sort(key=lambda r: (order.get(r["status"], 4), r["start"]))
+    return rows
+
+
+def dr_figure(rows: list[dict]) -> go.Figure:
+    shown = [r for r in rows if r["status"] in ("active", "pending", "completed")][:12]
+    if not shown:
+        return message_figure("no DR events", height=300)
+    x = [f"{r['id']} ({r['status']})" for r in shown]
+    fig = go.Figure([
+        go.Bar(x=x, y=[r["requested_kw"] or 0 for r in shown], name="requested (kW)", marker_color="#7f7f7f"),
+        go.Bar(x=x, y=[r["delivered_kw"] or 0 for r in shown], name="delivered (kW)", marker_color="#17becf",
+               text=[f"{r['delivery_pct']:.0f} %" if r["delivery_pct"] is not None else "" for r in shown],
+               textposition="outside"),
+    ])
+    fig.update_layout(template="plotly_white", barmode="group", height=300,
+                      margin=dict(t=30, l=50, r=10, b=60), legend=dict(orientation="h", y=1.12),
+                      yaxis=dict(title="kW"), uirevision="dr",
+                      title=dict(text="DR events: requested vs delivered", font=dict(size=13)))
+    return fig
+
+
+# -- gate, alarms, devices, audit ----------------------------------------------------------
+def gate_rows(data, limit: int = 50) -> list[dict]:
+    rows = []
+    for d in items(data):
+        if d.get("verdict", "curtailed") == "accepted":
+            continue
+        rows.append({"t": utc(d.get("t")), "device_id": d.get("device_id", ""),
+                     "setpoint": d.get("setpoint", ""), "verdict": d.get("verdict", ""),
+                     "requested": num(d.get("value")), "sent": num(d.get("sent_value")),
+                     "reasons": ", ".join(d.get("reasons") or []), "source": d.get("source", "")})
+    return rows[-limit:][::-1]
+
+
+def alarm_rows(data) -> list[dict]:
+    rows = []
+    for a in items(data):
+        rows.append({"id": str(a.get("id", "")), "t": utc(a.get("t")),
+                     "severity": a.get("severity", a.get("level", "")),
+                     "kind": a.get("kind", a.get("code", "")), "message": a.get("message", a.get("text", "")),
+                     "acknowledged": "yes" if a.get("acknowledged", a.get("acked")) else "no",
+                     "ack_by": a.get("acknowledged_by", a.get("ack_by", "")) or ""})
+    rows.sort(key=lambda r: (r["acknowledged"] == "yes", r["t"]), reverse=False)
+    return rows
+
+
+def device_rows(data) -> tuple[list[dict], int]:
+    rows = []
+    for d in items(data):
+        avail = d.get("available")
+        rows.append({"device_id": d.get("device_id", d.get("id", "")), "kind": d.get("kind", ""),
+                     "bus": d.get("bus"), "available": "yes" if avail else ("no" if avail is not None else ""),
+                     "in_service": "no" if d.get("in_service") is False or d.get("out_of_service") else "yes",
+                     "quality": d.get("quality", ""), "reason": d.get("reason", ""),
+                     "last_ok": utc(d.get("last_ok_t")), "p_kw": num(d.get("p_kw"))})
+    total = data.get("total", len(rows)) if isinstance(data, dict) else len(rows)
+    return rows, int(total)
+
+
+def audit_rows(data, limit: int = 30) -> list[dict]:
+    rows = [{"t": utc(a.get("t", a.get("time"))), "who": a.get("user", a.get("actor", a.get("who", ""))),
+             "role": a.get("role", ""), "action": a.get("action", a.get("method", "")),
+             "detail": str(a.get("detail", a.get("path", a.get("body", ""))))[:160],
+             "result": str(a.get("result", a.get("status", "")))} for a in items(data)]
+    return rows[-limit:][::-1]
+
+
+def now_t() -> float:
+    return time.time()

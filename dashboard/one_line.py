@@ -1,0 +1,131 @@
+"""Feeder one-line: bus positions (API geodata, else a deterministic BFS layering from the
+feeder head) and a Plotly figure with buses coloured by voltage and branches by loading.
+
+Branches are drawn as one SVG trace per loading band (not one per branch) so a 100-bus
+feeder stays a handful of traces and redraws cheaply every second.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import plotly.graph_objects as go
+
+# loading bands (upper bound %, colour, label); last band catches overloads
+LOADING_BANDS = [(50.0, "#2ca02c", "< 50 %"), (80.0, "#bcbd22", "50–80 %"),
+                 (100.0, "#ff7f0e", "80–100 %"), (float("inf"), "#d62728", "> 100 %")]
+
+
+def bfs_positions(bus_ids: list[int], edges: list[tuple[int, int]], root: int | None = None
+                  ) -> dict[int, tuple[float, float]]:
+    """x = hops from `root` (the feeder head), y = leaf-ordered slot so subtrees stay together.
+
+    Deterministic for a given topology; meshed feeders are laid out by their BFS tree and
+    islands (buses not connected to the root) are stacked below it."""
+    adj: dict[int, list[int]] = {b: [] for b in bus_ids}
+    for a, b in edges:
+        if a in adj and b in adj:
+            adj[a].append(b)
+            adj[b].append(a)
+    for b in adj:
+        adj[b].sort()
+    pos: dict[int, tuple[float, float]] = {}
+    next_y = [0.0]
+    roots = ([root] if root in adj else []) + sorted(adj)
+    for r in roots:
+        if r in pos:
+            continue
+        depth = {r: 0}
+        children: dict[int, list[int]] = {r: []}
+        order = [r]
+        q = deque([r])
+        while q:
+            u = q.popleft()
+            for v in adj[u]:
+                if v not in depth:
+                    depth[v] = depth[u] + 1
+                    children[u].append(v)
+                    children[v] = []
+                    order.append(v)
+                    q.append(v)
+        # leaves take consecutive slots; a parent sits at the mean of its children
+        ys: dict[int, float] = {}
+        stack = [(r, False)]
+        while stack:
+            u, done = stack.pop()
+            if done or not children[u]:
+                if children[u]:
+                    ys[u] = sum(ys[c] for c in children[u]) / len(children[u])
+                else:
+                    ys[u] = next_y[0]
+                    next_y[0] += 1.0
+                continue
+            stack.append((u, True))
+            for c in reversed(children[u]):
+                stack.append((c, False))
+        for u in order:
+            pos[u] = (float(depth[u]), -ys[u])
+    return pos
+
+
+def positions(grid: dict) -> dict[int, tuple[float, float]]:
+    buses = grid.get("buses", [])
+    if buses and all(b.get("x") is not None and b.get("y") is not None for b in buses):
+        return {int(b["id"]): (float(b["x"]), float(b["y"])) for b in buses}
+    edges = [(int(br["from_bus"]), int(br["to_bus"])) for br in branches(grid)]
+    return bfs_positions([int(b["id"]) for b in buses], edges, grid.get("root_bus"))
+
+
+def branches(grid: dict) -> list[dict]:
+    """Lines and transformers alike: from_bus, to_bus, loading_pct, name."""
+    out = list(grid.get("lines", []))
+    for t in grid.get("trafos", []):
+        out.append({"from_bus": t.get("hv_bus", t.get("from_bus")), "to_bus": t.get("lv_bus", t.get("to_bus")),
+                    "loading_pct": t.get("loading_pct"), "name": t.get("name", "trafo"), "trafo": True})
+    return out
+
+
+def one_line_figure(grid: dict, v_min_pu: float = 0.95, v_max_pu: float = 1.05) -> go.Figure:
+    pos = positions(grid)
+    fig = go.Figure()
+    bands: list[tuple[list, list, list]] = [([], [], []) for _ in LOADING_BANDS]
+    for br in branches(grid):
+        a, b = pos.get(int(br["from_bus"])), pos.get(int(br["to_bus"]))
+        if a is None or b is None:
+            continue
+        load = br.get("loading_pct")
+        k = next(i for i, (hi, _, _) in enumerate(LOADING_BANDS) if load is None or load < hi)
+        xs, ys, txt = bands[k]
+        xs += [a[0], b[0], None]
+        ys += [a[1], b[1], None]
+        label = f"{br.get('name', '')}: {load:.1f} %" if load is not None else f"{br.get('name', '')}: n/a"
+        txt += [label, label, None]
+    for (hi, colour, label), (xs, ys, txt) in zip(LOADING_BANDS, bands):
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=colour, width=3),
+                                 name=f"loading {label}", text=txt, hoverinfo="text",
+                                 showlegend=bool(xs)))
+    buses = grid.get("buses", [])
+    ids = [int(b["id"]) for b in buses if int(b["id"]) in pos]
+    v = [b.get("v_pu") for b in buses if int(b["id"]) in pos]
+    fig.add_trace(go.Scatter(
+        x=[pos[i][0] for i in ids], y=[pos[i][1] for i in ids], mode="markers",
+        name="bus voltage", showlegend=False,
+        marker=dict(size=13, color=[x if x is not None else 1.0 for x in v],
+                    colorscale=[[0, "#3b4cc0"], [0.5, "#dddddd"], [1, "#b40426"]],
+                    cmin=v_min_pu - 0.02, cmax=v_max_pu + 0.02, line=dict(width=1, color="#333"),
+                    colorbar=dict(title="V (pu)", thickness=12)),
+        text=[f"bus {i} {b.get('name', '')}: {x:.4f} pu" if x is not None else f"bus {i}: n/a"
+              for i, b, x in zip(ids, buses, v)],
+        hoverinfo="text"))
+    fig.update_layout(template="plotly_white", height=380, margin=dict(t=30, l=10, r=10, b=10),
+                      xaxis=dict(visible=False), yaxis=dict(visible=False),
+                      legend=dict(orientation="h", y=1.08), uirevision="one-line",
+                      title=dict(text=_title(v), font=dict(size=13)))
+    return fig
+
+
+def _title(v: list) -> str:
+    good = [x for x in v if x is not None]
+    if not good:
+        return "feeder (no voltages)"
+    return f"feeder: V min {min(good):.3f} pu, max {max(good):.3f} pu"

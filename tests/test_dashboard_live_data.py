@@ -1,0 +1,95 @@
+"""Live-view building blocks without a browser: one-line layout and colouring, DR/device rows,
+action validation, and the viewer's action panel holding no buttons."""
+
+import pytest
+from dash import html
+
+from dashboard import live_data as ld
+from dashboard.live_view import actions_panel, describe_action
+from dashboard.one_line import LOADING_BANDS, bfs_positions, one_line_figure
+
+
+def _walk(c):
+    yield c
+    kids = getattr(c, "children", None)
+    if isinstance(kids, (list, tuple)):
+        for k in kids:
+            yield from _walk(k)
+    elif kids is not None and not isinstance(kids, (str, int, float)):
+        yield from _walk(kids)
+
+
+def test_bfs_layering_is_hops_from_head_and_deterministic():
+    edges = [(0, 1), (1, 2), (1, 3), (3, 4), (4, 5), (2, 6)]
+    pos = bfs_positions([6, 5, 4, 3, 2, 1, 0, 9], edges, root=0)
+    assert [pos[b][0] for b in range(7)] == [0, 1, 2, 2, 3, 4, 3]
+    assert pos == bfs_positions(list(range(7)) + [9], list(reversed(edges)), root=0)
+    assert len({pos[b] for b in pos}) == len(pos)  # no two buses on one spot
+    assert pos[9][1] < min(pos[b][1] for b in range(7))  # island stacked below the tree
+
+
+def test_one_line_colours_buses_by_voltage_and_lines_by_loading_band():
+    grid = {"root_bus": 0,
+            "buses": [{"id": 0, "v_pu": 1.02}, {"id": 1, "v_pu": 0.99}, {"id": 2, "v_pu": 1.061}],
+            "lines": [{"from_bus": 0, "to_bus": 1, "loading_pct": 30.0, "name": "L1"},
+                      {"from_bus": 1, "to_bus": 2, "loading_pct": 112.0, "name": "L2"}]}
+    fig = one_line_figure(grid)
+    bands = {t.name: t for t in fig.data if t.name.startswith("loading")}
+    green, red = bands[f"loading {LOADING_BANDS[0][2]}"], bands[f"loading {LOADING_BANDS[-1][2]}"]
+    assert list(green.text) == ["L1: 30.0 %", "L1: 30.0 %", None]
+    assert list(red.text) == ["L2: 112.0 %", "L2: 112.0 %", None]
+    buses = [t for t in fig.data if t.name == "bus voltage"][0]
+    assert list(buses.marker.color) == [1.02, 0.99, 1.061]
+    assert "max 1.061 pu" in fig.layout.title.text
+
+
+def test_geodata_positions_win_over_layout():
+    grid = {"buses": [{"id": 0, "x": 5.0, "y": 7.0, "v_pu": 1.0}, {"id": 1, "x": 6.0, "y": 7.5, "v_pu": 1.0}],
+            "lines": [{"from_bus": 0, "to_bus": 1, "loading_pct": 10}]}
+    buses = [t for t in one_line_figure(grid).data if t.name == "bus voltage"][0]
+    assert list(buses.x) == [5.0, 6.0] and list(buses.y) == [7.0, 7.5]
+
+
+def test_dr_rows_compute_delivery_and_put_active_first():
+    rows = ld.dr_rows([
+        {"id": "old", "status": "completed", "start_t": 1.0, "end_t": 2.0, "reduction_kw": 10, "delivered_kw": 9.6},
+        {"id": "now", "status": "active", "start_t": 5.0, "end_t": 9.0, "reduction_kw": 40,
+         "performance": {"delivered_kw": 30.0}},
+    ])
+    assert [r["id"] for r in rows] == ["now", "old"]
+    assert rows[0]["delivery_pct"] == 75.0 and rows[1]["delivery_pct"] == 96.0
+
+
+def test_head_history_deduplicates_on_controller_time():
+    h = ld.HeadHistory(maxlen=3)
+    for t, p in [(1, 10.0), (1, 11.0), (2, 12.0), (3, 13.0), (4, 14.0)]:
+        ld.head_series({"t": t, "p_kw": p}, h)
+    assert list(h.t) == [2, 3, 4] and list(h.p) == [12.0, 13.0, 14.0]
+
+
+def test_device_rows_report_total_for_paging():
+    rows, total = ld.device_rows({"total": 1000, "items": [
+        {"device_id": "pv/3", "kind": "pv", "available": False, "reason": "timeout", "in_service": True}]})
+    assert total == 1000 and rows[0]["available"] == "no" and rows[0]["reason"] == "timeout"
+
+
+def test_viewer_gets_no_buttons_operator_gets_all():
+    assert not [c for c in _walk(actions_panel("viewer")) if isinstance(c, html.Button)]
+    ids = {c.id for c in _walk(actions_panel("operator")) if isinstance(c, html.Button)}
+    assert ids == {"act-dr-create", "act-dr-cancel", "act-alarm-ack", "act-dev-oos", "act-shed"}
+
+
+@pytest.mark.parametrize("trigger,values,ok", [
+    ("act-dr-create", dict(start=1, dur=15, kw=50, groups="bat, ev"), True),
+    ("act-dr-create", dict(start=1, dur=15, kw=0, groups=""), False),
+    ("act-dev-oos", dict(dev_id="pv", dev_reason=""), False),
+    ("act-dev-oos", dict(dev_id="pv/4", dev_reason=""), True),
+    ("act-dr-cancel", dict(cancel_id=""), False),
+])
+def test_actions_are_validated_before_confirmation(trigger, values, ok):
+    v = {**dict.fromkeys(["start", "dur", "kw", "groups", "cancel_id", "alarm_id", "dev_id", "dev_reason"]),
+         **values}
+    action, text = describe_action(trigger, v)
+    assert (action is not None) == ok and text
+    if trigger == "act-dr-create" and ok:
+        assert action["groups"] == ["bat", "ev"] and action["reduction_kw"] == 50.0
