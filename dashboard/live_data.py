@@ -8,11 +8,10 @@ alone. They accept the few shapes the API may use for a payload (a bare list or
 from __future__ import annotations
 
 import math
-import time
 from collections import deque
 from datetime import datetime, timezone
 
-import plotly.graph_objects as go
+from dashboard.figures import base_layout, message_figure
 
 AGG_FIELDS = ["p_kw", "q_kvar", "soc_pct", "soc_kwh", "t_in_c", "comfort_pct", "usable", "count"]
 
@@ -47,16 +46,6 @@ def num(x, nd: int = 2):
     return None if math.isnan(f) else round(f, nd)
 
 
-def message_figure(text: str, height: int = 260) -> go.Figure:
-    """An empty figure that says why it is empty (API down, endpoint missing)."""
-    fig = go.Figure()
-    fig.update_layout(template="plotly_white", height=height, xaxis=dict(visible=False),
-                      yaxis=dict(visible=False), margin=dict(t=20, l=10, r=10, b=10),
-                      annotations=[dict(text=text, showarrow=False, x=0.5, y=0.5, xref="paper",
-                                        yref="paper", font=dict(size=13, color="#888"))])
-    return fig
-
-
 # -- fleet ---------------------------------------------------------------------------------
 def fleet_groups(data) -> dict[str, dict]:
     if isinstance(data, dict):
@@ -82,31 +71,28 @@ def fleet_rows(data) -> list[dict]:
     return rows
 
 
-def fleet_figure(rows: list[dict]) -> go.Figure:
-    """Power per group (kW, load +) and, where reported, battery SOC and TCL comfort."""
+def fleet_figure(rows: list[dict]) -> dict:
+    """Power per group (kW, load +) and, where reported, battery SOC, TCL comfort, usable share."""
     if not rows:
         return message_figure("no fleet data")
-    from plotly.subplots import make_subplots
-
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.65, 0.35],
-                        subplot_titles=("P by group (kW, load +)", "SOC / comfort (%)"))
     names = [f"{r['group']} ({r['kind']})" for r in rows]
-    fig.add_trace(go.Bar(x=names, y=[r.get("p_kw") or 0.0 for r in rows], name="p_kw",
-                         marker_color=["#1f77b4" if (r.get("p_kw") or 0) >= 0 else "#2ca02c" for r in rows],
-                         text=[f"{r.get('p_kw', 0) or 0:.1f}" for r in rows], textposition="outside"),
-                  row=1, col=1)
+    p = [r.get("p_kw") or 0.0 for r in rows]
+    data = [dict(type="bar", x=names, y=p, name="P (kW)", xaxis="x", yaxis="y",
+                 marker=dict(color=["#1f77b4" if x >= 0 else "#2ca02c" for x in p]),
+                 text=[f"{x:.1f}" for x in p], textposition="outside")]
     pct = [(f"{r['group']} SOC", r["soc_pct"]) for r in rows if r.get("soc_pct") is not None]
     pct += [(f"{r['group']} comfort", r["comfort_pct"]) for r in rows if r.get("comfort_pct") is not None]
-    pct += [(f"{r['group']} usable", 100.0 * r["usable"] / r["count"]) for r in rows
+    pct += [(f"{r['group']} usable", round(100.0 * r["usable"] / r["count"], 1)) for r in rows
             if r.get("usable") is not None and r.get("count")]
     if pct:
-        fig.add_trace(go.Bar(x=[p[0] for p in pct], y=[p[1] for p in pct], name="%",
-                             marker_color="#9467bd", text=[f"{p[1]:.0f}" for p in pct],
-                             textposition="outside"), row=1, col=2)
-        fig.update_yaxes(range=[0, 110], row=1, col=2)
-    fig.update_layout(template="plotly_white", height=300, showlegend=False,
-                      margin=dict(t=40, l=40, r=10, b=60), uirevision="fleet")
-    return fig
+        data.append(dict(type="bar", x=[q[0] for q in pct], y=[q[1] for q in pct], name="%",
+                         xaxis="x2", yaxis="y2", marker=dict(color="#9467bd"),
+                         text=[f"{q[1]:.0f}" for q in pct], textposition="outside"))
+    return {"data": data, "layout": base_layout(
+        300, showlegend=False, margin=dict(t=40, l=50, r=10, b=70), uirevision="fleet",
+        xaxis=dict(domain=[0, 0.6]), yaxis=dict(title=dict(text="P by group (kW, load +)")),
+        xaxis2=dict(domain=[0.68, 1.0], anchor="y2"),
+        yaxis2=dict(anchor="x2", range=[0, 115], title=dict(text="SOC / comfort / usable (%)")))}
 
 
 # -- feeder head ---------------------------------------------------------------------------
@@ -148,24 +134,22 @@ def head_series(data, history: HeadHistory) -> dict[str, list]:
             "schedule_p_kw": list(history.sched), "schedule_t": None}
 
 
-def head_figure(s: dict) -> go.Figure:
+def head_figure(s: dict) -> dict:
     if not s["t"]:
-        return message_figure("no feeder-head data yet")
+        return message_figure("no feeder-head data yet", 380)
     x = [utc(t) for t in s["t"]]
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=x, y=s["p_kw"], mode="lines", name="P measured (kW)"))
+    data = [dict(type="scatter", x=x, y=s["p_kw"], mode="lines", name="P measured (kW)")]
     if any(v is not None for v in s["q_kvar"]):
-        fig.add_trace(go.Scatter(x=x, y=s["q_kvar"], mode="lines", name="Q measured (kvar)"))
+        data.append(dict(type="scatter", x=x, y=s["q_kvar"], mode="lines", name="Q measured (kvar)"))
     if s.get("schedule_t"):
-        fig.add_trace(go.Scatter(x=[utc(t) for t in s["schedule_t"]], y=s["schedule_p_kw"],
-                                 mode="lines", line=dict(dash="dash", shape="hv"), name="P schedule (kW)"))
+        data.append(dict(type="scatter", x=[utc(t) for t in s["schedule_t"]], y=s["schedule_p_kw"],
+                         mode="lines", line=dict(dash="dash", shape="hv"), name="P schedule (kW)"))
     elif any(v is not None for v in s["schedule_p_kw"]):
-        fig.add_trace(go.Scatter(x=x, y=s["schedule_p_kw"], mode="lines",
-                                 line=dict(dash="dash", shape="hv"), name="P schedule (kW)"))
-    fig.update_layout(template="plotly_white", height=380, margin=dict(t=30, l=50, r=10, b=40),
-                      legend=dict(orientation="h", y=1.1), yaxis=dict(title="kW / kvar"),
-                      uirevision="head", title=dict(text="feeder head P/Q vs schedule", font=dict(size=13)))
-    return fig
+        data.append(dict(type="scatter", x=x, y=s["schedule_p_kw"], mode="lines",
+                         line=dict(dash="dash", shape="hv"), name="P schedule (kW)"))
+    return {"data": data, "layout": base_layout(
+        380, "feeder head P/Q vs schedule", legend=dict(orientation="h", y=1.12),
+        yaxis=dict(title=dict(text="kW / kvar")), uirevision="head")}
 
 
 # -- demand response -----------------------------------------------------------------------
@@ -188,22 +172,19 @@ def dr_rows(data, now_t: float | None = None) -> list[dict]:
     return rows
 
 
-def dr_figure(rows: list[dict]) -> go.Figure:
+def dr_figure(rows: list[dict]) -> dict:
     shown = [r for r in rows if r["status"] in ("active", "pending", "completed")][:12]
     if not shown:
         return message_figure("no DR events", height=300)
     x = [f"{r['id']} ({r['status']})" for r in shown]
-    fig = go.Figure([
-        go.Bar(x=x, y=[r["requested_kw"] or 0 for r in shown], name="requested (kW)", marker_color="#7f7f7f"),
-        go.Bar(x=x, y=[r["delivered_kw"] or 0 for r in shown], name="delivered (kW)", marker_color="#17becf",
-               text=[f"{r['delivery_pct']:.0f} %" if r["delivery_pct"] is not None else "" for r in shown],
-               textposition="outside"),
-    ])
-    fig.update_layout(template="plotly_white", barmode="group", height=300,
-                      margin=dict(t=30, l=50, r=10, b=60), legend=dict(orientation="h", y=1.12),
-                      yaxis=dict(title="kW"), uirevision="dr",
-                      title=dict(text="DR events: requested vs delivered", font=dict(size=13)))
-    return fig
+    data = [dict(type="bar", x=x, y=[r["requested_kw"] or 0 for r in shown], name="requested (kW)",
+                 marker=dict(color="#7f7f7f")),
+            dict(type="bar", x=x, y=[r["delivered_kw"] or 0 for r in shown], name="delivered (kW)",
+                 marker=dict(color="#17becf"), textposition="outside",
+                 text=[f"{r['delivery_pct']:.0f} %" if r["delivery_pct"] is not None else "" for r in shown])]
+    return {"data": data, "layout": base_layout(
+        300, "DR events: requested vs delivered", barmode="group", margin=dict(t=30, l=50, r=10, b=70),
+        legend=dict(orientation="h", y=1.15), yaxis=dict(title=dict(text="kW")), uirevision="dr")}
 
 
 # -- gate, alarms, devices, audit ----------------------------------------------------------
@@ -214,8 +195,9 @@ def gate_rows(data, limit: int = 50) -> list[dict]:
             continue
         rows.append({"t": utc(d.get("t")), "device_id": d.get("device_id", ""),
                      "setpoint": d.get("setpoint", ""), "verdict": d.get("verdict", ""),
-                     "requested": num(d.get("value")), "sent": num(d.get("sent_value")),
-                     "reasons": ", ".join(d.get("reasons") or []), "source": d.get("source", "")})
+                     "requested": num(d.get("requested", d.get("value"))),
+                     "sent": num(d.get("sent", d.get("sent_value"))),
+                     "reasons": _join(d.get("reasons")), "source": d.get("source", "")})
     return rows[-limit:][::-1]
 
 
@@ -224,10 +206,13 @@ def alarm_rows(data) -> list[dict]:
     for a in items(data):
         rows.append({"id": str(a.get("id", "")), "t": utc(a.get("t")),
                      "severity": a.get("severity", a.get("level", "")),
-                     "kind": a.get("kind", a.get("code", "")), "message": a.get("message", a.get("text", "")),
-                     "acknowledged": "yes" if a.get("acknowledged", a.get("acked")) else "no",
-                     "ack_by": a.get("acknowledged_by", a.get("ack_by", "")) or ""})
-    rows.sort(key=lambda r: (r["acknowledged"] == "yes", r["t"]), reverse=False)
+                     "kind": a.get("kind", a.get("code", "")), "device_id": a.get("device_id") or "",
+                     "message": a.get("message", a.get("text", "")),
+                     "active": "no" if a.get("active") in (0, False) else "yes",
+                     "acknowledged": "yes" if (a.get("acknowledged") or a.get("acked_by")) else "no",
+                     "ack_by": a.get("acked_by", a.get("acknowledged_by")) or ""})
+    rows.sort(key=lambda r: r["t"], reverse=True)
+    rows.sort(key=lambda r: r["acknowledged"] == "yes")  # stable: unacknowledged first, newest first
     return rows
 
 
@@ -247,10 +232,14 @@ def device_rows(data) -> tuple[list[dict], int]:
 def audit_rows(data, limit: int = 30) -> list[dict]:
     rows = [{"t": utc(a.get("t", a.get("time"))), "who": a.get("user", a.get("actor", a.get("who", ""))),
              "role": a.get("role", ""), "action": a.get("action", a.get("method", "")),
-             "detail": str(a.get("detail", a.get("path", a.get("body", ""))))[:160],
-             "result": str(a.get("result", a.get("status", "")))} for a in items(data)]
+             "target": a.get("target", "") or "",
+             "detail": str(a.get("data", a.get("detail", "")) or "")[:160],
+             "ok": "" if a.get("ok") is None else ("yes" if a.get("ok") else "refused")}
+            for a in items(data)]
     return rows[-limit:][::-1]
 
 
-def now_t() -> float:
-    return time.time()
+def _join(x) -> str:
+    if isinstance(x, (list, tuple)):
+        return ", ".join(map(str, x))
+    return str(x or "")

@@ -58,7 +58,7 @@ def layout(client: ApiClient, refresh_ms: int = 1000) -> html.Div:
         html.Div([
             _col(html.H3("Alarms", style={"margin": "2px"}), html.Div(id="live-alarms-msg"),
                  dash_table.DataTable(id="live-alarms", columns=_cols(
-                     ["id", "t", "severity", "kind", "message", "acknowledged", "ack_by"]),
+                     ["id", "t", "kind", "device_id", "message", "active", "acknowledged", "ack_by"]),
                      page_size=8, **TABLE_STYLE)),
             _col(html.H3("Safety gate: curtailed / rejected", style={"margin": "2px"}),
                  html.Div(id="live-gate-msg"),
@@ -77,7 +77,7 @@ def layout(client: ApiClient, refresh_ms: int = 1000) -> html.Div:
         ], style=PANEL),
         html.Div([
             html.H3("Audit trail", style={"margin": "2px"}), html.Div(id="live-audit-msg"),
-            dash_table.DataTable(id="live-audit", columns=_cols(["t", "who", "role", "action", "detail", "result"]),
+            dash_table.DataTable(id="live-audit", columns=_cols(["t", "who", "role", "action", "target", "detail", "ok"]),
                                  page_size=10, **TABLE_STYLE),
         ], style=PANEL),
     ])

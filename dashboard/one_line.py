@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 
-import plotly.graph_objects as go
+from dashboard.figures import base_layout
 
 # loading bands (upper bound %, colour, label); last band catches overloads
 LOADING_BANDS = [(50.0, "#2ca02c", "< 50 %"), (80.0, "#bcbd22", "50–80 %"),
@@ -85,9 +85,10 @@ def branches(grid: dict) -> list[dict]:
     return out
 
 
-def one_line_figure(grid: dict, v_min_pu: float = 0.95, v_max_pu: float = 1.05) -> go.Figure:
+def one_line_figure(grid: dict, v_min_pu: float = 0.95, v_max_pu: float = 1.05) -> dict:
+    """Plotly figure as a plain dict (no graph_objects validation: ~100x cheaper per refresh)."""
     pos = positions(grid)
-    fig = go.Figure()
+    data = []
     bands: list[tuple[list, list, list]] = [([], [], []) for _ in LOADING_BANDS]
     for br in branches(grid):
         a, b = pos.get(int(br["from_bus"])), pos.get(int(br["to_bus"]))
@@ -101,27 +102,25 @@ def one_line_figure(grid: dict, v_min_pu: float = 0.95, v_max_pu: float = 1.05) 
         label = f"{br.get('name', '')}: {load:.1f} %" if load is not None else f"{br.get('name', '')}: n/a"
         txt += [label, label, None]
     for (hi, colour, label), (xs, ys, txt) in zip(LOADING_BANDS, bands):
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=colour, width=3),
-                                 name=f"loading {label}", text=txt, hoverinfo="text",
-                                 showlegend=bool(xs)))
-    buses = grid.get("buses", [])
-    ids = [int(b["id"]) for b in buses if int(b["id"]) in pos]
-    v = [b.get("v_pu") for b in buses if int(b["id"]) in pos]
-    fig.add_trace(go.Scatter(
-        x=[pos[i][0] for i in ids], y=[pos[i][1] for i in ids], mode="markers",
+        data.append(dict(type="scatter", x=xs, y=ys, mode="lines", line=dict(color=colour, width=3),
+                         name=f"loading {label}", text=txt, hoverinfo="text", showlegend=bool(xs)))
+    buses = [b for b in grid.get("buses", []) if int(b["id"]) in pos]
+    ids = [int(b["id"]) for b in buses]
+    v = [b.get("v_pu") for b in buses]
+    data.append(dict(
+        type="scatter", x=[pos[i][0] for i in ids], y=[pos[i][1] for i in ids], mode="markers",
         name="bus voltage", showlegend=False,
         marker=dict(size=13, color=[x if x is not None else 1.0 for x in v],
                     colorscale=[[0, "#3b4cc0"], [0.5, "#dddddd"], [1, "#b40426"]],
                     cmin=v_min_pu - 0.02, cmax=v_max_pu + 0.02, line=dict(width=1, color="#333"),
-                    colorbar=dict(title="V (pu)", thickness=12)),
+                    colorbar=dict(title=dict(text="V (pu)"), thickness=12)),
         text=[f"bus {i} {b.get('name', '')}: {x:.4f} pu" if x is not None else f"bus {i}: n/a"
               for i, b, x in zip(ids, buses, v)],
         hoverinfo="text"))
-    fig.update_layout(template="plotly_white", height=380, margin=dict(t=30, l=10, r=10, b=10),
-                      xaxis=dict(visible=False), yaxis=dict(visible=False),
-                      legend=dict(orientation="h", y=1.08), uirevision="one-line",
-                      title=dict(text=_title(v), font=dict(size=13)))
-    return fig
+    layout = base_layout(380, _title(v), margin=dict(t=30, l=10, r=10, b=10),
+                         xaxis=dict(visible=False), yaxis=dict(visible=False),
+                         legend=dict(orientation="h", y=1.08), uirevision="one-line")
+    return {"data": data, "layout": layout}
 
 
 def _title(v: list) -> str:

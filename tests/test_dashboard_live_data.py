@@ -34,20 +34,23 @@ def test_one_line_colours_buses_by_voltage_and_lines_by_loading_band():
             "lines": [{"from_bus": 0, "to_bus": 1, "loading_pct": 30.0, "name": "L1"},
                       {"from_bus": 1, "to_bus": 2, "loading_pct": 112.0, "name": "L2"}]}
     fig = one_line_figure(grid)
-    bands = {t.name: t for t in fig.data if t.name.startswith("loading")}
+    bands = {t["name"]: t for t in fig["data"] if t["name"].startswith("loading")}
     green, red = bands[f"loading {LOADING_BANDS[0][2]}"], bands[f"loading {LOADING_BANDS[-1][2]}"]
-    assert list(green.text) == ["L1: 30.0 %", "L1: 30.0 %", None]
-    assert list(red.text) == ["L2: 112.0 %", "L2: 112.0 %", None]
-    buses = [t for t in fig.data if t.name == "bus voltage"][0]
-    assert list(buses.marker.color) == [1.02, 0.99, 1.061]
-    assert "max 1.061 pu" in fig.layout.title.text
+    assert green["text"] == ["L1: 30.0 %", "L1: 30.0 %", None]
+    assert red["text"] == ["L2: 112.0 %", "L2: 112.0 %", None]
+    buses = [t for t in fig["data"] if t["name"] == "bus voltage"][0]
+    assert buses["marker"]["color"] == [1.02, 0.99, 1.061]
+    assert "max 1.061 pu" in fig["layout"]["title"]["text"]
+    import plotly.graph_objects as go
+
+    go.Figure(fig)  # the plain dict is a valid Plotly figure
 
 
 def test_geodata_positions_win_over_layout():
     grid = {"buses": [{"id": 0, "x": 5.0, "y": 7.0, "v_pu": 1.0}, {"id": 1, "x": 6.0, "y": 7.5, "v_pu": 1.0}],
             "lines": [{"from_bus": 0, "to_bus": 1, "loading_pct": 10}]}
-    buses = [t for t in one_line_figure(grid).data if t.name == "bus voltage"][0]
-    assert list(buses.x) == [5.0, 6.0] and list(buses.y) == [7.0, 7.5]
+    buses = [t for t in one_line_figure(grid)["data"] if t["name"] == "bus voltage"][0]
+    assert buses["x"] == [5.0, 6.0] and buses["y"] == [7.0, 7.5]
 
 
 def test_dr_rows_compute_delivery_and_put_active_first():
@@ -58,6 +61,17 @@ def test_dr_rows_compute_delivery_and_put_active_first():
     ])
     assert [r["id"] for r in rows] == ["now", "old"]
     assert rows[0]["delivery_pct"] == 75.0 and rows[1]["delivery_pct"] == 96.0
+
+
+def test_fleet_and_dr_figures_are_valid_plotly():
+    import plotly.graph_objects as go
+
+    rows = ld.fleet_rows({"t": 0, "groups": {"bat": {"kind": "battery", "count": 4, "usable": 3, "p_kw": -8.0,
+                                                     "soc_pct": 55.0}}})
+    fig = go.Figure(ld.fleet_figure(rows))
+    assert list(fig.data[1].y) == [55.0, 75.0]  # SOC, usable share
+    go.Figure(ld.dr_figure(ld.dr_rows([{"id": "a", "status": "active", "reduction_kw": 5, "delivered_kw": 4}])))
+    go.Figure(ld.head_figure({"t": [0, 60], "p_kw": [1, 2], "q_kvar": [0, 0], "schedule_p_kw": [1, 1]}))
 
 
 def test_head_history_deduplicates_on_controller_time():
