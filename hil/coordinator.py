@@ -40,17 +40,23 @@ def run_lockstep(session: HilSession, progress=None) -> dict:
         session.start_controller("lockstep")
     setup_s = time.perf_counter() - t0
     seq = 0
+    emergency: dict = {}
     for t in cycle_times(tw.end_s, s.controller.cycle_s) + [tw.end_s]:
         a = time.perf_counter()
         with session.lock:
             tw.run_until(t)
         twin_s += time.perf_counter() - a
+        if emergency and "flex_p_after_kw" not in emergency and t >= emergency["measure_at_s"]:
+            emergency.update(_flex_head(tw, "after"))
+            emergency["shed_kw"] = round(emergency["flex_p_before_kw"] - emergency["flex_p_after_kw"], 3)
         if progress:
             progress(tw.t_s, tw.end_s)
         if session.ctl is None or t >= tw.end_s:
             continue
         while actions and actions[0].at_s <= t:
             act = actions.pop(0)
+            if act.action == "emergency_shed" and not emergency:
+                emergency = {"at_s": t, "measure_at_s": t + 2 * s.controller.cycle_s, **_flex_head(tw, "before")}
             _apply_action(session, act, t)
         seq += 1
         a = time.perf_counter()
@@ -85,7 +91,16 @@ def run_lockstep(session: HilSession, progress=None) -> dict:
         "link_reads": reads, "link_writes": writes,
         "controller_restarts": max(session.ctl.starts - 1, 0) if session.ctl else 0,
         "endpoints": len(session.endpoints),
+        **({"emergency": {k: v for k, v in emergency.items() if k != "measure_at_s"}} if emergency else {}),
     }
+
+
+def _flex_head(tw, when: str) -> dict:
+    """Flexible-fleet power (batteries, EVs, flexible loads; load convention) and feeder head P."""
+    flex = sum(float(f.p_kw.sum()) for f in tw.fleets.values() if f.KIND in ("battery", "ev", "flex_load"))
+    res = tw.grid.result
+    head = float(res.p_head_kw) if res is not None else float("nan")
+    return {f"flex_p_{when}_kw": round(flex, 3), f"head_p_{when}_kw": round(head, 3)}
 
 
 def _apply_action(session: HilSession, act, t: float) -> None:

@@ -45,10 +45,10 @@ def _clean(x):
 class RecordFile:
     """Thread-safe JSONL writer shared by every RecordingLink and the channel of one process."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, append: bool = False):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self.path, "w", buffering=1 << 16)
+        self._f = open(self.path, "a" if append else "w", buffering=1 << 16)
         self._lock = threading.Lock()
         self.lines = 0
 
