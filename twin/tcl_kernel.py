@@ -97,11 +97,11 @@ def advance_first_order(t_in, on, since_s, switches, comfort_dm, lock_viol,
                                   force[i], override[i], min_on_s[i], min_off_s[i],
                                   frac_on[i], frac_off[i], seed, step0)
                 elif s_on == 1:
-                    new = 0
+                    new = 0  # power/comm loss: off now, not a control switch
                 else:
                     new = -1
                 if new >= 0:
-                    if since < (min_on_s[i] if s_on == 1 else min_off_s[i]):
+                    if available[i] and since < (min_on_s[i] if s_on == 1 else min_off_s[i]):
                         lv += 1
                     s_on = new
                     since = 0.0
@@ -158,7 +158,7 @@ def advance_second_order(t_air, t_mass, on, since_s, switches, comfort_dm, lock_
                 else:
                     new = -1
                 if new >= 0:
-                    if since < (min_on_s[i] if s_on == 1 else min_off_s[i]):
+                    if available[i] and since < (min_on_s[i] if s_on == 1 else min_off_s[i]):
                         lock_viol[i] += 1
                     s_on = new
                     since = 0.0

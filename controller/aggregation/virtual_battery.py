@@ -55,12 +55,15 @@ class VirtualBattery:
         w = (self.upper_c - self.lower_c) * self.p_rated_kw / self.b_c_per_s
         return float(np.sum(w * self.a_per_s) / np.sum(w))
 
-    def energy_kwh(self, t_in_c) -> float:
-        """Stored energy now: how far each device is from its 'needs cooling' edge."""
+    def energy_kwh(self, t_in_c, clip: bool = True) -> float:
+        """Stored energy now: how far each device is from its 'needs cooling' edge. Clipped to
+        each device's band (a device outside it offers nothing); unclipped it is the linear
+        state the dynamics in `simulate` describe."""
         edge = np.where(self.mode > 0, self.upper_c, self.lower_c)
         e = self.mode * (edge - np.asarray(t_in_c, float)) * self.p_rated_kw / self.b_c_per_s
-        width = (self.upper_c - self.lower_c) * self.p_rated_kw / self.b_c_per_s
-        return float(np.sum(np.clip(e, 0.0, width)) / 3600.0)
+        if clip:
+            e = np.clip(e, 0.0, (self.upper_c - self.lower_c) * self.p_rated_kw / self.b_c_per_s)
+        return float(np.sum(e) / 3600.0)
 
     # --- flexibility over a horizon --------------------------------------------------------
     def bounds(self, t_out_forecast_c, dt_s: float) -> dict[str, np.ndarray]:
