@@ -1,0 +1,555 @@
+"""SafetyGate: the only path from optimizer/DR/operator commands to `DeviceLink.write`.
+
+`check(commands, snapshot)` validates a batch in order: stale-state guard, known device and
+setpoint, device limits (clip), ramp limit per device, rate of change of the aggregate, then
+the grid: each command becomes a P or Q injection change at its bus; a linear screen with
+Jacobian sensitivities finds the batch's effect on every bus voltage and branch loading, an LP
+(HiGHS) keeps as much of each command as the limits allow (scaling factor x in [0, 1] per
+command, maximising kept kW/kvar), and a full AC power flow on the estimated state with the
+(curtailed) batch applied confirms. If the confirmation still finds a violation the offending
+bounds are tightened and the LP re-solved; as a last resort the worsening commands are dropped.
+Every decision carries machine-readable reasons, e.g. "v_high:bus7", "line_overload:line3",
+"trafo_overload:trafo0", "device_limit", "ramp_limit", "aggregate_ramp", "stale_state".
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandapower as pp
+
+from controller.commands import Command, Decision, GateResult
+from controller.safety.lp import solve_lp
+from controller.safety.state import SETPOINTS, GridSnapshot
+from controller.safety.fastflow import FastFlow, FlowResult
+from grid_models.power_flow import PowerFlow
+from grid_models.sensitivity import NetModel, linearize
+
+AXIS_Q = {"q_set_kvar"}
+TAP = "tap_pos"
+
+
+@dataclass
+class SafetyConfig:
+    """Margins and guards; ramps are fractions of the device rating per second."""
+
+    v_margin_pu: float = 0.005  # screen/LP target stays this far inside the band
+    loading_margin_pct: float = 2.0
+    max_state_age_s: float = 180.0
+    ramp_frac_per_s: dict = field(default_factory=lambda: {
+        "battery": 0.2, "pv": 0.1, "ev": 0.2, "flex_load": 0.1})
+    aggregate_ramp_kw_per_s: float | None = None  # |sum of P changes| per second, whole batch
+    default_dt_s: float = 60.0  # time since the last command when a device has none yet
+    refresh_dv_pu: float = 0.01  # recompute sensitivities when voltages moved this much
+    max_confirm_iterations: int = 3
+    value_tol: float = 1e-6
+
+
+def _reason(kind: str, element: int) -> str:
+    return f"{kind}:{ {'v_high': 'bus', 'v_low': 'bus', 'line_overload': 'line', 'trafo_overload': 'trafo'}[kind]}{element}"
+
+
+class SafetyGate:
+    """Validates command batches against device limits, ramps and the feeder (see module doc).
+
+    `net` is the feeder model (copied; the gate keeps its own), `limits` has v_min_pu,
+    v_max_pu, line_loading_max_pct, trafo_loading_max_pct (scenarios.model.Limits).
+    """
+
+    def __init__(self, net: pp.pandapowerNet, limits, config: SafetyConfig | None = None):
+        self.limits = limits
+        self.cfg = config or SafetyConfig()
+        net = copy.deepcopy(net)
+        for tab in ("load", "sgen", "storage"):
+            if len(net[tab]):
+                net[tab]["in_service"] = False
+        self.net = net
+        buses = net.bus.index[net.bus.in_service].to_numpy()
+        self.pf = PowerFlow(net, buses)
+        self.n_slots = len(self.pf.der_buses)
+        self._slot_of = {int(b): i for i, b in enumerate(self.pf.der_buses)}
+        self._bus_pos = {int(b): i for i, b in enumerate(self.pf.bus_index)}
+        self.fast: FastFlow | None = None
+        self._sens = None
+        self._rebuild(np.zeros(self.n_slots), np.zeros(self.n_slots))
+        self._base_key = None
+        self._base = None
+        self._tap_version = 0
+        self._last_sent_t: dict[str, float] = {}
+        self.last_report: dict = {}
+        self.checks = 0
+
+    # --- public -----------------------------------------------------------------------------
+    def check(self, commands: list[Command], state: GridSnapshot, now_s: float | None = None) -> GateResult:
+        t0 = time.perf_counter()
+        self.checks += 1
+        now = state.now_s if now_s is None else float(now_s)
+        report = {"n": len(commands), "power_flows": 0, "lp": False}
+        self.last_report = report
+        decisions: list[Decision | None] = [None] * len(commands)
+        age = now - state.t_s
+        if age > self.cfg.max_state_age_s:
+            for i, c in enumerate(commands):
+                decisions[i] = Decision(c, "rejected", None, ["stale_state"])
+            report["stale_age_s"] = age
+            return self._finish(decisions, report, t0)
+
+        rows = self._validate(commands, state, decisions)
+        self._apply_taps(state)
+        base = self._base_state(state, report)
+        if base is None:
+            for i in rows["idx"]:
+                decisions[i] = Decision(commands[i], "rejected", None, ["state_not_converged"])
+            rows["idx"] = []
+        taps = [i for i in rows["idx"] if commands[i].setpoint == TAP]
+        if taps:
+            self._gate_taps(commands, taps, rows, decisions, base, report)
+            rows = {k: [v for i, v in zip(rows["idx"], rows[k]) if commands[i].setpoint != TAP]
+                    for k in rows}
+        if rows["idx"]:
+            self._gate_grid(commands, state, rows, decisions, now, report)
+        return self._finish(decisions, report, t0)
+
+    # --- validation, limits, ramps ------------------------------------------------------------------
+    def _validate(self, commands, st: GridSnapshot, decisions) -> dict:
+        """Fill decisions for invalid commands; return per-command arrays for the rest."""
+        last = {}
+        for i, c in enumerate(commands):
+            last[(c.device_id, c.setpoint)] = i
+        out = {"idx": [], "row": [], "target": [], "clipped": []}
+        for i, c in enumerate(commands):
+            if last[(c.device_id, c.setpoint)] != i:
+                decisions[i] = Decision(c, "rejected", None, ["superseded"])
+                continue
+            if c.setpoint == TAP:
+                r = self._tap_validate(c)
+                if r:
+                    decisions[i] = Decision(c, "rejected", None, [r])
+                    continue
+                out["idx"].append(i)
+                out["row"].append(-1)
+                out["target"].append(float(c.value))
+                out["clipped"].append(False)
+                continue
+            r = st.row(c.device_id)
+            if r is None:
+                decisions[i] = Decision(c, "rejected", None, ["unknown_device"])
+                continue
+            kind = str(st.kind[r])
+            if c.setpoint not in SETPOINTS.get(kind, ()):
+                decisions[i] = Decision(c, "rejected", None, ["unknown_setpoint"])
+                continue
+            try:
+                v = float(c.value)
+            except (TypeError, ValueError):
+                v = float("nan")
+            if not np.isfinite(v):
+                decisions[i] = Decision(c, "rejected", None, ["invalid_value"])
+                continue
+            if not st.available[r]:
+                decisions[i] = Decision(c, "rejected", None, ["device_unavailable"])
+                continue
+            lo, hi = self._device_bounds(st, r, kind, c.setpoint)
+            vc = min(max(v, lo), hi)
+            out["idx"].append(i)
+            out["row"].append(r)
+            out["target"].append(vc)
+            out["clipped"].append(vc != v)
+        return out
+
+    @staticmethod
+    def _device_bounds(st: GridSnapshot, r: int, kind: str, sp: str) -> tuple[float, float]:
+        def rat(name, default=np.inf):
+            v = st.rating(name)[r]
+            return float(v) if np.isfinite(v) else default
+
+        if sp in ("p_limit_pct", "curtail_pct"):
+            return 0.0, 100.0
+        if sp == "p_set_kw":
+            p = rat("p_max_kw")
+            return -p, p
+        if sp == "p_max_set_kw":
+            return 0.0, rat("p_max_kw")
+        if sp == "q_set_kvar":
+            q = rat("q_max_kvar", 0.44 * rat("s_rated_kva") if kind == "pv" else rat("p_max_kw"))
+            return -q, q
+        return -np.inf, np.inf
+
+    @staticmethod
+    def _rating_kw(st: GridSnapshot, r: int, kind: str) -> float:
+        name = {"pv": "s_rated_kva", "flex_load": "p_nom_kw"}.get(kind, "p_max_kw")
+        v = st.rating(name)[r]
+        return float(v) if np.isfinite(v) else np.inf
+
+    def _effects(self, st: GridSnapshot, rows: dict, commands) -> tuple:
+        """Per command: axis (0 P, 1 Q), current, requested and 'null' injection (kW/kvar, load
+        convention). The null injection is what the setpoint's neutral value gives (PV limit 0 %,
+        battery 0 kW, EV cap 0 kW, no load curtailment, 0 kvar): curtailing a command moves its
+        injection from the requested value toward it."""
+        n = len(rows["idx"])
+        axis = np.zeros(n, np.int8)
+        cur, req, null = np.zeros(n), np.zeros(n), np.zeros(n)
+        for j, (i, r, v) in enumerate(zip(rows["idx"], rows["row"], rows["target"])):
+            sp = commands[i].setpoint
+            kind = str(st.kind[r])
+            if sp in AXIS_Q:
+                axis[j] = 1
+                cur[j] = st.q_kvar[r]
+                req[j] = v
+                continue
+            cur[j] = st.p_kw[r]
+            if sp == "p_set_kw":
+                req[j] = v
+            elif sp == "p_limit_pct":
+                s = self._rating_kw(st, r, kind)
+                avail = st.tel("p_avail_kw")[r]
+                avail = s if not np.isfinite(avail) else avail  # unknown: assume full output
+                req[j] = -min(avail, v / 100.0 * s)
+            elif sp == "p_max_set_kw":
+                conn = st.tel("connected")[r]
+                p_max = st.rating("p_max_kw")[r]
+                demand = p_max if not np.isfinite(conn) else conn * p_max
+                demand = v if not np.isfinite(demand) else demand
+                req[j] = min(v, demand)
+            elif sp == "curtail_pct":
+                base = st.tel("p_base_kw")[r]
+                base = cur[j] if not np.isfinite(base) else base
+                share = st.rating("flex_share")[r]
+                share = 1.0 if not np.isfinite(share) else share
+                req[j] = base * (1.0 - share * v / 100.0)
+                null[j] = base
+        return axis, cur, req, null
+
+    def _setpoint_for(self, st: GridSnapshot, r: int, sp: str, inj: float) -> float:
+        """Inverse of `_effects`: the setpoint value that yields injection `inj` at the device."""
+        kind = str(st.kind[r])
+        if sp == "p_limit_pct":
+            s = self._rating_kw(st, r, kind)
+            return float(np.clip(-inj / s * 100.0, 0.0, 100.0))
+        if sp == "p_max_set_kw":
+            return max(float(inj), 0.0)
+        if sp == "curtail_pct":
+            base = st.tel("p_base_kw")[r]
+            base = st.p_kw[r] if not np.isfinite(base) else base
+            share = st.rating("flex_share")[r]
+            share = 1.0 if not np.isfinite(share) else share
+            if base <= 0 or share <= 0:
+                return 0.0
+            return float(np.clip((1.0 - inj / base) / share * 100.0, 0.0, 100.0))
+        return float(inj)
+
+    # --- grid --------------------------------------------------------------------------------------
+    def _base_injections(self, st: GridSnapshot) -> tuple[np.ndarray, np.ndarray]:
+        p = np.zeros(self.n_slots)
+        q = np.zeros(self.n_slots)
+        bs = np.searchsorted(self.pf.der_buses, st.base_bus)
+        np.add.at(p, bs, st.base_p_kw)
+        np.add.at(q, bs, st.base_q_kvar)
+        if st.n:
+            ds = np.searchsorted(self.pf.der_buses, st.bus)
+            np.add.at(p, ds, st.p_kw)
+            np.add.at(q, ds, st.q_kvar)
+        return p, q
+
+    def _base_state(self, st: GridSnapshot, report):
+        p, q = self._base_injections(st)
+        key = (p.tobytes(), q.tobytes(), self._tap_key())
+        if key == self._base_key and self._base is not None:
+            return self._base
+        res = self._run(p, q, report)
+        if not res.converged:
+            self._base_key, self._base = None, None
+            return None
+        sens = self._sens
+        if sens is None or np.max(np.abs(sens.v_pu - res.v_pu)) > self.cfg.refresh_dv_pu:
+            sens = self._sens = linearize(self.model, res.v, self.slot_pos, self.pf.der_buses)
+            self.fast.refactor(res.v)
+            report["sensitivity_refresh"] = True
+        self._base = {"p": p, "q": q, "res": res, "sens": sens}
+        self._base_key = key
+        return self._base
+
+    def _rebuild(self, p, q) -> FlowResult:
+        """Full pandapower power flow; its internal model becomes the fast solver's."""
+        res = self.pf.run(p, q, load_scale=0.0, pv_scale=0.0, other_sgen_scale=0.0)
+        if not res.converged:
+            self.fast = None
+            return FlowResult(False, res.v_pu, res.line_loading_pct, res.trafo_loading_pct)
+        self.model = NetModel.from_net(self.net)
+        self.slot_pos = np.asarray(self.net._pd2ppc_lookups["bus"][self.pf.der_buses], np.int64)
+        self.fast = FastFlow(self.model, self.slot_pos, p, q)
+        self._sens = None
+        v = self.model.v
+        ll, tl = self.model.loadings(v)
+        return FlowResult(True, np.abs(v)[self.model.bus_pos], ll, tl, v)
+
+    def _run(self, p, q, report) -> FlowResult:
+        report["power_flows"] += 1
+        if self.fast is None:
+            return self._rebuild(p, q)
+        res = self.fast.solve(p, q)
+        if not res.converged:
+            res = self._rebuild(p, q)
+        return res
+
+    def _bounds(self, res, margin_v, margin_l):
+        """Upper/lower bounds per element: the band (minus margin), but never below where the
+        base state already is (a command batch must not be blamed for an existing violation)."""
+        lim = self.limits
+        v = res.v_pu
+        v_hi = np.maximum(lim.v_max_pu - margin_v, v)
+        v_lo = np.minimum(lim.v_min_pu + margin_v, v)
+        l_hi = np.maximum(lim.line_loading_max_pct - margin_l, res.line_loading_pct)
+        t_hi = np.maximum(lim.trafo_loading_max_pct - margin_l, res.trafo_loading_pct)
+        return v_hi, v_lo, l_hi, t_hi
+
+    def _targets(self, res):
+        """Where the LP aims (soft): inside the band by the margin, for every element."""
+        lim, cfg = self.limits, self.cfg
+        n_l, n_t = len(res.line_loading_pct), len(res.trafo_loading_pct)
+        return [np.full(len(res.v_pu), lim.v_max_pu - cfg.v_margin_pu),
+                np.full(len(res.v_pu), -(lim.v_min_pu + cfg.v_margin_pu)),
+                np.full(n_l, lim.line_loading_max_pct - cfg.loading_margin_pct),
+                np.full(n_t, lim.trafo_loading_max_pct - cfg.loading_margin_pct)]
+
+    def _gate_grid(self, commands, st: GridSnapshot, rows, decisions, now, report):
+        cfg = self.cfg
+        base = self._base
+        axis, cur, req, null = self._effects(st, rows, commands)
+        n = len(cur)
+        reasons = [["device_limit"] if clipped else [] for clipped in rows["clipped"]]
+        # feasible range of each command's injection change: between request and null, within ramp
+        lo = np.minimum(req, null) - cur
+        hi = np.maximum(req, null) - cur
+        d_req = req - cur
+        for j, (i, r) in enumerate(zip(rows["idx"], rows["row"])):
+            kind = str(st.kind[r])
+            frac = cfg.ramp_frac_per_s.get(kind)
+            if frac is None:
+                continue
+            dt = now - self._last_sent_t.get(commands[i].device_id, now - cfg.default_dt_s)
+            step = frac * self._rating_kw(st, r, kind) * max(dt, 0.0)
+            lo_r, hi_r = max(lo[j], -step), min(hi[j], step)
+            if lo_r > hi_r:  # range out of reach this cycle: go as far toward it as the ramp allows
+                lo_r = hi_r = -step if hi[j] < -step else step
+            if not (lo_r - 1e-9 <= d_req[j] <= hi_r + 1e-9):
+                reasons[j].append("ramp_limit")
+                d_req[j] = min(max(d_req[j], lo_r), hi_r)
+            lo[j], hi[j] = lo_r, hi_r
+        # linear screen
+        res0 = base["res"]
+        sens = base["sens"]
+        slots = np.array([self._slot_of[int(st.bus[r])] for r in rows["row"]], np.int64)
+        g_v = np.where(axis == 0, sens.dv_dp[:, slots], sens.dv_dq[:, slots])
+        g_l = np.where(axis == 0, sens.dline_dp[:, slots], sens.dline_dq[:, slots])
+        g_t = np.where(axis == 0, sens.dtrafo_dp[:, slots], sens.dtrafo_dq[:, slots])
+        elems = [("v_high", self.pf.bus_index, res0.v_pu, 1.0, g_v),
+                 ("v_low", self.pf.bus_index, res0.v_pu, -1.0, g_v),
+                 ("line_overload", self.pf.line_index, res0.line_loading_pct, 1.0, g_l),
+                 ("trafo_overload", self.pf.trafo_index, res0.trafo_loading_pct, 1.0, g_t)]
+        targets = self._targets(res0)
+        extra = [np.zeros_like(b) for b in targets]  # tightening after failed confirmations
+        agg = None
+        if cfg.aggregate_ramp_kw_per_s is not None:
+            agg = (axis == 0, cfg.aggregate_ramp_kw_per_s * cfg.default_dt_s)
+        bad = []
+        for it in range(cfg.max_confirm_iterations + 1):
+            d, binding = self._solve(elems, targets, extra, lo, hi, d_req, agg, report)
+            res = self._apply(base, slots, axis, d, report)
+            bad = self._confirm_violations(res, res0)
+            if not bad:
+                break
+            for (e, k, over) in bad:
+                extra[e][k] += over * 1.5 + (0.002 if e < 2 else 0.5)
+        else:
+            # last resort: no change for every command that worsens a violated element
+            d = self._drop_worsening(d, elems, bad, binding)
+            res = self._apply(base, slots, axis, d, report)
+            if self._confirm_violations(res, res0):
+                d[:] = 0.0
+                for j in range(n):
+                    binding.setdefault(j, ("unconfirmed", -1, 0.0))
+        report["v_max_pu"] = float(np.nanmax(res.v_pu)) if res.converged else float("nan")
+        report["v_min_pu"] = float(np.nanmin(res.v_pu)) if res.converged else float("nan")
+        tol = 1e-6
+        for j, (i, r) in enumerate(zip(rows["idx"], rows["row"])):
+            c = commands[i]
+            if abs(d[j] - d_req[j]) > tol * (1 + abs(d_req[j])):
+                kind, el, _ = binding.get(j, ("unconfirmed", -1, 0.0))
+                reasons[j].append(kind if kind == "aggregate_ramp" else
+                                  _reason(kind, el) if el >= 0 else "grid_unconfirmed")
+            if not reasons[j]:
+                decisions[i] = Decision(c, "accepted", float(c.value), [])
+            elif abs(d[j]) <= tol and abs(req[j] - cur[j]) > tol and reasons[j] != ["device_limit"]:
+                decisions[i] = Decision(c, "rejected", None, reasons[j])
+            else:
+                exact = abs(d[j] - (req[j] - cur[j])) <= tol * (1 + abs(req[j]))
+                value = rows["target"][j] if exact else self._setpoint_for(st, r, c.setpoint, cur[j] + d[j])
+                decisions[i] = Decision(c, "curtailed", value, reasons[j])
+            if decisions[i].verdict != "rejected":
+                self._last_sent_t[c.device_id] = now
+
+    def _apply(self, base, slots, axis, d, report):
+        p, q = base["p"].copy(), base["q"].copy()
+        np.add.at(p, slots[axis == 0], d[axis == 0])
+        np.add.at(q, slots[axis == 1], d[axis == 1])
+        return self._run(p, q, report)
+
+    def _solve(self, elems, targets, extra, lo, hi, d_req, agg, report):
+        """Injection changes d in [lo, hi] closest (L1, kW/kvar) to d_req whose linear
+        prediction stays in the band; band rows are soft (large penalty) so the LP always
+        answers, and gets as close to the band as the commanded devices can."""
+        n = len(d_req)
+        rows_a, rows_b, meta = [], [], []
+        for e, (kind, idx, val, sign, g) in enumerate(elems):
+            if g.shape[0] == 0:
+                continue
+            gs = sign * g
+            worst = sign * val + np.maximum(gs * lo, gs * hi).sum(axis=1)
+            lim = targets[e] - extra[e]
+            scale = 100.0 if e < 2 else 1.0  # voltage rows in % of nominal, like loading rows
+            for k in np.flatnonzero(worst > lim + 1e-12):
+                rows_a.append(scale * gs[k])
+                rows_b.append(scale * (lim[k] - sign * val[k]))
+                meta.append((kind, int(idx[k])))
+        if agg is not None:
+            mask, cap = agg
+            rows_a += [mask.astype(float), -mask.astype(float)]
+            rows_b += [cap, cap]
+            meta += [("aggregate_ramp", -1), ("aggregate_ramp", -1)]
+        if not rows_a:
+            return d_req.copy(), {}
+        report["lp"] = True
+        m = len(rows_a)
+        a = np.hstack([np.array(rows_a), -np.eye(m)])  # slack per row
+        b = np.array(rows_b)
+        # distance from the request: d_req sits at one end of [lo, hi]
+        direction = np.where(d_req >= hi - 1e-12, 1.0, -1.0)
+        c = np.r_[-direction, np.full(m, 1e5)]
+        sol = solve_lp(c, a, b, np.r_[lo, np.zeros(m)], np.r_[hi, np.full(m, np.inf)])
+        if sol is None:
+            return np.zeros(n), {j: ("unconfirmed", -1, 0.0) for j in range(n)}
+        d = np.clip(sol[:n], lo, hi)
+        slack_rows = b - a[:, :n] @ d
+        binding = {}
+        ga = a[:, :n]
+        for j in range(n):
+            if abs(d[j] - d_req[j]) <= 1e-9 * (1 + abs(d_req[j])):
+                continue
+            # rows that stop this command from going further toward its request
+            push = ga[:, j] * direction[j]
+            tight = slack_rows < 1e-6 * (1 + np.abs(b))
+            score = np.where(tight, push, -np.inf)
+            k = int(np.argmax(score)) if np.isfinite(score).any() else int(np.argmax(push))
+            kind, el = meta[k]
+            binding[j] = (kind, el, float(ga[k, j]))
+        return d, binding
+
+    def _confirm_violations(self, res, res0):
+        """Elements outside the band after the batch (and worse than in the base state)."""
+        if not res.converged:
+            return [(0, int(np.argmax(res0.v_pu)), 0.01)]
+        v_hi, v_lo, l_hi, t_hi = self._bounds(res0, 0.0, 0.0)
+        out = []
+        tol = 1e-6
+        for e, (val, lim) in enumerate(((res.v_pu, v_hi), (-res.v_pu, -v_lo),
+                                        (res.line_loading_pct, l_hi), (res.trafo_loading_pct, t_hi))):
+            over = val - lim
+            for k in np.flatnonzero(over > tol):
+                out.append((e, int(k), float(over[k])))
+        return out
+
+    def _drop_worsening(self, d, elems, bad, binding):
+        d = d.copy()
+        for (e, k, _) in bad:
+            kind, idx, _, sign, g = elems[e]
+            for j in np.flatnonzero(sign * g[k] * d > 0):
+                d[j] = 0.0
+                binding[j] = (kind, int(idx[k]), 0.0)
+        return d
+
+    # --- transformer taps (OLTC via the RTU) -------------------------------------------------
+    def _tap_trafo(self, device_id: str) -> int | None:
+        if not device_id.startswith("rtu/trafo"):
+            return None
+        try:
+            t = int(device_id[len("rtu/trafo"):])
+        except ValueError:
+            return None
+        return t if t in self.net.trafo.index else None
+
+    def _tap_validate(self, c: Command) -> str:
+        t = self._tap_trafo(c.device_id)
+        if t is None:
+            return "unknown_device"
+        tr = self.net.trafo.loc[t]
+        if not np.isfinite(tr.get("tap_step_percent", np.nan)):
+            return "unknown_setpoint"
+        try:
+            v = float(c.value)
+        except (TypeError, ValueError):
+            return "invalid_value"
+        if not np.isfinite(v) or v != round(v) or not (tr.tap_min <= v <= tr.tap_max):
+            return "device_limit"
+        if abs(v - tr.tap_pos) > 1:
+            return "ramp_limit"
+        return ""
+
+    def _tap_key(self):
+        return self._tap_version
+
+    def _apply_taps(self, st: GridSnapshot):
+        changed = False
+        for t, pos in st.trafo_tap_pos.items():
+            if t in self.net.trafo.index and self.net.trafo.at[t, "tap_pos"] != pos:
+                self.net.trafo.at[t, "tap_pos"] = pos
+                changed = True
+        if changed:
+            self.pf.invalidate()
+            self.fast = None
+            self._sens = None
+            self._tap_version += 1
+
+    def _gate_taps(self, commands, taps, rows, decisions, base, report):
+        """Try each tap step alone on the base state; keep it when it worsens nothing."""
+        res0 = base["res"]
+        for i in taps:
+            c = commands[i]
+            t = self._tap_trafo(c.device_id)
+            old = self.net.trafo.at[t, "tap_pos"]
+            self.net.trafo.at[t, "tap_pos"] = float(c.value)
+            self.pf.invalidate()
+            report["power_flows"] += 1
+            res = self._rebuild(base["p"], base["q"])
+            bad = self._confirm_violations(res, res0)
+            self.net.trafo.at[t, "tap_pos"] = old
+            self.pf.invalidate()
+            self.fast = None
+            if bad:
+                e, k, _ = bad[0]
+                kind = ("v_high", "v_low", "line_overload", "trafo_overload")[e]
+                idx = (self.pf.bus_index, self.pf.bus_index, self.pf.line_index, self.pf.trafo_index)[e][k]
+                decisions[i] = Decision(c, "rejected", None, [_reason(kind, int(idx))])
+            else:
+                decisions[i] = Decision(c, "accepted", float(c.value), [])
+        # the other commands are checked on the reported tap position: a tap acts in a later
+        # cycle, once the RTU confirms it (self._base is unchanged: taps were restored)
+
+    def _finish(self, decisions, report, t0) -> GateResult:
+        result = GateResult([d for d in decisions if d is not None])
+        report["accepted"] = len(result.accepted)
+        report["curtailed"] = len(result.curtailed)
+        report["rejected"] = len(result.rejected)
+        report["latency_ms"] = (time.perf_counter() - t0) * 1000.0
+        return result
+
+
+def alarms(result: GateResult) -> list[dict]:
+    """One alarm record per rejected command (the runtime logs them to events and the API)."""
+    return [{"kind": "gate_rejected", "device_id": d.command.device_id, "setpoint": d.command.setpoint,
+             "value": d.command.value, "source": d.command.source, "reasons": d.reasons}
+            for d in result.rejected]
+

@@ -1,0 +1,138 @@
+"""What the safety gate needs to know about the world: `GridSnapshot`.
+
+A snapshot is the controller's estimate of the feeder at time `t_s`: the per-bus load that no
+managed device explains (from the state estimator, or metered), plus every managed device's
+bus, current P/Q, ratings and the telemetry that tells how a setpoint turns into power
+(PV available power, flexible-load base demand, EV plugged in). All arrays, one row per device.
+
+How the controller runtime builds it each cycle (controller/core.py):
+
+    snap = GridSnapshot.from_fleet_state(fleet_state, base_bus, base_p_kw, base_q_kvar,
+                                         now_s=clock.now())
+    result = gate.check(commands, snap)
+
+`fleet_state` is `controller.state.FleetState` (duck-typed: groups with .group, .kind, .ids,
+.bus, .ratings, .values, .t, .usable()); base_* come from `grid_models.estimation`
+(`StateEstimate.base_load(...)`) or, without an estimator, from the feeder's metered or
+forecast loads. `t_s` is the oldest telemetry time used, so the stale-state guard sees the
+true age of the picture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+KINDS = ("pv", "battery", "ev", "flex_load", "tcl")
+# setpoints the gate knows how to turn into bus injections, per device kind
+SETPOINTS = {
+    "pv": ("p_limit_pct", "q_set_kvar"),
+    "battery": ("p_set_kw", "q_set_kvar"),
+    "ev": ("p_max_set_kw",),
+    "flex_load": ("curtail_pct",),
+}
+
+
+@dataclass
+class GridSnapshot:
+    """Estimated feeder state plus managed devices as arrays (see module docstring).
+
+    Device arrays share one row order (`device_ids`). Ratings: p_max_kw (battery, ev),
+    s_rated_kva (pv), p_nom_kw (flex_load), q_max_kvar (pv, battery), flex_share (flex_load).
+    Telemetry, NaN when unknown: p_avail_kw (pv), p_base_kw (flex_load), connected (ev, 0/1).
+    """
+
+    t_s: float  # time of the data (controller clock, s)
+    now_s: float  # time the gate is asked (controller clock, s)
+    base_bus: np.ndarray  # pandapower bus indices with base load
+    base_p_kw: np.ndarray  # load not explained by managed devices, load convention
+    base_q_kvar: np.ndarray
+    device_ids: list[str] = field(default_factory=list)
+    kind: np.ndarray = field(default_factory=lambda: np.zeros(0, "U10"))
+    bus: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    p_kw: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    q_kvar: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    available: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    ratings: dict[str, np.ndarray] = field(default_factory=dict)
+    telemetry: dict[str, np.ndarray] = field(default_factory=dict)
+    trafo_tap_pos: dict[int, int] = field(default_factory=dict)  # as the RTU reports them
+    _row: dict[str, int] | None = None
+
+    @property
+    def age_s(self) -> float:
+        return float(self.now_s - self.t_s)
+
+    @property
+    def n(self) -> int:
+        return len(self.device_ids)
+
+    def row(self, device_id: str) -> int | None:
+        if self._row is None:
+            self._row = {d: i for i, d in enumerate(self.device_ids)}
+        return self._row.get(device_id)
+
+    def rating(self, name: str) -> np.ndarray:
+        r = self.ratings.get(name)
+        return np.full(self.n, np.nan) if r is None else r
+
+    def tel(self, name: str) -> np.ndarray:
+        r = self.telemetry.get(name)
+        return np.full(self.n, np.nan) if r is None else r
+
+    # --- builders -------------------------------------------------------------------------
+    @classmethod
+    def from_groups(cls, t_s: float, now_s: float, base_bus, base_p_kw, base_q_kvar, groups,
+                    trafo_tap_pos=None) -> "GridSnapshot":
+        """groups: iterable of dicts with name, kind, bus, p_kw, q_kvar and optional
+        available, ratings (dict of arrays), telemetry (dict of arrays), ids."""
+        ids, kind, bus, p, q, av = [], [], [], [], [], []
+        rat_parts: dict[str, list] = {}
+        tel_parts: dict[str, list] = {}
+        groups = list(groups)
+        sizes = [len(np.atleast_1d(g["bus"])) for g in groups]
+        for gi, g in enumerate(groups):
+            n = sizes[gi]
+            ids += list(g.get("ids") or [f"{g['name']}/{i}" for i in range(n)])
+            kind.append(np.full(n, g["kind"], "U10"))
+            bus.append(np.asarray(g["bus"], np.int64))
+            p.append(np.nan_to_num(np.asarray(g["p_kw"], float)))
+            q.append(np.nan_to_num(np.asarray(g.get("q_kvar", np.zeros(n)), float)))
+            av.append(np.asarray(g.get("available", np.ones(n, bool)), bool))
+            for store, src in ((rat_parts, g.get("ratings") or {}), (tel_parts, g.get("telemetry") or {})):
+                for k in src:
+                    store.setdefault(k, [None] * len(groups))
+                    store[k][gi] = np.asarray(src[k], float)
+
+        def cat(parts):
+            return {k: np.concatenate([a if a is not None else np.full(sizes[i], np.nan)
+                                       for i, a in enumerate(v)]) for k, v in parts.items()}
+
+        def join(lst, dtype):
+            return np.concatenate(lst).astype(dtype) if lst else np.zeros(0, dtype)
+
+        return cls(float(t_s), float(now_s), np.asarray(base_bus, np.int64),
+                   np.asarray(base_p_kw, float), np.asarray(base_q_kvar, float), ids,
+                   join(kind, "U10"), join(bus, np.int64), join(p, float), join(q, float),
+                   join(av, bool), cat(rat_parts), cat(tel_parts), dict(trafo_tap_pos or {}))
+
+    @classmethod
+    def from_fleet_state(cls, fleet_state, base_bus, base_p_kw, base_q_kvar, now_s: float,
+                         trafo_tap_pos=None) -> "GridSnapshot":
+        """From the runtime's `controller.state.FleetState` (good-quality values only;
+        devices without a good p_kw reading are marked unavailable)."""
+        groups, t_oldest = [], np.inf
+        for g in fleet_state.groups.values():
+            if g.kind not in SETPOINTS:
+                continue
+            p = g.get("p_kw")
+            q = g.get("q_kvar")
+            tel = {k: g.get(k) for k in ("p_avail_kw", "p_base_kw", "connected") if k in g.values}
+            available = g.usable() & np.isfinite(p)
+            if g.t is not None and np.isfinite(g.t[available]).any():
+                t_oldest = min(t_oldest, float(np.nanmin(g.t[available])))
+            groups.append(dict(name=g.group, kind=g.kind, ids=g.ids, bus=g.bus, p_kw=p,
+                               q_kvar=np.nan_to_num(q), available=available,
+                               ratings=g.ratings, telemetry=tel))
+        t_s = fleet_state.t if not np.isfinite(t_oldest) else t_oldest
+        return cls.from_groups(t_s, now_s, base_bus, base_p_kw, base_q_kvar, groups, trafo_tap_pos)

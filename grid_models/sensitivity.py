@@ -1,0 +1,211 @@
+"""Voltage and branch-loading sensitivities to bus injections, from the power-flow Jacobian.
+
+After a converged `pandapower.runpp` the net holds its internal model (`net._ppc["internal"]`:
+Ybus, Yf, Yt, V, ref/pv/pq). Solving the Jacobian for unit injections gives dV/dP and dV/dQ
+at every bus and, through the branch admittances, d(loading %)/dP and /dQ for every line and
+transformer. The safety gate and volt/var use these for a fast linear screen; a full power flow
+confirms. Inputs and outputs are in pandapower indices and the load sign convention
+(kW/kvar consumed at the bus), so a positive dp_kw is more load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandapower as pp
+from pandapower.pypower.dSbus_dV import dSbus_dV
+
+
+class SensitivityError(RuntimeError):
+    """The net has no converged power flow to linearise around."""
+
+
+@dataclass
+class Sensitivities:
+    """Linear model around one operating point; rows/columns in pandapower indices.
+
+    Rows: `bus_index` (all buses), `line_index`, `trafo_index`. Columns: `col_bus` (the buses
+    whose injection may change). Units: pu per kW / per kvar and loading % per kW / per kvar,
+    load convention.
+    """
+
+    bus_index: np.ndarray
+    line_index: np.ndarray
+    trafo_index: np.ndarray
+    col_bus: np.ndarray
+    v_pu: np.ndarray  # voltages at the operating point
+    line_loading_pct: np.ndarray
+    trafo_loading_pct: np.ndarray
+    dv_dp: np.ndarray  # (n_bus, n_col)
+    dv_dq: np.ndarray
+    dline_dp: np.ndarray  # (n_line, n_col)
+    dline_dq: np.ndarray
+    dtrafo_dp: np.ndarray  # (n_trafo, n_col)
+    dtrafo_dq: np.ndarray
+
+    def predict(self, dp_kw: np.ndarray, dq_kvar: np.ndarray):
+        """Voltages and loadings after injection changes per `col_bus` (linear estimate)."""
+        v = self.v_pu + self.dv_dp @ dp_kw + self.dv_dq @ dq_kvar
+        ll = self.line_loading_pct + self.dline_dp @ dp_kw + self.dline_dq @ dq_kvar
+        tl = self.trafo_loading_pct + self.dtrafo_dp @ dp_kw + self.dtrafo_dq @ dq_kvar
+        return v, ll, tl
+
+
+@dataclass
+class NetModel:
+    """The internal admittance model of a converged pandapower net, with the lookups that map
+    pandapower buses/branches onto it (what a fast solver or a linearisation needs)."""
+
+    ybus: object  # scipy sparse, internal bus order
+    yf: object
+    yt: object
+    v: np.ndarray  # complex voltages of the converged solution
+    ref: np.ndarray
+    pv: np.ndarray
+    pq: np.ndarray
+    base_mva: float
+    bus_index: np.ndarray  # pandapower bus index, in net.bus order
+    bus_pos: np.ndarray  # internal position of each pandapower bus
+    line_rows: np.ndarray  # internal branch row of each line (net.line order)
+    trafo_rows: np.ndarray
+    c_from: np.ndarray  # loading % per pu current, from side, per internal branch row
+    c_to: np.ndarray
+    sbus: np.ndarray  # complex injections (pu) of the converged solution
+
+    @classmethod
+    def from_net(cls, net: pp.pandapowerNet) -> "NetModel":
+        if not net.get("converged", False) or net.get("_ppc") is None:
+            raise SensitivityError("no converged power flow on this net: run pandapower.runpp first")
+        internal = net._ppc["internal"]
+        v = internal["V"]
+        bus_index = net.bus.index.to_numpy()
+        pos = np.asarray(net._pd2ppc_lookups["bus"][bus_index], dtype=np.int64)
+        vm_pp = net.res_bus.vm_pu.to_numpy()
+        ok = np.isfinite(vm_pp)
+        if (pos[ok] >= len(v)).any() or not np.allclose(np.abs(v[pos[ok]]), vm_pp[ok], atol=1e-6):
+            raise SensitivityError("internal bus order does not match pandapower results (unsupported net)")
+        base_mva = float(internal["baseMVA"])
+        nbr = internal["Yf"].shape[0]
+        c_from, c_to = np.zeros(nbr), np.zeros(nbr)
+        lk = net._pd2ppc_lookups["branch"]
+        vn = net.bus.vn_kv
+        s3 = np.sqrt(3.0)
+        line_rows = trafo_rows = np.zeros(0, np.int64)
+        if "line" in lk and len(net.line):
+            a, b = lk["line"]
+            line_rows = np.arange(a, b)
+            i_max = (net.line.max_i_ka * net.line.df * net.line.parallel).to_numpy()
+            c_from[a:b] = 100.0 * base_mva / (s3 * vn.loc[net.line.from_bus].to_numpy()) / i_max
+            c_to[a:b] = 100.0 * base_mva / (s3 * vn.loc[net.line.to_bus].to_numpy()) / i_max
+        if "trafo" in lk and len(net.trafo):
+            a, b = lk["trafo"]
+            trafo_rows = np.arange(a, b)
+            t = net.trafo
+            den = (t.sn_mva * t.parallel * t.get("df", 1.0)).to_numpy()
+            c_from[a:b] = 100.0 * base_mva * t.vn_hv_kv.to_numpy() / (vn.loc[t.hv_bus].to_numpy() * den)
+            c_to[a:b] = 100.0 * base_mva * t.vn_lv_kv.to_numpy() / (vn.loc[t.lv_bus].to_numpy() * den)
+        m = cls(internal["Ybus"], internal["Yf"], internal["Yt"], v.copy(), internal["ref"],
+                internal["pv"], internal["pq"], base_mva, bus_index, pos, line_rows, trafo_rows,
+                c_from, c_to, internal["Sbus"].copy())
+        ll, tl = m.loadings(m.v)
+        for name, mine, theirs in (("line", ll, net.res_line.loading_percent.to_numpy()),
+                                   ("trafo", tl, net.res_trafo.loading_percent.to_numpy())):
+            good = np.isfinite(theirs) & (np.abs(theirs) > 1e-3)
+            if good.any() and not np.allclose(mine[good], theirs[good], rtol=1e-4, atol=1e-3):
+                raise SensitivityError(f"{name} loading model does not match pandapower (unsupported net)")
+        return m
+
+    def loadings(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Line and transformer loading % for internal voltages v."""
+        ld = np.maximum(np.abs(self.yf @ v) * self.c_from, np.abs(self.yt @ v) * self.c_to)
+        return ld[self.line_rows], ld[self.trafo_rows]
+
+
+def linearize(m: NetModel, v: np.ndarray, col_pos: np.ndarray, col_bus: np.ndarray) -> Sensitivities:
+    """Sensitivities of the model at voltages v for unit loads at internal buses col_pos."""
+    nb = len(v)
+    pv, pq = m.pv, m.pq
+    pvpq = np.r_[pv, pq]
+    ds_dvm, ds_dva = dSbus_dV(m.ybus, v)
+    jac = np.block([[_dense(ds_dva[np.ix_(pvpq, pvpq)].real), _dense(ds_dvm[np.ix_(pvpq, pq)].real)],
+                    [_dense(ds_dva[np.ix_(pq, pvpq)].imag), _dense(ds_dvm[np.ix_(pq, pq)].imag)]])
+    n_pvpq, n_pq = len(pvpq), len(pq)
+    ncol = len(col_pos)
+    row_p = np.full(nb, -1)
+    row_p[pvpq] = np.arange(n_pvpq)
+    row_q = np.full(nb, -1)
+    row_q[pq] = n_pvpq + np.arange(n_pq)
+    rhs = np.zeros((n_pvpq + n_pq, 2 * ncol))
+    unit = -1e-3 / m.base_mva  # +1 kW / kvar of load = -1 kW of injection, in pu
+    cols = np.arange(ncol)
+    hp = row_p[col_pos] >= 0
+    rhs[row_p[col_pos][hp], cols[hp]] = unit
+    hq = row_q[col_pos] >= 0
+    rhs[row_q[col_pos][hq], ncol + cols[hq]] = unit
+    sol = np.linalg.solve(jac, rhs)
+    vm = np.abs(v)
+    dva = np.zeros((nb, 2 * ncol))
+    dvm = np.zeros((nb, 2 * ncol))
+    dva[pvpq] = sol[:n_pvpq]
+    dvm[pq] = sol[n_pvpq:]
+    dv = v[:, None] * (1j * dva + dvm / vm[:, None])
+    i_f, i_t = m.yf @ v, m.yt @ v
+    use_from = np.abs(i_f) * m.c_from >= np.abs(i_t) * m.c_to
+    i_side = np.where(use_from, i_f, i_t)
+    c_side = np.where(use_from, m.c_from, m.c_to)
+    i_abs = np.abs(i_side)
+    unit_dir = np.where(i_abs > 1e-9, np.conj(i_side) / np.maximum(i_abs, 1e-12), 0.0)
+    di = np.where(use_from[:, None], _dense(m.yf @ dv), _dense(m.yt @ dv))
+    d_load = c_side[:, None] * np.real(unit_dir[:, None] * di)
+    # an idle branch has no direction to linearise |I| around: use |dI| (an upper bound)
+    idle = i_abs <= 1e-9
+    d_load[idle] = c_side[idle, None] * np.abs(di[idle])
+    ll, tl = m.loadings(v)
+    dvm_pp = dvm[m.bus_pos]
+    dl = d_load[m.line_rows]
+    dt = d_load[m.trafo_rows]
+    return Sensitivities(
+        bus_index=m.bus_index, line_index=np.arange(len(m.line_rows)), trafo_index=np.arange(len(m.trafo_rows)),
+        col_bus=np.asarray(col_bus), v_pu=vm[m.bus_pos], line_loading_pct=ll, trafo_loading_pct=tl,
+        dv_dp=dvm_pp[:, :ncol], dv_dq=dvm_pp[:, ncol:], dline_dp=dl[:, :ncol], dline_dq=dl[:, ncol:],
+        dtrafo_dp=dt[:, :ncol], dtrafo_dq=dt[:, ncol:])
+
+
+def compute_sensitivities(net: pp.pandapowerNet, col_bus=None) -> Sensitivities:
+    """Sensitivities at the net's last converged power flow for injections at `col_bus`
+    (default: every bus). Raises SensitivityError when there is no converged result."""
+    m = NetModel.from_net(net)
+    col_bus = m.bus_index if col_bus is None else np.asarray(col_bus, dtype=np.int64)
+    col_pos = np.asarray(net._pd2ppc_lookups["bus"][col_bus], dtype=np.int64)
+    s = linearize(m, m.v, col_pos, col_bus)
+    s.line_index = net.line.index.to_numpy()
+    s.trafo_index = net.trafo.index.to_numpy()
+    return s
+
+
+def _dense(m):
+    return m.toarray() if hasattr(m, "toarray") else np.asarray(m)
+
+
+class SensitivityCache:
+    """Keeps one `Sensitivities` and recomputes it only when the operating point has moved:
+    any bus voltage by more than `dv_threshold_pu`, or after `invalidate()` (topology, taps)."""
+
+    def __init__(self, col_bus=None, dv_threshold_pu: float = 0.01):
+        self.col_bus = col_bus
+        self.dv_threshold_pu = dv_threshold_pu
+        self.current: Sensitivities | None = None
+        self.refreshes = 0
+
+    def invalidate(self) -> None:
+        self.current = None
+
+    def get(self, net: pp.pandapowerNet) -> Sensitivities:
+        vm = net.res_bus.vm_pu.to_numpy()
+        cur = self.current
+        if cur is None or cur.v_pu.shape != vm.shape or \
+                np.nanmax(np.abs(cur.v_pu - vm)) > self.dv_threshold_pu:
+            self.current = compute_sensitivities(net, self.col_bus)
+            self.refreshes += 1
+        return self.current
