@@ -30,6 +30,8 @@ def register(sub) -> None:
     rp.add_argument("run_dir", help="a HIL results folder holding links.jsonl and summary.json")
     rp.add_argument("--scenario", help="scenario file for the new controller (default: the recorded one)")
     rp.add_argument("--max", type=int, default=20, help="divergences to list (default 20)")
+    rp.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="override a controller setting (e.g. dr_gain=0.3): a changed version")
     rp.set_defaults(func=cmd_replay)
 
 
@@ -88,8 +90,14 @@ def cmd_replay(args) -> int:
     from gridtwin_cli import UserError
     from hil.replay import ReplayError, replay_run
 
+    settings = {}
+    for kv in args.set:
+        k, sep, v = kv.partition("=")
+        if not sep:
+            raise UserError(f"--set expects NAME=VALUE, got {kv!r}")
+        settings[k] = float(v)
     try:
-        rep = replay_run(Path(args.run_dir), scenario_path=args.scenario)
+        rep = replay_run(Path(args.run_dir), scenario_path=args.scenario, settings=settings)
     except ReplayError as e:
         raise UserError(str(e)) from None
     print(f"replayed {rep['cycles']} cycles: {rep['old_writes']} recorded writes, "

@@ -53,7 +53,7 @@ def make_links(endpoints: list[dict], clock) -> dict[str, object]:
 class HilController:
     """What the agent drives: one cycle per tick (lockstep) or its own loop (real time)."""
 
-    def __init__(self, init: dict):
+    def __init__(self, init: dict, link_factory=make_links, settings: dict | None = None):
         self.init = init
         self.s = s = _scenario(init)
         self.start_epoch = float(init["start_epoch"])
@@ -61,7 +61,7 @@ class HilController:
         self.rec = None
         if init.get("record"):
             self.rec = RecordFile(init["record"], append=bool(init.get("restart")))
-        raw = make_links(init["endpoints"], self.clock)
+        raw = link_factory(init["endpoints"], self.clock)
         self.timing = {n: TimingLink(self._wrap(l, n)) for n, l in raw.items()}
         state = Path(init["state_dir"])
         state.mkdir(parents=True, exist_ok=True)
@@ -75,6 +75,10 @@ class HilController:
         spec = s.controller
         cfg = CycleSettings(cycle_s=spec.cycle_s, optimize_every_s=spec.optimize_every_s,
                             objective=spec.objective)
+        for k, v in (settings or {}).items():  # replay of a changed controller version
+            if not hasattr(cfg, k):
+                raise ValueError(f"unknown controller setting {k!r}")
+            setattr(cfg, k, type(getattr(cfg, k))(v))
         self.ctl = Controller(groups, self.clock, historian=self.hist, gate=self._gate(),
                               settings=cfg, scheduler=self._scheduler())
         self._restored = sorted(self.ctl.dr)

@@ -47,6 +47,7 @@ class HilSession:
         from twin.simulation import Twin
 
         self.twin = Twin(self.scenario)
+        (self.out / "scenario.json").write_text(self.scenario.model_dump_json(indent=1))
         from hil.bridge import attach_bridge
 
         self.bridge = attach_bridge(self.twin)  # groups with a real endpoint: measured, not emulated
