@@ -1,0 +1,230 @@
+"""The controller as an OpenADR 2.0b VEN (openleadr 0.5.36): registers with a VTN, turns the
+events it receives (EiEvent) into DrEvents in the DrManager, answers optIn/optOut, and
+offers a TELEMETRY_USAGE report (delivered reduction, kW) the VTN may request.
+
+Interface used by the controller runtime:
+    ven = OpenAdrVen(manager, vtn_url="http://127.0.0.1:8080/OpenADR2/Simple/2.0b",
+                     ven_name="gridtwin-vpp", headroom_kw=lambda: alloc.total_headroom_kw,
+                     telemetry_kw=lambda: last_delivered_kw)
+    ven.start(timeout_s=10)   # background thread with its own asyncio loop; waits for registration
+    ...
+    ven.stop(timeout_s=5)
+
+Event mapping (one DrEvent per event interval, id "oadr:<event_id>" or "oadr:<event_id>:<i>"):
+- LOAD_DISPATCH with signal_type 'delta' or 'setpoint': |payload| kW of reduction;
+  x-loadControlCapacity: payload is a fraction of `contracted_kw` to shed.
+- SIMPLE/LOAD_CONTROL 'level' 0..3: `level_kw[level]` (default 1/3, 2/3, 3/3 of contracted_kw);
+  level 0 means no reduction (nothing created, opt in).
+- Targets with resource_id name the fleet groups; none means every group.
+- event_status 'cancelled' cancels; a new modification_number modifies.
+Opt decision: optIn when the summed reduction fits `headroom_kw()` (or when no headroom
+function is given), else optOut; `decide` may replace this policy. The VTN sees the opt via
+oadrCreatedEvent. Everything the VEN does is also recorded through DrManager.on_change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from datetime import timedelta
+from typing import Callable
+
+from controller.dr.events import DrError, DrManager
+
+log = logging.getLogger(__name__)
+
+
+class VenError(RuntimeError):
+    """The VEN could not start or register (one line, names the VTN URL)."""
+
+
+def _seconds(d) -> float:
+    return d.total_seconds() if isinstance(d, timedelta) else float(d or 0.0)
+
+
+class OpenAdrVen:
+    def __init__(self, manager: DrManager, vtn_url: str, ven_name: str = "gridtwin-vpp",
+                 ven_id: str | None = None, contracted_kw: float = 100.0,
+                 level_kw: dict[int, float] | None = None,
+                 headroom_kw: Callable[[], float] | None = None,
+                 telemetry_kw: Callable[[], float] | None = None,
+                 decide: Callable[[list[dict], dict], str] | None = None,
+                 report_sampling_s: float = 10.0):
+        self.manager = manager
+        self.vtn_url = vtn_url
+        self.ven_name = ven_name
+        self.ven_id = ven_id
+        self.contracted_kw = float(contracted_kw)
+        self.level_kw = level_kw or {1: contracted_kw / 3, 2: 2 * contracted_kw / 3, 3: contracted_kw}
+        self.headroom_kw = headroom_kw
+        self.telemetry_kw = telemetry_kw
+        self.decide = decide
+        self.report_sampling_s = report_sampling_s
+        self.responses: list[tuple[str, str]] = []  # (event_id, optIn/optOut) as answered
+        self.errors: list[str] = []
+        self.client = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
+
+    # -- event translation (pure; tested without a VTN too) -------------------------------
+    def translate(self, event: dict) -> list[dict]:
+        """DrManager.create kwargs for each interval of an OpenADR event dict."""
+        desc = event["event_descriptor"]
+        eid = desc["event_id"]
+        signals = event.get("event_signals") or []
+        if isinstance(signals, dict):
+            signals = signals.get("event_signals", [])
+        groups = sorted({t["resource_id"] for t in (event.get("targets") or [])
+                         if isinstance(t, dict) and t.get("resource_id")}) or None
+        active = event["active_period"]
+        start0 = active["dtstart"].timestamp()
+        out = []
+        for sig in signals:
+            ivs = sig.get("intervals") or []
+            t = start0
+            for i, iv in enumerate(sorted(ivs, key=lambda x: x.get("uid", 0) or 0)):
+                dur = _seconds(iv.get("duration"))
+                st = iv["dtstart"].timestamp() if iv.get("dtstart") is not None else t
+                kw = self._reduction_kw(sig["signal_name"], sig["signal_type"],
+                                        float(iv.get("signal_payload", 0.0)))
+                t = st + dur
+                if kw > 0 and dur > 0:
+                    out.append(dict(start_t=st, end_t=st + dur, reduction_kw=kw, groups=groups,
+                                    source="openadr", created_by=f"vtn:{eid}",
+                                    id=f"oadr:{eid}" if len(ivs) == 1 else f"oadr:{eid}:{i}",
+                                    note=f"{sig['signal_name']}/{sig['signal_type']}"))
+            break  # the first signal carries the request; others (price etc.) are informative
+        return out
+
+    def _reduction_kw(self, name: str, stype: str, payload: float) -> float:
+        if stype in ("delta", "setpoint") and name in ("LOAD_DISPATCH", "LOAD_CONTROL"):
+            return abs(payload)
+        if stype == "x-loadControlCapacity":
+            return max(min(payload, 1.0), 0.0) * self.contracted_kw
+        if stype == "level":
+            return float(self.level_kw.get(int(round(payload)), 0.0 if payload <= 0
+                                           else self.contracted_kw))
+        raise DrError(f"openadr: signal {name}/{stype} is not a load-reduction request")
+
+    def handle_event(self, event: dict) -> str:
+        """Apply one OpenADR event to the manager; returns 'optIn' or 'optOut'."""
+        desc = event["event_descriptor"]
+        eid, status = desc["event_id"], desc.get("event_status")
+        mod = int(desc.get("modification_number") or 0)
+        mine = [e for e in self.manager.list() if e.id == f"oadr:{eid}" or
+                e.id.startswith(f"oadr:{eid}:")]
+        if status == "cancelled":
+            for e in mine:
+                if e.status not in ("completed", "cancelled"):
+                    self.manager.cancel(e.id, by=f"vtn:{eid}")
+            return "optIn"
+        try:
+            specs = self.translate(event)
+        except (DrError, KeyError, TypeError, ValueError) as err:
+            self.errors.append(f"event {eid}: {err}")
+            log.warning("openadr: event %s refused: %s", eid, err)
+            return "optOut"
+        if self.decide is not None:
+            opt = self.decide(specs, event)
+        else:
+            room = None if self.headroom_kw is None else float(self.headroom_kw())
+            opt = "optIn" if room is None or max((s["reduction_kw"] for s in specs),
+                                                  default=0.0) <= room + 1e-9 else "optOut"
+        known = {e.id: e for e in mine}
+        for s in specs:
+            ev = known.get(s["id"])
+            if ev is None:
+                self.manager.create(**s, opt="in" if opt == "optIn" else "out")
+            else:
+                if ev.modification != mod and ev.status in ("pending", "active"):
+                    self.manager.modify(ev.id, by=f"vtn:{eid}", start_t=s["start_t"],
+                                        end_t=s["end_t"], reduction_kw=s["reduction_kw"],
+                                        groups=s["groups"], modification=mod)
+                self.manager.opt(ev.id, "in" if opt == "optIn" else "out", by=f"vtn:{eid}")
+        log.info("openadr: event %s (%d interval(s), %.1f kW max) -> %s", eid, len(specs),
+                 max((s["reduction_kw"] for s in specs), default=0.0), opt)
+        self.responses.append((eid, opt))
+        return opt
+
+    # -- asyncio side ---------------------------------------------------------------------
+    async def _on_event(self, event):
+        return self.handle_event(event)
+
+    async def _on_update_event(self, event):
+        return self.handle_event(event)
+
+    def _report_value(self):
+        return float(self.telemetry_kw()) if self.telemetry_kw is not None else 0.0
+
+    def _run(self, timeout_s: float):
+        from openleadr import OpenADRClient
+
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            self.client = OpenADRClient(ven_name=self.ven_name, vtn_url=self.vtn_url,
+                                        ven_id=self.ven_id, show_fingerprint=False)
+            self.client.add_handler("on_event", self._on_event)
+            self.client.add_handler("on_update_event", self._on_update_event)
+            if self.telemetry_kw is not None:
+                self.client.add_report(callback=self._report_value, resource_id="vpp",
+                                       measurement="power_real", unit="W", scale="k",
+                                       sampling_rate=timedelta(seconds=self.report_sampling_s))
+            loop.run_until_complete(asyncio.wait_for(self.client.run(), timeout_s))
+            if not self.client.registration_id:
+                raise VenError(f"openadr: no registration from VTN {self.vtn_url}")
+            self.ven_id = self.client.ven_id
+        except BaseException as err:  # reported to start(); the thread ends
+            self._start_error = err
+            self._started.set()
+            loop.close()
+            return
+        self._started.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    def start(self, timeout_s: float = 10.0) -> "OpenAdrVen":
+        """Register with the VTN in a background thread; raises VenError if it cannot."""
+        if self._thread is not None:
+            raise VenError("openadr: VEN already started")
+        self._thread = threading.Thread(target=self._run, args=(timeout_s,),
+                                        name=f"openadr-ven-{self.ven_name}", daemon=True)
+        self._thread.start()
+        if not self._started.wait(timeout_s + 2.0):
+            raise VenError(f"openadr: VEN did not start within {timeout_s} s ({self.vtn_url})")
+        if self._start_error is not None:
+            err, self._thread = self._start_error, None
+            if isinstance(err, VenError):
+                raise err
+            raise VenError(f"openadr: registration with {self.vtn_url} failed: "
+                           f"{type(err).__name__}: {err}") from err
+        return self
+
+    @property
+    def registered(self) -> bool:
+        return self.client is not None and bool(self.client.registration_id)
+
+    def poll_now(self, timeout_s: float = 5.0) -> None:
+        """Poll the VTN once immediately (instead of waiting for the poll interval)."""
+        if self._loop is None or self.client is None:
+            raise VenError("openadr: VEN not started")
+        asyncio.run_coroutine_threadsafe(self.client._poll(), self._loop).result(timeout_s)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        loop, th = self._loop, self._thread
+        if loop is None or th is None:
+            return
+        if loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(self.client.stop(), loop).result(timeout_s)
+            except Exception as err:  # still stop the loop; report what went wrong
+                self.errors.append(f"stop: {type(err).__name__}: {err}")
+            loop.call_soon_threadsafe(loop.stop)
+        th.join(timeout_s)
+        self._thread = None
