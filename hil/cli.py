@@ -49,15 +49,15 @@ def cmd_run(args) -> int:
     print_table(suite, results)
     failed = [r for r in results if not r.passed]
     for r in failed:
-        print(f"FAILED {r.name}: {(r.error or '').strip() or 'assertion failed'} ({r.out or ''})",
-              file=sys.stderr)
+        why = (r.error or "").strip().splitlines()[0] if r.error else "assertion failed"
+        print(f"FAILED {r.name}: {why}" + (f" ({r.out})" if r.out else ""), file=sys.stderr)
     return 1 if failed else 0
 
 
 def cmd_scenario(args) -> int:
+    from gridtwin_cli import UserError
     from hil.coordinator import run_hil
     from hil.session import HilError
-    from gridtwin_cli import UserError
     from scenarios.load import load_scenario
     from twin.cli import progress_bar, report_outcome
 

@@ -74,7 +74,7 @@ def run_lockstep(session: HilSession, progress=None) -> dict:
     cyc = np.asarray(cycle_ms, float)
     io = np.nansum(io_ms) / 1e3 if io_ms else 0.0
     channel_s = max(wait_s - np.nansum(cyc) / 1e3, 0.0) if cyc.size else 0.0
-    pct = lambda q: round(float(np.nanpercentile(cyc, q)), 3) if cyc.size else None  # noqa: E731
+    pct = lambda q: round(float(np.nanpercentile(cyc, q)), 3) if cyc.size else None
     return {
         "mode": "lockstep",
         "cycles": int(cyc.size),

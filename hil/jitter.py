@@ -15,7 +15,7 @@ def lateness_stats(lateness_s: np.ndarray, compute_s: np.ndarray, step_wall_s: f
     comp = np.asarray(compute_s, float)
     if late.size == 0:
         return {"steps": 0, "fell_behind": False}
-    ms = lambda x: round(float(x) * 1e3, 3)  # noqa: E731
+    ms = lambda x: round(float(x) * 1e3, 3)
     return {
         "steps": int(late.size),
         "step_wall_s": step_wall_s,

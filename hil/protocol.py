@@ -69,7 +69,7 @@ class Channel:
             self.sock.settimeout(left)
             try:
                 chunk = self.sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 raise ChannelError(f"control channel: no message within {timeout_s:g} s") from None
             except OSError as e:
                 raise ChannelError(f"control channel: {e}") from e
@@ -110,7 +110,7 @@ class Listener:
         while time.monotonic() < deadline:
             try:
                 conn, _ = self.sock.accept()
-            except socket.timeout:
+            except TimeoutError:
                 if alive is not None and not alive():
                     raise ChannelError("controller process exited before connecting") from None
                 continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
+from datetime import UTC
 
 import numpy as np
 
@@ -41,9 +42,9 @@ class ScenarioWallClock:
         return True
 
     def utc(self):
-        from datetime import datetime, timezone
+        from datetime import datetime
 
-        return datetime.fromtimestamp(self.now(), tz=timezone.utc)
+        return datetime.fromtimestamp(self.now(), tz=UTC)
 
 
 def warm_up(twin, speed: float = 1.0) -> float:
@@ -84,7 +85,7 @@ def run_twin_realtime(twin, wall0: float, speed: float = 1.0, lock=None, behind_
             behind = True
             msg = (f"twin fell behind real time at t={twin.t_s:g} s: step started "
                    f"{late[k] * 1e3:.0f} ms late (allowed {behind_s * 1e3:.0f} ms)")
-            twin.events.log(twin.t_s, "realtime_behind", lateness_ms=round(late[k] * 1e3, 1),
+            twin.events.log(twin.t_s, "realtime_behind", lateness_ms=round(float(late[k]) * 1e3, 1),
                             threshold_ms=round(behind_s * 1e3, 1))
             if warn:
                 warn(msg)

@@ -233,7 +233,7 @@ class Divergence:
         when = iso(self.t)
         if start_epoch is not None:
             when += f" (+{self.t - start_epoch:g} s)"
-        fmt = lambda v: "-" if v is None else f"{v:g}"  # noqa: E731
+        fmt = lambda v: "-" if v is None else f"{v:g}"
         return f"{when} {self.device}.{self.setpoint}: old {fmt(self.old)} -> new {fmt(self.new)}"
 
 

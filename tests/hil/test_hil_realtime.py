@@ -14,7 +14,7 @@ def test_realtime_run_reports_jitter_and_keeps_up(run_hil_scenario):
     s.device_step_s = 1.0
     s.power_flow_interval_s = 5.0
     s.controller.cycle_s = 5.0
-    summary, out = run_hil_scenario(s, mode="realtime", record=False)
+    summary, _ = run_hil_scenario(s, mode="realtime", record=False)
     h = summary["hil"]
     rt = h["realtime"]
     assert h["mode"] == "realtime" and rt["steps"] == 19  # step 0 is the untimed warm-up

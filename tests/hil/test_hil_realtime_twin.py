@@ -31,14 +31,14 @@ def test_twin_keeps_real_time_and_reports_jitter():
 
 
 def test_twin_that_cannot_keep_up_says_so():
-    tw = tiny(400)
+    tw = tiny(120)
     warnings = []
-    # 400 one-second steps at 20,000 x real time: 50 us per step, far below a power flow
+    # 120 one-second steps at 20,000 x real time: 50 us per step, far below a power flow
     stats = run_twin_realtime(tw, warm_up(tw, 20000.0), speed=20000.0, behind_s=0.005, warn=warnings.append)
     assert stats["fell_behind"] and stats["steps_behind"] > 0 and stats["overruns"] > 0
     assert len(warnings) == 1 and "fell behind real time" in warnings[0]
     ev = tw.events.of_kind("realtime_behind")
-    assert len(ev) == 1 and ev[0]["lateness_ms"] > 5
+    assert len(ev) == 1 and ev[0]["lateness_ms"] >= 5
 
 
 def test_scenario_wall_clock_maps_scenario_time_to_wall_time():

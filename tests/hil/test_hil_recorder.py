@@ -8,7 +8,14 @@ import pytest
 
 from controller.clock import SteppedClock
 from controller.links.direct import DirectLink
-from hil.recorder import RecordFile, RecordingLink, ReplayLink, compare_writes, load_records, recorded_writes
+from hil.recorder import (
+    RecordFile,
+    RecordingLink,
+    ReplayLink,
+    compare_writes,
+    load_records,
+    recorded_writes,
+)
 from scenarios.load import load_scenario
 from twin.simulation import Twin
 
