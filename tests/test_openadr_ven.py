@@ -1,0 +1,167 @@
+"""OpenADR 2.0b on loopback: a real openleadr VTN sends an event to the controller's VEN;
+the event reaches the DrManager and the allocation, and the opt answer reaches the VTN."""
+
+import asyncio
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from openleadr import OpenADRServer
+
+from controller.dr.allocation import Resource, allocate
+from controller.dr.events import DrManager
+from controller.dr.openadr_ven import OpenAdrVen, VenError
+from ports import free_port
+
+VEN_ID = "ven-gridtwin"
+
+
+class Vtn:
+    """A real openleadr VTN on 127.0.0.1 in its own thread and event loop."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.opts: list[tuple] = []
+        self.reports: list[tuple] = []
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self.server = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        assert self._ready.wait(10), "VTN did not start"
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}/OpenADR2/Simple/2.0b"
+
+    def _run(self):
+        asyncio.set_event_loop(self.loop)
+        # ven_lookup is called with the keyword ven_id=...
+        s = OpenADRServer(vtn_id="VTN1", http_host="127.0.0.1", http_port=self.port,
+                          requested_poll_freq=timedelta(seconds=1),
+                          ven_lookup=lambda ven_id: {"ven_id": VEN_ID, "ven_name": "gridtwin-vpp",
+                                                     "registration_id": "reg-1"})
+        s.add_handler("on_create_party_registration", lambda info: (VEN_ID, "reg-1"))
+        # the full-report form (the compact one answered HTTP 500 here)
+        s.add_handler("on_register_report", lambda report: [
+            (rd["r_id"], self.reports.extend, timedelta(seconds=1))
+            for rd in report["report_descriptions"]])
+        self.server = s
+        self.loop.run_until_complete(s.run())
+        self._ready.set()
+        self.loop.run_forever()
+
+    def add_event(self, event_id, payload_kw, start, minutes=30, targets=None):
+        def add():
+            self.server.add_event(
+                ven_id=VEN_ID, signal_name="LOAD_DISPATCH", signal_type="delta",
+                intervals=[{"dtstart": start, "duration": timedelta(minutes=minutes),
+                            "signal_payload": payload_kw}],
+                callback=lambda ven_id, event_id, opt_type: self.opts.append(
+                    (ven_id, event_id, opt_type)),
+                event_id=event_id, targets=targets)
+        self.loop.call_soon_threadsafe(add)
+
+    def stop(self):
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def wait_for(cond, timeout_s=8.0):
+    t_end = time.monotonic() + timeout_s
+    while time.monotonic() < t_end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def vtn():
+    v = Vtn()
+    yield v
+    v.stop()
+
+
+def batteries():
+    return [Resource(f"home_batteries/{i}", "battery", p_kw=0.0, p_max_kw=5.0, soc_kwh=9.0,
+                     soc_min_kwh=1.0) for i in range(12)]
+
+
+def test_vtn_event_reaches_dispatch_and_opt_in_is_reported(vtn):
+    changes = []
+    mgr = DrManager(on_change=lambda d, a: changes.append((a, d["id"], d["opt"])))
+    res = batteries()
+    ven = OpenAdrVen(mgr, vtn.url, headroom_kw=lambda: allocate(res, 1e9).total_headroom_kw,
+                     telemetry_kw=lambda: 12.5, report_sampling_s=1.0)
+    ven.start(timeout_s=10)
+    try:
+        assert ven.registered and ven.ven_id == VEN_ID
+        start = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(minutes=5)
+        vtn.add_event("EV1", -40.0, start, targets=[{"resource_id": "home_batteries"}])
+        ven.poll_now()
+        assert wait_for(lambda: vtn.opts), "VTN never got the opt response"
+        assert vtn.opts == [(VEN_ID, "EV1", "optIn")]
+        ev = mgr.get("oadr:EV1")
+        assert (ev.source, ev.opt, ev.reduction_kw, ev.groups) == (
+            "openadr", "in", 40.0, ["home_batteries"])
+        assert ev.start_t == start.timestamp() and ev.end_t - ev.start_t == 1800
+        assert ("created", "oadr:EV1", "in") in changes  # persisted through on_change
+        # inside the window the request drives the allocation
+        t_mid = ev.start_t + 600
+        need = mgr.requested_kw(t_mid, "home_batteries")
+        alloc = allocate(res, need)
+        assert need == 40.0 and alloc.allocated_kw == pytest.approx(40.0)
+        assert sum(-c.value for c in alloc.commands) == pytest.approx(40.0)
+        assert all(c.setpoint == "p_set_kw" and -5.0 <= c.value <= 0 for c in alloc.commands)
+        # telemetry report reached the VTN
+        assert wait_for(lambda: vtn.reports, timeout_s=5.0), "no report arrived"
+        assert vtn.reports[0][1] == 12.5
+    finally:
+        ven.stop()
+    assert not ven.errors
+
+
+def test_event_beyond_headroom_is_opted_out(vtn):
+    mgr = DrManager()
+    ven = OpenAdrVen(mgr, vtn.url, headroom_kw=lambda: 25.0).start(timeout_s=10)
+    try:
+        start = datetime.now(timezone.utc) + timedelta(minutes=1)
+        vtn.add_event("BIG", -40.0, start)
+        ven.poll_now()
+        assert wait_for(lambda: vtn.opts)
+        assert vtn.opts == [(VEN_ID, "BIG", "optOut")]
+        ev = mgr.get("oadr:BIG")
+        assert ev.opt == "out" and mgr.requested_kw(ev.start_t + 1) == 0.0
+    finally:
+        ven.stop()
+
+
+def test_unreachable_vtn_is_one_clear_error():
+    port = free_port()  # nothing listens there
+    ven = OpenAdrVen(DrManager(), f"http://127.0.0.1:{port}/OpenADR2/Simple/2.0b")
+    with pytest.raises(VenError, match=f"127.0.0.1:{port}"):
+        ven.start(timeout_s=5)
+
+
+def test_translate_levels_and_capacity_without_network():
+    ven = OpenAdrVen(DrManager(), "http://127.0.0.1:1/x", contracted_kw=90.0)
+    start = datetime(2026, 7, 1, 17, tzinfo=timezone.utc)
+    ev = {"event_descriptor": {"event_id": "L", "modification_number": 0, "event_status": "far"},
+          "active_period": {"dtstart": start, "duration": timedelta(hours=2)},
+          "event_signals": [{"signal_name": "SIMPLE", "signal_type": "level", "intervals": [
+              {"uid": 0, "dtstart": start, "duration": timedelta(hours=1), "signal_payload": 1},
+              {"uid": 1, "dtstart": start + timedelta(hours=1), "duration": timedelta(hours=1),
+               "signal_payload": 3}]}],
+          "targets": [{"ven_id": "v"}]}
+    specs = ven.translate(ev)
+    assert [(s["id"], s["reduction_kw"], s["groups"]) for s in specs] == [
+        ("oadr:L:0", 30.0, None), ("oadr:L:1", 90.0, None)]
+    assert specs[1]["start_t"] - specs[0]["start_t"] == 3600
+    # a cancel from the VTN cancels both intervals
+    assert ven.handle_event(ev) == "optIn"
+    ev["event_descriptor"]["event_status"] = "cancelled"
+    ven.handle_event(ev)
+    assert {e.status for e in ven.manager.list()} == {"cancelled"}
