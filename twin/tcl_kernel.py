@@ -75,51 +75,81 @@ def advance_first_order(t_in, on, since_s, switches, comfort_dm, lock_viol,
     decay = exp(-dt/(R*C)), gain_c = R*COP*P (steady-state temperature drop when on). State
     arrays (t_in, on, since_s, switches, comfort_dm, lock_viol) are updated in place.
     Unavailable devices draw nothing and their thermostat is frozen off (comm/power loss).
+    Steps are walked in chunks so each block's per-step power sums stay in L1 cache.
     """
     n = t_in.size
     n_steps = t_out_c.size
     part = np.zeros((n_blocks, n_steps))
     per = (n + n_blocks - 1) // n_blocks
+    chunk = 512
+    dt_min = dt_s / 60.0
     for blk in prange(n_blocks):
         lo = blk * per
         hi = min(n, lo + per)
-        for i in range(lo, hi):
-            t = t_in[i]
-            s_on = on[i]
-            since = since_s[i]
-            sw = switches[i]
-            dm = comfort_dm[i]
-            lv = lock_viol[i]
-            m = mode[i]
-            for k in range(n_steps):
-                if available[i]:
-                    new = _decide(i, k, t, s_on, since, m, t_set[i], t_offset[i], half_db[i],
-                                  force[i], override[i], min_on_s[i], min_off_s[i],
-                                  frac_on[i], frac_off[i], seed, step0)
-                elif s_on == 1:
-                    new = 0  # power/comm loss: off now, not a control switch
-                else:
-                    new = -1
-                if new >= 0:
-                    if available[i] and since < (min_on_s[i] if s_on == 1 else min_off_s[i]):
-                        lv += 1
-                    s_on = new
-                    since = 0.0
-                    sw += 1
-                t_ss = t_out_c[k] - m * s_on * gain_c[i]
-                t = t_ss + (t - t_ss) * decay[i]
-                since += dt_s
-                out = abs(t - t_set[i]) - comfort_c[i]
-                if out > 0.0:
-                    dm += out * dt_s / 60.0
-                if s_on == 1:
-                    part[blk, k] += p_kw[i]
-            t_in[i] = t
-            on[i] = s_on
-            since_s[i] = since
-            switches[i] = sw
-            comfort_dm[i] = dm
-            lock_viol[i] = lv
+        for k0 in range(0, n_steps, chunk):
+            k1 = min(n_steps, k0 + chunk)
+            for i in range(lo, hi):
+                t = t_in[i]
+                s_on = on[i]
+                since = since_s[i]
+                sw = switches[i]
+                dm = comfort_dm[i]
+                lv = lock_viol[i]
+                m = mode[i]
+                thr = t_set[i] + t_offset[i]
+                hd = half_db[i]
+                f = force[i]
+                ovr = override[i] and f != 0
+                m_on = min_on_s[i]
+                m_off = min_off_s[i]
+                dec = decay[i]
+                g = m * gain_c[i]
+                pk = p_kw[i]
+                ts = t_set[i]
+                cc = comfort_c[i]
+                fon = frac_on[i]
+                foff = frac_off[i]
+                avail = available[i]
+                for k in range(k0, k1):
+                    want = s_on
+                    if not avail:
+                        want = 0
+                    elif f != 0:
+                        want = 1 if f > 0 else 0
+                    else:
+                        dev = m * (t - thr)
+                        if dev > hd:
+                            want = 1
+                        elif dev < -hd:
+                            want = 0
+                        elif k == 0 and (fon > 0.0 or foff > 0.0):
+                            r = uniform_hash(seed, i, step0)
+                            if s_on == 0 and r < fon:
+                                want = 1
+                            elif s_on == 1 and r < foff:
+                                want = 0
+                    if want != s_on:
+                        lock = m_on if s_on == 1 else m_off
+                        if since >= lock or ovr or not avail:
+                            if since < lock and avail:
+                                lv += 1
+                            s_on = want
+                            since = 0.0
+                            sw += 1
+                    t_ss = t_out_c[k] - s_on * g
+                    t = t_ss + (t - t_ss) * dec
+                    since += dt_s
+                    out = abs(t - ts) - cc
+                    if out > 0.0:
+                        dm += out * dt_min
+                    if s_on == 1:
+                        part[blk, k] += pk
+                t_in[i] = t
+                on[i] = s_on
+                since_s[i] = since
+                switches[i] = sw
+                comfort_dm[i] = dm
+                lock_viol[i] = lv
     for blk in range(n_blocks):
         for k in range(n_steps):
             agg_kw[k] += part[blk, k]
