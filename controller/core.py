@@ -52,6 +52,8 @@ class DrState:
     correction_kw: float = 0.0
     samples: list[float] = field(default_factory=list)  # metered kW, one per cycle in the event
     participants: dict[str, np.ndarray] = field(default_factory=dict)  # group -> mask
+    ev_cf: dict[str, np.ndarray] = field(default_factory=dict)  # EV counterfactual need, kWh
+    last_base: dict[str, np.ndarray] = field(default_factory=dict)  # baseline of the last interval
 
     @property
     def end_t(self) -> float:
@@ -216,7 +218,8 @@ class Controller:
         t2 = time.perf_counter()
         tm["estimate_ms"] = 1e3 * (t2 - t1)
         cmds: list[Command] = []
-        if self.scheduler is not None and t >= self._next_opt_t:
+        in_event = any(e.status == "active" for e in self.dr.values())
+        if self.scheduler is not None and t >= self._next_opt_t and not in_event:
             self._next_opt_t = t + self.cfg.optimize_every_s
             try:
                 sched = self.scheduler.optimize(t, self.state)
@@ -372,14 +375,25 @@ class Controller:
             mask = ev.participants.get(g.group)
             if mask is None:
                 continue
-            total += flex.delivered_kw(g, flex.baseline_kw(g, self.base_set.get(g.group)),
-                                       mask & g.usable())
+            base = ev.last_base.get(g.group) if g.kind in ("ev", "battery") else None
+            if base is None:
+                base = flex.baseline_kw(g, self.base_set.get(g.group))
+            total += flex.delivered_kw(g, base, mask & g.usable())
         return total
 
     def _dr_allocate(self, ev: DrState, t: float) -> list[Command]:
         hold_h = max(ev.end_t - t, self.cfg.cycle_s) / 3600.0
         groups = self._dr_groups(ev)
-        base = {g.group: flex.baseline_kw(g, self.base_set.get(g.group)) for g in groups}
+        dt_h = self.cfg.cycle_s / 3600.0
+        base = {}
+        for g in groups:
+            if g.kind == "ev":
+                ev.ev_cf[g.group] = cf = flex.ev_counterfactual(g, ev.ev_cf.get(g.group))
+                base[g.group] = flex.baseline_kw(g, cf_need_kwh=cf, dt_h=dt_h)
+                ev.ev_cf[g.group] = cf - np.nan_to_num(base[g.group]) * dt_h
+            else:
+                base[g.group] = flex.baseline_kw(g, self.base_set.get(g.group))
+            ev.last_base[g.group] = base[g.group]
         head = {g.group: flex.headroom_kw(g, base[g.group], hold_h) for g in groups}
         need = ev.reduction_kw + ev.correction_kw
         cut = flex.allocate(need, head)

@@ -17,22 +17,39 @@ SETPOINT = {"battery": "p_set_kw", "ev": "p_max_set_kw", "flex_load": "curtail_p
 DR_KINDS = tuple(SETPOINT)
 
 
-def baseline_kw(g: GroupState, base_set: np.ndarray | None = None) -> np.ndarray:
-    """Power each device would draw without DR (load positive); NaN where unknown."""
+def baseline_kw(g: GroupState, base_set: np.ndarray | None = None,
+                cf_need_kwh: np.ndarray | None = None, dt_h: float = 1 / 60) -> np.ndarray:
+    """Power each device would draw without DR (load positive); NaN where unknown.
+    EVs: full rate while the counterfactual need (`cf_need_kwh`, grid side, tracked from the
+    event start by `ev_counterfactual`) lasts, else while the car reports a need."""
     if g.kind == "battery":
         return np.zeros(g.n) if base_set is None else np.asarray(base_set, float)
     if g.kind == "ev":
         p_max = g.rating("p_max_kw")
         conn = g.get("connected")
-        need = g.get("e_need_kwh")
-        wants = (conn > 0.5) & ~(need < 0.05)  # need unknown (NaN) counts as wanting
-        base = np.where(wants, p_max, 0.0)
+        if cf_need_kwh is not None:
+            base = np.where(conn > 0.5, np.minimum(p_max, np.nan_to_num(cf_need_kwh) / dt_h), 0.0)
+        else:
+            need = g.get("e_need_kwh")
+            base = np.where((conn > 0.5) & ~(need < 0.05), p_max, 0.0)  # unknown need: wants
         return np.where(np.isfinite(conn), base, np.nan)
     if g.kind == "flex_load":
         return g.get("p_base_kw")
     if g.kind == "pv":
         return -g.get("p_avail_kw")
     return g.get("p_kw")
+
+
+def ev_counterfactual(g: GroupState, cf: np.ndarray | None) -> np.ndarray:
+    """Grid-side energy each plugged-in car would still draw without DR: starts at its
+    reported need when first seen during the event, forgotten when it leaves."""
+    conn = g.get("connected") > 0.5
+    need = g.get("e_need_kwh") / g.rating("eta", 0.92)
+    cf = np.full(g.n, np.nan) if cf is None else cf.copy()
+    new = conn & np.isnan(cf)
+    cf[new] = np.where(np.isfinite(need[new]), need[new], np.inf)
+    cf[~conn] = np.nan
+    return cf
 
 
 def headroom_kw(g: GroupState, baseline: np.ndarray, hold_h: float) -> np.ndarray:

@@ -1,0 +1,31 @@
+"""`gridtwin controller serve --config X.yaml`: the controller service with its HTTP API."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("controller", help="the VPP controller service")
+    cs = p.add_subparsers(dest="controller_command", required=True)
+    s = cs.add_parser("serve", help="run the control cycle and serve the API on 127.0.0.1")
+    s.add_argument("--config", required=True, help="service YAML (devices, cycle, historian, api)")
+    s.add_argument("--port", type=int, help="API port (overrides api.port)")
+    s.add_argument("-v", "--verbose", action="store_true", help="log each cycle")
+    s.set_defaults(func=_serve)
+
+
+def _serve(args) -> int:
+    import logging
+
+    from controller.config import ConfigError, load_config
+    from controller.service import serve
+    from gridtwin_cli import UserError
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        cfg = load_config(args.config)
+        if args.port:
+            cfg.api.port = args.port
+        return serve(cfg)
+    except ConfigError as e:
+        raise UserError(str(e)) from None

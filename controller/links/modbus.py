@@ -1,0 +1,304 @@
+"""ModbusLink: SunSpec devices over Modbus TCP (pymodbus sync client).
+
+Per device: SunSpec discovery ('SunS' at 40000, then the model chain to 0xFFFF), one block
+read per model the device's profile needs, scale factors applied, not-implemented points
+flagged INVALID. Writes are confirmed by reading the registers back. Each device has its
+own poll period; failures are retried on an exponential backoff, and after `max_failures`
+in a row the device is marked unavailable (DeviceStatus) so the cycle dispatches without it;
+it is probed on the backoff schedule and comes back on its first good answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass, field
+
+from pymodbus.client import ModbusTcpClient
+from pymodbus.exceptions import ModbusException
+
+from controller.links import sunspec as ss
+from controller.links.base import DeviceInfo, DeviceLink, DeviceStatus, Quality, Value
+
+log = logging.getLogger("controller.links.modbus")
+
+# quantity -> candidates (model, point, factor); factor turns scaled SunSpec units into ours
+# (SunSpec inverters report W > 0 when exporting; we use load convention: generation < 0)
+READS = {
+    "pv": {"p_kw": [(103, "W", -1e-3), (701, "W", -1e-3)],
+           "q_kvar": [(103, "VAr", -1e-3), (701, "VAr", -1e-3)],
+           "p_limit_pct": [(123, "WMaxLimPct", 1.0)]},
+    "battery": {"p_kw": [(103, "W", -1e-3), (701, "W", -1e-3)],
+                "soc_pct": [(124, "ChaState", 1.0), (713, "SoC", 1.0)]},
+    "meter": {"p_kw": [(203, "W", 1e-3)], "q_kvar": [(203, "VAR", 1e-3)],
+              "v_v": [(203, "PhV", 1.0)]},
+}
+RATINGS = {
+    "pv": {"s_rated_kva": [(120, "VARtg", 1e-3), (120, "WRtg", 1e-3)]},
+    "battery": {"p_max_kw": [(124, "WChaMax", 1e-3)], "e_cap_kwh": [(713, "WHRtg", 1e-3)],
+                "soc_min_pct": [(124, "MinRsvPct", 1.0)]},
+}
+
+
+class ModbusLinkError(ValueError):
+    """Bad endpoint configuration (one line, names the device and field)."""
+
+
+@dataclass
+class _Dev:
+    info: DeviceInfo
+    host: str
+    port: int
+    unit: int
+    poll_s: float
+    models: dict[int, int] = field(default_factory=dict)  # model id -> address of its ID register
+    values: dict[str, Value] = field(default_factory=dict)
+    status: DeviceStatus = field(default_factory=DeviceStatus)
+    next_poll_t: float = -math.inf
+    sf_cache: dict = field(default_factory=dict)
+
+
+class ModbusLink(DeviceLink):
+    """rows: [{device_id, group, kind, host, port, unit, poll_s?, bus?}]"""
+
+    def __init__(self, rows: list[dict], clock, timeout_s: float = 0.5, poll_s: float = 1.0,
+                 max_failures: int = 2, backoff_s: float = 1.0, backoff_max_s: float = 30.0,
+                 stale_factor: float = 3.0):
+        self.clock = clock
+        self.timeout_s, self.max_failures = timeout_s, max_failures
+        self.backoff_s, self.backoff_max_s, self.stale_factor = backoff_s, backoff_max_s, stale_factor
+        self._clients: dict[tuple[str, int], ModbusTcpClient] = {}
+        self._locks: dict[tuple[str, int], threading.Lock] = {}
+        self._devs: dict[str, _Dev] = {}
+        for r in rows:
+            for k in ("device_id", "kind", "host", "port"):
+                if k not in r:
+                    raise ModbusLinkError(f"modbus endpoint {r.get('device_id', '?')}: missing {k!r}")
+            if r["kind"] not in READS:
+                raise ModbusLinkError(f"modbus endpoint {r['device_id']}: kind {r['kind']!r} has no "
+                                      f"SunSpec profile; known: {sorted(READS)}")
+            group = r.get("group") or r["device_id"].rpartition("/")[0]
+            info = DeviceInfo(r["device_id"], group, r["kind"], r.get("bus"))
+            self._devs[r["device_id"]] = _Dev(info, r["host"], int(r["port"]), int(r.get("unit", 1)),
+                                              float(r.get("poll_s", poll_s)))
+        self.reads = self.writes = self.failures = 0
+
+    @classmethod
+    def from_endpoints(cls, rows: list[dict], clock, **kw) -> "ModbusLink":
+        return cls(rows, clock, **kw)
+
+    # --- transport --------------------------------------------------------------------------------
+    def _client(self, d: _Dev) -> tuple[ModbusTcpClient, threading.Lock]:
+        key = (d.host, d.port)
+        c = self._clients.get(key)
+        if c is None:
+            c = ModbusTcpClient(d.host, port=d.port, timeout=self.timeout_s, retries=0,
+                                reconnect_delay=0.0)
+            self._clients[key] = c
+            self._locks[key] = threading.Lock()
+        return c, self._locks[key]
+
+    def _read(self, d: _Dev, address: int, count: int) -> list[int]:
+        c, lock = self._client(d)
+        with lock:
+            if not c.connected and not c.connect():
+                raise ConnectionError(f"{d.host}:{d.port} refused")
+            rr = c.read_holding_registers(address, count=count, device_id=d.unit)
+        self.reads += 1
+        if rr.isError():
+            raise IOError(f"exception response {getattr(rr, 'exception_code', '?')}")
+        return list(rr.registers)
+
+    def _write_regs(self, d: _Dev, address: int, regs: list[int]) -> None:
+        c, lock = self._client(d)
+        with lock:
+            if not c.connected and not c.connect():
+                raise ConnectionError(f"{d.host}:{d.port} refused")
+            rr = c.write_registers(address, regs, device_id=d.unit)
+        self.writes += 1
+        if rr.isError():
+            raise IOError(f"exception response {getattr(rr, 'exception_code', '?')}")
+
+    # --- discovery ---------------------------------------------------------------------------------
+    def _discover(self, d: _Dev) -> None:
+        for base in ss.BASE_ADDRESSES:
+            try:
+                if tuple(self._read(d, base, 2)) == ss.SUNS:
+                    break
+            except IOError:
+                continue
+        else:
+            raise IOError("no SunSpec marker 'SunS' at 40000/0/50000")
+        addr, models = base + 2, {}
+        for _ in range(64):  # bounded walk of the model chain
+            mid, length = self._read(d, addr, 2)
+            if mid == ss.END_ID:
+                break
+            models[mid] = addr
+            addr += 2 + length
+        d.models = models
+        d.info.ratings = self._ratings(d)
+
+    def _block(self, d: _Dev, mid: int) -> list[int]:
+        lay = ss.layout(mid)
+        n = max(p.offset + p.size for p in lay.values())
+        return self._read(d, d.models[mid], n)
+
+    @staticmethod
+    def _scaled(regs, mid: int, point: str, factor: float, blocks_sf=None) -> tuple[float, Quality]:
+        lay = ss.layout(mid)
+        p = lay[point]
+        raw = ss.decode(regs, p)
+        if raw is None:
+            return math.nan, Quality.INVALID
+        sf = 0
+        if isinstance(p.sf, str):
+            sf = ss.decode(regs, lay[p.sf]) if p.sf in lay else None
+        elif isinstance(p.sf, int):
+            sf = p.sf
+        if sf is None or not -10 <= sf <= 10:
+            return math.nan, Quality.INVALID
+        return raw * 10.0 ** sf * factor, Quality.GOOD
+
+    def _ratings(self, d: _Dev) -> dict[str, float]:
+        out, blocks = {}, {}
+        for name, cands in RATINGS.get(d.info.kind, {}).items():
+            for mid, point, f in cands:
+                if mid not in d.models:
+                    continue
+                regs = blocks.get(mid) or blocks.setdefault(mid, self._block(d, mid))
+                v, q = self._scaled(regs, mid, point, f)
+                if q == Quality.GOOD:
+                    out[name] = v
+                    break
+        if "soc_min_pct" in out and "e_cap_kwh" in out:
+            out["soc_min_kwh"] = out.pop("soc_min_pct") / 100.0 * out["e_cap_kwh"]
+        return out
+
+    # --- polling -----------------------------------------------------------------------------------
+    def _poll(self, d: _Dev, t: float) -> None:
+        if not d.models:
+            self._discover(d)
+        blocks, vals = {}, {}
+        for name, cands in READS[d.info.kind].items():
+            for mid, point, f in cands:
+                if mid not in d.models:
+                    continue
+                regs = blocks.get(mid) or blocks.setdefault(mid, self._block(d, mid))
+                v, q = self._scaled(regs, mid, point, f)
+                vals[name] = Value(v, q, t)
+                break
+        if "soc_pct" in vals and "e_cap_kwh" in d.info.ratings:
+            s = vals["soc_pct"]
+            vals["soc_kwh"] = Value(s.value / 100.0 * d.info.ratings["e_cap_kwh"], s.quality, t)
+        d.values = vals
+
+    def _fail(self, d: _Dev, t: float, why: str) -> None:
+        c = self._clients.get((d.host, d.port))
+        if c is not None:  # a late answer must not be taken for the next request's
+            with self._locks[(d.host, d.port)]:
+                c.close()
+        st = d.status
+        st.consecutive_failures += 1
+        self.failures += 1
+        if st.consecutive_failures >= self.max_failures and st.available:
+            st.available, st.reason = False, why
+            log.warning("%s unavailable: %s", d.info.device_id, why)
+            d.models = {}  # rediscover when it comes back (it may have been reset)
+        k = max(st.consecutive_failures - self.max_failures, 0)
+        d.next_poll_t = t + (min(self.backoff_s * 2 ** k, self.backoff_max_s) if not st.available
+                             else d.poll_s)
+
+    def poll_due(self) -> None:
+        t = self.clock.now()
+        for d in self._devs.values():
+            if t < d.next_poll_t:
+                continue
+            try:
+                self._poll(d, t)
+            except (ModbusException, IOError, OSError, ValueError, KeyError) as e:
+                self._fail(d, t, f"{type(e).__name__}: {e}"[:120])
+                continue
+            d.status = DeviceStatus(True, "", t, 0)
+            d.next_poll_t = t + d.poll_s
+
+    # --- DeviceLink -------------------------------------------------------------------------------
+    def devices(self) -> list[DeviceInfo]:
+        """Device list; ratings are filled once a device has been discovered."""
+        for d in self._devs.values():
+            if not d.models:
+                try:
+                    self._discover(d)
+                except (ModbusException, IOError, OSError, ValueError, KeyError) as e:
+                    log.info("%s: discovery failed: %s", d.info.device_id, e)
+        return [d.info for d in self._devs.values()]
+
+    def read(self) -> dict[str, dict[str, Value]]:
+        self.poll_due()
+        t = self.clock.now()
+        out = {}
+        for dev, d in self._devs.items():
+            if not d.status.available:
+                out[dev] = {k: Value(v.value, Quality.MISSING, v.t) for k, v in d.values.items()}
+                continue
+            stale_after = self.stale_factor * d.poll_s
+            out[dev] = {k: (Value(v.value, Quality.STALE, v.t)
+                            if v.quality == Quality.GOOD and t - v.t > stale_after else v)
+                        for k, v in d.values.items()}
+        return out
+
+    def status(self) -> dict[str, DeviceStatus]:
+        return {dev: d.status for dev, d in self._devs.items()}
+
+    def write(self, device_id: str, setpoint: str, value: float) -> bool:
+        d = self._devs.get(device_id)
+        if d is None:
+            raise KeyError(f"unknown device {device_id!r}")
+        if not d.status.available:
+            return False
+        try:
+            if not d.models:
+                self._discover(d)
+            return self._write_setpoint(d, setpoint, float(value))
+        except (ModbusException, IOError, OSError) as e:
+            log.info("write %s.%s=%g failed: %s", device_id, setpoint, value, e)
+            return False
+
+    def _write_points(self, d: _Dev, mid: int, values: dict[str, float]) -> bool:
+        """Write scaled points of one model, then read the block back and compare."""
+        if mid not in d.models:
+            raise IOError(f"device has no SunSpec model {mid}")
+        lay = ss.layout(mid)
+        regs = self._block(d, mid)
+        raws = {}
+        for name, v in values.items():
+            p = lay[name]
+            sf = ss.decode(regs, lay[p.sf]) if isinstance(p.sf, str) else 0
+            if sf is None:
+                raise IOError(f"model {mid} {p.sf} not implemented")
+            raws[name] = int(round(v / 10.0 ** sf))
+        for name, raw in raws.items():
+            p = lay[name]
+            self._write_regs(d, d.models[mid] + p.offset, ss.encode(raw, p))
+        back = self._block(d, mid)
+        return all(ss.decode(back, lay[n]) == r for n, r in raws.items())
+
+    def _write_setpoint(self, d: _Dev, setpoint: str, value: float) -> bool:
+        kind = d.info.kind
+        if kind == "pv" and setpoint == "p_limit_pct":
+            return self._write_points(d, 123, {"WMaxLimPct": value, "WMaxLim_Ena": 1})
+        if kind == "battery" and setpoint == "p_set_kw":
+            p_max = d.info.ratings.get("p_max_kw")
+            if not p_max:
+                raise IOError("battery WChaMax unknown: cannot express p_set_kw as a rate")
+            pct = min(abs(value) / p_max * 100.0, 100.0)
+            mode = 1 if value > 0 else 2 if value < 0 else 0
+            return self._write_points(d, 124, {"InWRte": pct if mode == 1 else 0.0,
+                                               "OutWRte": pct if mode == 2 else 0.0,
+                                               "StorCtl_Mod": mode})
+        raise IOError(f"{d.info.device_id}: setpoint {setpoint!r} not supported for kind {kind!r}")
+
+    def close(self) -> None:
+        for c in self._clients.values():
+            c.close()
