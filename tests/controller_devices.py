@@ -54,7 +54,7 @@ class Registers:
     async def action(self, function_code, start_address, address, count, current_registers,
                      set_values):
         if self.hang:
-            await asyncio.sleep(3.0)
+            await asyncio.sleep(1.0)
         if self.refuse:
             from pymodbus.constants import ExcCodes
             return ExcCodes.DEVICE_FAILURE
@@ -73,6 +73,7 @@ class SunSpecBattery:
         self.soc_kwh = soc_pct / 100 * e_cap_kwh
         self.soc_min_kwh = min_rsv_pct / 100 * e_cap_kwh
         self.p_kw = 0.0
+        self.tripped = False
         regs, self.where = _image(MODELS)
         self.block = Registers(regs)
         self._set(124, "WChaMax_SF", 0)
@@ -116,7 +117,7 @@ class SunSpecBattery:
         return 0.0
 
     def step(self, dt_s: float) -> None:
-        p = float(np.clip(self.setpoint_kw(), -self.p_max_kw, self.p_max_kw))
+        p = 0.0 if self.tripped else float(np.clip(self.setpoint_kw(), -self.p_max_kw, self.p_max_kw))
         dt_h = dt_s / 3600
         if p < 0:
             p = max(p, -(self.soc_kwh - self.soc_min_kwh) / dt_h)
