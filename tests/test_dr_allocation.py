@@ -6,8 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.dr.allocation import (DeliveryLoop, Resource, allocate, headroom,
-                                      release_commands)
+from controller.dr.allocation import DeliveryLoop, Resource, allocate, headroom, release_commands
 
 HOLD_H = 1.0
 

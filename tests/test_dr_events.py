@@ -1,6 +1,6 @@
 """DrManager: lifecycle, validation, change log and restore after a restart."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -44,11 +44,11 @@ def test_cancel_and_opt_out_remove_the_event_from_dispatch():
 
 
 @pytest.mark.parametrize("kwargs, text", [
-    (dict(start_t=T0, end_t=T0, reduction_kw=5), "end_t"),
-    (dict(start_t=T0, end_t=T0 + 60, reduction_kw=-5), "reduction_kw=-5"),
-    (dict(start_t=T0, end_t=T0 + 60, reduction_kw=5, source="email"), "source='email'"),
-    (dict(start_t=T0, end_t=T0 + 60, reduction_kw=5, groups=[]), "groups"),
-    (dict(start_t=float("nan"), end_t=T0 + 60, reduction_kw=5), "start_t"),
+    ({"start_t": T0, "end_t": T0, "reduction_kw": 5}, "end_t"),
+    ({"start_t": T0, "end_t": T0 + 60, "reduction_kw": -5}, "reduction_kw=-5"),
+    ({"start_t": T0, "end_t": T0 + 60, "reduction_kw": 5, "source": "email"}, "source='email'"),
+    ({"start_t": T0, "end_t": T0 + 60, "reduction_kw": 5, "groups": []}, "groups"),
+    ({"start_t": float("nan"), "end_t": T0 + 60, "reduction_kw": 5}, "start_t"),
 ])
 def test_bad_input_is_one_clear_line(kwargs, text):
     with pytest.raises(DrError) as ei:
@@ -87,8 +87,8 @@ def test_restore_from_change_log_resumes_the_active_event():
 
 
 def test_from_scenario_event():
-    spec = ScenarioDrEvent(id="peak", start=datetime(2026, 7, 1, 17, tzinfo=timezone.utc),
+    spec = ScenarioDrEvent(id="peak", start=datetime(2026, 7, 1, 17, tzinfo=UTC),
                            duration_s=3600, reduction_kw=80.0, groups=["home_batteries"])
     ev = DrManager().create_from_scenario(spec)
     assert ev.source == "scenario" and ev.end_t - ev.start_t == 3600
-    assert ev.start_t == datetime(2026, 7, 1, 17, tzinfo=timezone.utc).timestamp()
+    assert ev.start_t == datetime(2026, 7, 1, 17, tzinfo=UTC).timestamp()

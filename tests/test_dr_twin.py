@@ -109,7 +109,7 @@ def run():
 
 
 def test_event_delivered_within_5_percent(run):
-    tw, log = run
+    _tw, log = run
     t, req, got = log[:, 0], log[:, 1], log[:, 2]
     settled = (t >= EV_START + 3 * CYCLE_S) & (t != DROP_T + CYCLE_S)
     err = np.abs(got[settled] - req[settled]) / req[settled]
@@ -119,7 +119,7 @@ def test_event_delivered_within_5_percent(run):
 
 
 def test_dropout_is_made_up_by_the_others(run):
-    tw, log = run
+    _tw, log = run
     t, got, n = log[:, 0], log[:, 2], log[:, 3]
     assert n[t == DROP_T][0] == 20 and n[t == DROP_T + CYCLE_S][0] == 14  # excluded
     dip = got[t == DROP_T + CYCLE_S][0]  # measured before the re-allocation

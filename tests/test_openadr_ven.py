@@ -4,15 +4,15 @@ the event reaches the DrManager and the allocation, and the opt answer reaches t
 import asyncio
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from openleadr import OpenADRServer
+from ports import free_port
 
 from controller.dr.allocation import Resource, allocate
 from controller.dr.events import DrManager
 from controller.dr.openadr_ven import OpenAdrVen, VenError
-from ports import free_port
 
 VEN_ID = "ven-gridtwin"
 
@@ -99,7 +99,7 @@ def test_vtn_event_reaches_dispatch_and_opt_in_is_reported(vtn):
     ven.start(timeout_s=10)
     try:
         assert ven.registered and ven.ven_id == VEN_ID
-        start = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(minutes=5)
+        start = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=5)
         vtn.add_event("EV1", -40.0, start, targets=[{"resource_id": "home_batteries"}])
         ven.poll_now()
         assert wait_for(lambda: vtn.opts), "VTN never got the opt response"
@@ -128,7 +128,7 @@ def test_event_beyond_headroom_is_opted_out(vtn):
     mgr = DrManager()
     ven = OpenAdrVen(mgr, vtn.url, headroom_kw=lambda: 25.0).start(timeout_s=10)
     try:
-        start = datetime.now(timezone.utc) + timedelta(minutes=1)
+        start = datetime.now(UTC) + timedelta(minutes=1)
         vtn.add_event("BIG", -40.0, start)
         ven.poll_now()
         assert wait_for(lambda: vtn.opts)
@@ -148,7 +148,7 @@ def test_unreachable_vtn_is_one_clear_error():
 
 def test_translate_levels_and_capacity_without_network():
     ven = OpenAdrVen(DrManager(), "http://127.0.0.1:1/x", contracted_kw=90.0)
-    start = datetime(2026, 7, 1, 17, tzinfo=timezone.utc)
+    start = datetime(2026, 7, 1, 17, tzinfo=UTC)
     ev = {"event_descriptor": {"event_id": "L", "modification_number": 0, "event_status": "far"},
           "active_period": {"dtstart": start, "duration": timedelta(hours=2)},
           "event_signals": [{"signal_name": "SIMPLE", "signal_type": "level", "intervals": [
@@ -165,3 +165,24 @@ def test_translate_levels_and_capacity_without_network():
     ev["event_descriptor"]["event_status"] = "cancelled"
     ven.handle_event(ev)
     assert {e.status for e in ven.manager.list()} == {"cancelled"}
+
+
+def test_modification_updates_the_event_and_keeps_the_opt():
+    mgr = DrManager()
+    ven = OpenAdrVen(mgr, "http://127.0.0.1:1/x", headroom_kw=lambda: 60.0)
+    start = datetime(2026, 7, 1, 17, tzinfo=UTC)
+
+    def event(mod, kw):
+        return {"event_descriptor": {"event_id": "M", "modification_number": mod,
+                                     "event_status": "far"},
+                "active_period": {"dtstart": start, "duration": timedelta(hours=1)},
+                "event_signals": [{"signal_name": "LOAD_DISPATCH", "signal_type": "delta",
+                                   "intervals": [{"dtstart": start, "duration": timedelta(hours=1),
+                                                  "signal_payload": -kw}]}]}
+
+    assert ven.handle_event(event(0, 40.0)) == "optIn"
+    assert ven.handle_event(event(1, 55.0)) == "optIn"
+    ev = mgr.get("oadr:M")
+    assert ev.reduction_kw == 55.0 and ev.modification == 1 and ev.opt == "in"
+    assert ven.handle_event(event(2, 70.0)) == "optOut"  # beyond the 60 kW headroom
+    assert mgr.get("oadr:M").opt == "out" and mgr.get("oadr:M").reduction_kw == 70.0

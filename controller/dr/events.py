@@ -17,10 +17,11 @@ line that names the field and value.
 
 from __future__ import annotations
 
+import math
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Callable
 
 SOURCES = ("scenario", "api", "openadr")
 STATUSES = ("pending", "active", "completed", "cancelled")
@@ -64,7 +65,7 @@ class DrEvent:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DrEvent":
+    def from_dict(cls, d: dict) -> DrEvent:
         known = {f.name for f in fields(cls)}
         extra = sorted(set(d) - known)
         if extra:
@@ -80,7 +81,7 @@ def _validate(ev: DrEvent) -> None:
 
     for name in ("start_t", "end_t", "reduction_kw"):
         v = getattr(ev, name)
-        if not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
             bad(name, v, "expected a finite number")
     if ev.end_t <= ev.start_t:
         bad("end_t", ev.end_t, f"must be after start_t={ev.start_t}")

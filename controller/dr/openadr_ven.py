@@ -27,8 +27,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Callable
 
 from controller.dr.events import DrError, DrManager
 
@@ -92,10 +92,10 @@ class OpenAdrVen:
                                         float(iv.get("signal_payload", 0.0)))
                 t = st + dur
                 if kw > 0 and dur > 0:
-                    out.append(dict(start_t=st, end_t=st + dur, reduction_kw=kw, groups=groups,
-                                    source="openadr", created_by=f"vtn:{eid}",
-                                    id=f"oadr:{eid}" if len(ivs) == 1 else f"oadr:{eid}:{i}",
-                                    note=f"{sig['signal_name']}/{sig['signal_type']}"))
+                    out.append({"start_t": st, "end_t": st + dur, "reduction_kw": kw, "groups": groups,
+                                    "source": "openadr", "created_by": f"vtn:{eid}",
+                                    "id": f"oadr:{eid}" if len(ivs) == 1 else f"oadr:{eid}:{i}",
+                                    "note": f"{sig['signal_name']}/{sig['signal_type']}"})
             break  # the first signal carries the request; others (price etc.) are informative
         return out
 
@@ -105,7 +105,7 @@ class OpenAdrVen:
         if stype == "x-loadControlCapacity":
             return max(min(payload, 1.0), 0.0) * self.contracted_kw
         if stype == "level":
-            return float(self.level_kw.get(int(round(payload)), 0.0 if payload <= 0
+            return float(self.level_kw.get(round(payload), 0.0 if payload <= 0
                                            else self.contracted_kw))
         raise DrError(f"openadr: signal {name}/{stype} is not a load-reduction request")
 
@@ -178,7 +178,7 @@ class OpenAdrVen:
             if not self.client.registration_id:
                 raise VenError(f"openadr: no registration from VTN {self.vtn_url}")
             self.ven_id = self.client.ven_id
-        except BaseException as err:  # reported to start(); the thread ends
+        except BaseException as err:  # noqa: BLE001 - handed to start(), which raises it
             self._start_error = err
             self._started.set()
             loop.close()
@@ -189,7 +189,7 @@ class OpenAdrVen:
         finally:
             loop.close()
 
-    def start(self, timeout_s: float = 10.0) -> "OpenAdrVen":
+    def start(self, timeout_s: float = 10.0) -> OpenAdrVen:
         """Register with the VTN in a background thread; raises VenError if it cannot."""
         if self._thread is not None:
             raise VenError("openadr: VEN already started")
@@ -223,7 +223,7 @@ class OpenAdrVen:
         if loop.is_running():
             try:
                 asyncio.run_coroutine_threadsafe(self.client.stop(), loop).result(timeout_s)
-            except Exception as err:  # still stop the loop; report what went wrong
+            except Exception as err:  # noqa: BLE001 - still stop the loop; keep the reason
                 self.errors.append(f"stop: {type(err).__name__}: {err}")
             loop.call_soon_threadsafe(loop.stop)
         th.join(timeout_s)
