@@ -98,7 +98,7 @@ class TclTracking:
             n_on = int(np.asarray(tel["on"]).sum())
             if bm is not None and n_on:
                 bm.p_on_kw = p_meas / n_on  # average running power, from telemetry
-                steps = int(round(self.spec.holdout_s / self.step_s))
+                steps = round(self.spec.holdout_s / self.step_s)
                 self.hold_pred = bm.predict(bm.distribution(tel["t_in_c"], tel["on"]), steps)
             self.tracker = PriorityStackTracker(est.p_rated_kw, est.lower_c, est.upper_c, est.mode,
                                                 est.a_per_s, est.b_c_per_s, self.spec.lockout_s)
@@ -128,7 +128,7 @@ class TclTracking:
             self.tracker.observe(t, tel["on"])
             self.series["tcl.ref_kw"] = float("nan")
             return
-        k = int(round((t - self.t_reg) / self.step_s))
+        k = round((t - self.t_reg) / self.step_s)
         self.base_now = self.calib * self.vb.baseline_kw(t_out)
         ref = self.base_now * (1.0 + self.spec.amplitude_pct / 100.0 * self.signal[k])
         idx, val = self.tracker.dispatch(t, ref, p_meas, tel["t_in_c"], tel["on"], t_out,

@@ -6,7 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from controller.aggregation import BinModel, EtpIdentifier, PriorityStackTracker, VirtualBattery, to_commands
+from controller.aggregation import (
+    BinModel,
+    EtpIdentifier,
+    PriorityStackTracker,
+    VirtualBattery,
+    to_commands,
+)
 from scenarios.model import FleetGroup
 from twin.fleet.base import Ambient
 from twin.fleet.tcl import TclFleet
@@ -72,10 +78,10 @@ def test_virtual_battery_from_telemetry_matches_the_true_one(identified):
 
 
 def test_virtual_battery_baseline_and_energy_match_the_population(identified):
-    f, est, t = identified
+    f, est, _ = identified
     vb = VirtualBattery.from_estimate(est, f.t_set_c)
     f = fleet(2000, seed=11)  # same population, fresh start
-    p, tout = [], []
+    p = []
     for k in range(2400):
         f.step(2.0, Ambient(k * 2.0, 0.0, T_OUT, 15.0))
         if k >= 600:

@@ -12,7 +12,7 @@ from scenarios.model import FleetGroup
 from twin.fleet.base import Ambient, SetpointError
 from twin.fleet.tcl import TclFleet
 from twin.params import ParamError
-from twin.tcl_kernel import advance_first_order, advance_numpy
+from twin.tcl_kernel import advance_first_order, advance_first_order_serial, advance_numpy
 
 
 def fleet(n, seed=0, t_out=34.0, **params):
@@ -36,7 +36,7 @@ def run(f, n_steps, dt_s=2.0, t_out=34.0, record=False):
 
 def lockout_breaks(on_hist, on0, since0_s, min_on, min_off, dt_s):
     """Independent count, from on/off trajectories alone, of switches made too early."""
-    n_steps, n = on_hist.shape
+    n_steps = on_hist.shape[0]
     prev = on0.astype(bool).copy()
     since = since0_s.copy()
     breaks = 0
@@ -151,6 +151,14 @@ def test_numba_kernel_equals_plain_numpy():
     advance_first_order(*args_a, *params, np.zeros(n), np.zeros(n), np.ones(n, bool),
                         t_out, dt, 1, 0, 8, agg_a)
     advance_numpy(*args_b, *params, t_out, dt, agg_b)
+    args_c = [x.copy() for x in (f.t_in_c, f.on, f.since_switch_s, f.switches, f.comfort_dm,
+                                 f.lockout_violations)]
+    agg_c = np.zeros(steps)
+    advance_first_order_serial(*args_c, *params, np.zeros(n), np.zeros(n), np.ones(n, bool),
+                               t_out, dt, 1, 0, 8, agg_c)
+    for x, y in zip(args_a, args_c):
+        assert np.array_equal(x, y)  # one thread or many: bit-identical
+    np.testing.assert_allclose(agg_a, agg_c, rtol=1e-12)
     assert np.array_equal(args_a[1], args_b[1].astype(args_a[1].dtype))
     np.testing.assert_allclose(args_a[0], args_b[0], rtol=0, atol=1e-9)
     assert np.array_equal(args_a[3], args_b[3])
@@ -189,7 +197,7 @@ def test_setpoint_offset_lowers_the_duty_cycle_as_the_model_says():
     f = fleet(200, seed=3, min_on_s=0.0, min_off_s=0.0)
     f.write("t_offset_c", slice(None), 2.0)
     run(f, 1800, dt_s=2.0)
-    p, on = run(f, 3600, dt_s=2.0, record=True)
+    _, on = run(f, 3600, dt_s=2.0, record=True)
     analytic = (34.0 - f.t_set_c - 2.0) / f.gain_c
     assert on.mean() == pytest.approx(analytic.mean(), rel=0.02)
 

@@ -65,6 +65,80 @@ def _decide(i, k, t, on, since, mode, t_set, t_off, half_db, force, override, mi
     return want
 
 
+@njit(cache=True)
+def _first_order_block(lo, hi, k0, k1, part_row, t_in, on, since_s, switches, comfort_dm,
+                       lock_viol, decay, gain_c, p_kw, mode, t_set, half_db, comfort_c, min_on_s,
+                       min_off_s, t_offset, force, override, frac_on, frac_off, available,
+                       t_out_c, dt_s, seed, step0):
+    """Devices lo..hi over steps k0..k1, each device's state held in registers meanwhile."""
+    dt_min = dt_s / 60.0
+    for i in range(lo, hi):
+        t = t_in[i]
+        s_on = on[i]
+        since = since_s[i]
+        sw = switches[i]
+        dm = comfort_dm[i]
+        lv = lock_viol[i]
+        m = mode[i]
+        thr = t_set[i] + t_offset[i]
+        hd = half_db[i]
+        f = force[i]
+        ovr = override[i] and f != 0
+        m_on = min_on_s[i]
+        m_off = min_off_s[i]
+        dec = decay[i]
+        g = m * gain_c[i]
+        pk = p_kw[i]
+        ts = t_set[i]
+        cc = comfort_c[i]
+        fon = frac_on[i]
+        foff = frac_off[i]
+        avail = available[i]
+        for k in range(k0, k1):
+            want = s_on
+            if not avail:
+                want = 0  # power/comm loss: off now, not a control switch
+            elif f != 0:
+                want = 1 if f > 0 else 0
+            else:
+                dev = m * (t - thr)
+                if dev > hd:
+                    want = 1
+                elif dev < -hd:
+                    want = 0
+                elif k == 0 and (fon > 0.0 or foff > 0.0):
+                    r = uniform_hash(seed, i, step0)
+                    if s_on == 0 and r < fon:
+                        want = 1
+                    elif s_on == 1 and r < foff:
+                        want = 0
+            if want != s_on:
+                lock = m_on if s_on == 1 else m_off
+                if since >= lock or ovr or not avail:
+                    if since < lock and avail:
+                        lv += 1
+                    s_on = want
+                    since = 0.0
+                    sw += 1
+            t_ss = t_out_c[k] - s_on * g
+            t = t_ss + (t - t_ss) * dec
+            since += dt_s
+            out = abs(t - ts) - cc
+            if out > 0.0:
+                dm += out * dt_min
+            if s_on == 1:
+                part_row[k] += pk
+        t_in[i] = t
+        on[i] = s_on
+        since_s[i] = since
+        switches[i] = sw
+        comfort_dm[i] = dm
+        lock_viol[i] = lv
+
+
+_CHUNK = 512  # steps per pass: a block's per-step power sums stay in L1 cache
+
+
 @njit(parallel=True, cache=True)
 def advance_first_order(t_in, on, since_s, switches, comfort_dm, lock_viol,
                         decay, gain_c, p_kw, mode, t_set, half_db, comfort_c, min_on_s, min_off_s,
@@ -75,87 +149,40 @@ def advance_first_order(t_in, on, since_s, switches, comfort_dm, lock_viol,
     decay = exp(-dt/(R*C)), gain_c = R*COP*P (steady-state temperature drop when on). State
     arrays (t_in, on, since_s, switches, comfort_dm, lock_viol) are updated in place.
     Unavailable devices draw nothing and their thermostat is frozen off (comm/power loss).
-    Steps are walked in chunks so each block's per-step power sums stay in L1 cache.
     """
     n = t_in.size
     n_steps = t_out_c.size
     part = np.zeros((n_blocks, n_steps))
     per = (n + n_blocks - 1) // n_blocks
-    chunk = 512
-    dt_min = dt_s / 60.0
     for blk in prange(n_blocks):
         lo = blk * per
         hi = min(n, lo + per)
-        for k0 in range(0, n_steps, chunk):
-            k1 = min(n_steps, k0 + chunk)
-            for i in range(lo, hi):
-                t = t_in[i]
-                s_on = on[i]
-                since = since_s[i]
-                sw = switches[i]
-                dm = comfort_dm[i]
-                lv = lock_viol[i]
-                m = mode[i]
-                thr = t_set[i] + t_offset[i]
-                hd = half_db[i]
-                f = force[i]
-                ovr = override[i] and f != 0
-                m_on = min_on_s[i]
-                m_off = min_off_s[i]
-                dec = decay[i]
-                g = m * gain_c[i]
-                pk = p_kw[i]
-                ts = t_set[i]
-                cc = comfort_c[i]
-                fon = frac_on[i]
-                foff = frac_off[i]
-                avail = available[i]
-                for k in range(k0, k1):
-                    want = s_on
-                    if not avail:
-                        want = 0
-                    elif f != 0:
-                        want = 1 if f > 0 else 0
-                    else:
-                        dev = m * (t - thr)
-                        if dev > hd:
-                            want = 1
-                        elif dev < -hd:
-                            want = 0
-                        elif k == 0 and (fon > 0.0 or foff > 0.0):
-                            r = uniform_hash(seed, i, step0)
-                            if s_on == 0 and r < fon:
-                                want = 1
-                            elif s_on == 1 and r < foff:
-                                want = 0
-                    if want != s_on:
-                        lock = m_on if s_on == 1 else m_off
-                        if since >= lock or ovr or not avail:
-                            if since < lock and avail:
-                                lv += 1
-                            s_on = want
-                            since = 0.0
-                            sw += 1
-                    t_ss = t_out_c[k] - s_on * g
-                    t = t_ss + (t - t_ss) * dec
-                    since += dt_s
-                    out = abs(t - ts) - cc
-                    if out > 0.0:
-                        dm += out * dt_min
-                    if s_on == 1:
-                        part[blk, k] += pk
-                t_in[i] = t
-                on[i] = s_on
-                since_s[i] = since
-                switches[i] = sw
-                comfort_dm[i] = dm
-                lock_viol[i] = lv
+        for k0 in range(0, n_steps, _CHUNK):
+            _first_order_block(lo, hi, k0, min(n_steps, k0 + _CHUNK), part[blk], t_in, on,
+                               since_s, switches, comfort_dm, lock_viol, decay, gain_c, p_kw, mode,
+                               t_set, half_db, comfort_c, min_on_s, min_off_s, t_offset, force,
+                               override, frac_on, frac_off, available, t_out_c, dt_s, seed, step0)
     for blk in range(n_blocks):
         for k in range(n_steps):
             agg_kw[k] += part[blk, k]
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
+def advance_first_order_serial(t_in, on, since_s, switches, comfort_dm, lock_viol,
+                               decay, gain_c, p_kw, mode, t_set, half_db, comfort_c, min_on_s,
+                               min_off_s, t_offset, force, override, frac_on, frac_off, available,
+                               t_out_c, dt_s, seed, step0, n_blocks, agg_kw):
+    """`advance_first_order` on the calling thread: for small groups stepped one step at a
+    time, where waking a thread pool costs more than the work (n_blocks is ignored)."""
+    n_steps = t_out_c.size
+    for k0 in range(0, n_steps, _CHUNK):
+        _first_order_block(0, t_in.size, k0, min(n_steps, k0 + _CHUNK), agg_kw, t_in, on, since_s,
+                           switches, comfort_dm, lock_viol, decay, gain_c, p_kw, mode, t_set,
+                           half_db, comfort_c, min_on_s, min_off_s, t_offset, force, override,
+                           frac_on, frac_off, available, t_out_c, dt_s, seed, step0)
+
+
+@njit(cache=True)
 def advance_second_order(t_air, t_mass, on, since_s, switches, comfort_dm, lock_viol,
                          k_out, k_mass_a, k_mass_m, k_hvac, p_kw, mode, t_set, half_db, comfort_c,
                          min_on_s, min_off_s, t_offset, force, override, frac_on, frac_off,
@@ -163,7 +190,7 @@ def advance_second_order(t_air, t_mass, on, since_s, switches, comfort_dm, lock_
     """Air/mass ETP: C_a T_a' = (T_o-T_a)/R_a + (T_m-T_a)/R_m - mode*on*P_th; C_m T_m' =
     (T_a-T_m)/R_m. Explicit Euler with n_sub sub-steps per step (coefficients per second:
     k_out=1/(R_a C_a), k_mass_a=1/(R_m C_a), k_mass_m=1/(R_m C_m), k_hvac=P_th/C_a).
-    The thermostat sees air temperature."""
+    The thermostat sees air temperature. Single-threaded (the optional model; prange = range)."""
     n = t_air.size
     n_steps = t_out_c.size
     part = np.zeros((n_blocks, n_steps))

@@ -25,7 +25,7 @@ class VirtualBattery:
     mode: np.ndarray
 
     @classmethod
-    def from_estimate(cls, est, t_set_c) -> "VirtualBattery":
+    def from_estimate(cls, est, t_set_c) -> VirtualBattery:
         """From an `EtpEstimate` (identified from telemetry) and the reported setpoints."""
         return cls(est.a_per_s, est.b_c_per_s, est.p_rated_kw, np.asarray(t_set_c, float),
                    est.lower_c, est.upper_c, est.mode)

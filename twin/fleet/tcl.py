@@ -7,13 +7,21 @@ comfort band, minimum on/off times, mode); the kernels live in twin.tcl_kernel.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import numpy as np
 
 from scenarios.model import Uniform
 from twin.fleet.base import Ambient, Fleet, SetpointError
 from twin.params import ParamError, draw_all
-from twin.tcl_kernel import advance_first_order, advance_second_order, n_blocks_for
+from twin.tcl_kernel import (
+    advance_first_order,
+    advance_first_order_serial,
+    advance_second_order,
+    n_blocks_for,
+)
+
+PARALLEL_FROM = 20_000  # devices; below this one thread steps the group faster
 
 
 def _u(lo: float, hi: float) -> Uniform:
@@ -50,7 +58,7 @@ class TclFleet(Fleet):
     (one-shot: that share of eligible devices in their deadband switches at the next step)."""
 
     KIND = "tcl"
-    SETPOINTS = {"t_offset_c": (-5.0, 5.0), "force": (-1.0, 1.0), "override": (0.0, 1.0),
+    SETPOINTS: ClassVar[dict[str, tuple]] = {"t_offset_c": (-5.0, 5.0), "force": (-1.0, 1.0), "override": (0.0, 1.0),
                  "frac_on_pct": (0.0, 100.0), "frac_off_pct": (0.0, 100.0)}
     INTEGER_SETPOINTS = ("force", "override")
 
@@ -124,7 +132,7 @@ class TclFleet(Fleet):
             self.k_mass_m = 1.0 / (self.r_mass_c_per_kw * c_m)
             self.k_hvac = self.p_th_kw / c_a
             fastest = float(np.max(self.k_out + self.k_mass_a, initial=0.0))
-            self.n_sub = max(1, int(math.ceil(dt_s * fastest / 0.05)))
+            self.n_sub = max(1, math.ceil(dt_s * fastest / 0.05))
 
     def step(self, dt_s: float, amb: Ambient) -> None:
         if self._dt != dt_s:
@@ -133,12 +141,13 @@ class TclFleet(Fleet):
         self._agg[0] = 0.0
         fon, foff = self.frac_on_pct / 100.0, self.frac_off_pct / 100.0
         if self.order == 1:
-            advance_first_order(self.t_in_c, self.on, self.since_switch_s, self.switches,
-                                self.comfort_dm, self.lockout_violations, self.decay, self.gain_c,
-                                self.p_rated_kw, self.mode, self.t_set_c, self.half_db_c,
-                                self.comfort_c, self.min_on_s, self.min_off_s, self.t_offset_c,
-                                self.force, self.override, fon, foff, self.available,
-                                self._t_out, dt_s, self.seed, self.steps, self._blocks, self._agg)
+            kernel = advance_first_order if self.n >= PARALLEL_FROM else advance_first_order_serial
+            kernel(self.t_in_c, self.on, self.since_switch_s, self.switches,
+                   self.comfort_dm, self.lockout_violations, self.decay, self.gain_c,
+                   self.p_rated_kw, self.mode, self.t_set_c, self.half_db_c, self.comfort_c,
+                   self.min_on_s, self.min_off_s, self.t_offset_c, self.force, self.override,
+                   fon, foff, self.available, self._t_out, dt_s, self.seed, self.steps,
+                   self._blocks, self._agg)
         else:
             advance_second_order(self.t_in_c, self.t_mass_c, self.on, self.since_switch_s,
                                  self.switches, self.comfort_dm, self.lockout_violations,
