@@ -20,6 +20,7 @@ ENDPOINTS: dict[str, tuple[str, str]] = {
     "fleet": ("GET", "/api/fleet"),
     "grid": ("GET", "/api/grid"),
     "head": ("GET", "/api/head"),
+    "schedule": ("GET", "/api/schedule"),
     "devices": ("GET", "/api/devices"),
     "dr_list": ("GET", "/api/dr/events"),
     "dr_create": ("POST", "/api/dr/events"),
@@ -30,6 +31,7 @@ ENDPOINTS: dict[str, tuple[str, str]] = {
     "emergency_shed": ("POST", "/api/emergency/shed"),
     "out_of_service": ("POST", "/api/devices/{device_id}/out_of_service"),
     "audit": ("GET", "/api/audit"),
+    "history": ("GET", "/api/history/{table}"),
 }
 
 
@@ -112,6 +114,9 @@ class ApiClient:
     def head(self, since_t: float | None = None) -> Reply:
         return self.call("head", params={} if since_t is None else {"since": since_t})
 
+    def schedule(self) -> Reply:
+        return self.call("schedule")
+
     def devices(self, offset: int = 0, limit: int = 20, only_unavailable: bool = False) -> Reply:
         params = {"offset": offset, "limit": limit}
         if only_unavailable:
@@ -126,6 +131,11 @@ class ApiClient:
 
     def gate(self) -> Reply:
         return self.call("gate")
+
+    def dr_performance(self, since_t: float | None = None, limit: int = 500) -> Reply:
+        """Per cycle and event: requested_kw, delivered_kw (the historian's dr_performance)."""
+        params = {"limit": limit} if since_t is None else {"limit": limit, "since": since_t}
+        return self.call("history", params=params, table="dr_performance")
 
     def audit(self, limit: int = 50) -> Reply:
         return self.call("audit", params={"limit": limit})
@@ -149,15 +159,14 @@ class ApiClient:
     def emergency_shed(self, reason: str = "operator") -> Reply:
         return self.call("emergency_shed", json={"reason": reason})
 
-    def set_out_of_service(self, device_id: str, out: bool = True, reason: str = "") -> Reply:
-        return self.call("out_of_service", json={"out_of_service": out, "reason": reason},
-                         device_id=device_id)
+    def set_out_of_service(self, device_id: str, out: bool = True) -> Reply:
+        return self.call("out_of_service", json={"in_service": not out}, device_id=device_id)
 
 
 def _quote(v) -> str:
     from urllib.parse import quote
 
-    return quote(str(v), safe="")
+    return quote(str(v), safe="/")  # device ids are "group/index": the API routes {id:path}
 
 
 def _ms(t0: float) -> float:

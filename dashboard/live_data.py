@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from dashboard.figures import base_layout, message_figure
 
@@ -33,7 +33,7 @@ def utc(t) -> str:
     if isinstance(t, str):
         return t
     try:
-        return datetime.fromtimestamp(float(t), timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        return datetime.fromtimestamp(float(t), UTC).strftime("%Y-%m-%d %H:%M:%S")
     except (OverflowError, ValueError, OSError):
         return str(t)
 
@@ -77,22 +77,22 @@ def fleet_figure(rows: list[dict]) -> dict:
         return message_figure("no fleet data")
     names = [f"{r['group']} ({r['kind']})" for r in rows]
     p = [r.get("p_kw") or 0.0 for r in rows]
-    data = [dict(type="bar", x=names, y=p, name="P (kW)", xaxis="x", yaxis="y",
-                 marker=dict(color=["#1f77b4" if x >= 0 else "#2ca02c" for x in p]),
-                 text=[f"{x:.1f}" for x in p], textposition="outside")]
+    data = [{"type": "bar", "x": names, "y": p, "name": "P (kW)", "xaxis": "x", "yaxis": "y",
+                 "marker": {"color": ["#1f77b4" if x >= 0 else "#2ca02c" for x in p]},
+                 "text": [f"{x:.1f}" for x in p], "textposition": "outside"}]
     pct = [(f"{r['group']} SOC", r["soc_pct"]) for r in rows if r.get("soc_pct") is not None]
     pct += [(f"{r['group']} comfort", r["comfort_pct"]) for r in rows if r.get("comfort_pct") is not None]
     pct += [(f"{r['group']} usable", round(100.0 * r["usable"] / r["count"], 1)) for r in rows
             if r.get("usable") is not None and r.get("count")]
     if pct:
-        data.append(dict(type="bar", x=[q[0] for q in pct], y=[q[1] for q in pct], name="%",
-                         xaxis="x2", yaxis="y2", marker=dict(color="#9467bd"),
-                         text=[f"{q[1]:.0f}" for q in pct], textposition="outside"))
+        data.append({"type": "bar", "x": [q[0] for q in pct], "y": [q[1] for q in pct], "name": "%",
+                         "xaxis": "x2", "yaxis": "y2", "marker": {"color": "#9467bd"},
+                         "text": [f"{q[1]:.0f}" for q in pct], "textposition": "outside"})
     return {"data": data, "layout": base_layout(
-        300, showlegend=False, margin=dict(t=40, l=50, r=10, b=70), uirevision="fleet",
-        xaxis=dict(domain=[0, 0.6]), yaxis=dict(title=dict(text="P by group (kW, load +)")),
-        xaxis2=dict(domain=[0.68, 1.0], anchor="y2"),
-        yaxis2=dict(anchor="x2", range=[0, 115], title=dict(text="SOC / comfort / usable (%)")))}
+        300, showlegend=False, margin={"t": 40, "l": 50, "r": 10, "b": 70}, uirevision="fleet",
+        xaxis={"domain": [0, 0.6]}, yaxis={"title": {"text": "P by group (kW, load +)"}},
+        xaxis2={"domain": [0.68, 1.0], "anchor": "y2"},
+        yaxis2={"anchor": "x2", "range": [0, 115], "title": {"text": "SOC / comfort / usable (%)"}})}
 
 
 # -- feeder head ---------------------------------------------------------------------------
@@ -134,36 +134,41 @@ def head_series(data, history: HeadHistory) -> dict[str, list]:
             "schedule_p_kw": list(history.sched), "schedule_t": None}
 
 
-def head_figure(s: dict) -> dict:
+def head_figure(s: dict, p_name: str = "P measured (kW)", sched_name: str = "P schedule (kW)") -> dict:
     if not s["t"]:
         return message_figure("no feeder-head data yet", 380)
     x = [utc(t) for t in s["t"]]
-    data = [dict(type="scatter", x=x, y=s["p_kw"], mode="lines", name="P measured (kW)")]
+    data = [{"type": "scatter", "x": x, "y": s["p_kw"], "mode": "lines+markers", "name": p_name, "marker": {"size": 4}}]
     if any(v is not None for v in s["q_kvar"]):
-        data.append(dict(type="scatter", x=x, y=s["q_kvar"], mode="lines", name="Q measured (kvar)"))
+        data.append({"type": "scatter", "x": x, "y": s["q_kvar"], "mode": "lines", "name": "Q measured (kvar)"})
     if s.get("schedule_t"):
-        data.append(dict(type="scatter", x=[utc(t) for t in s["schedule_t"]], y=s["schedule_p_kw"],
-                         mode="lines", line=dict(dash="dash", shape="hv"), name="P schedule (kW)"))
+        data.append({"type": "scatter", "x": [utc(t) for t in s["schedule_t"]], "y": s["schedule_p_kw"],
+                         "mode": "lines", "line": {"dash": "dash", "shape": "hv"}, "name": sched_name})
     elif any(v is not None for v in s["schedule_p_kw"]):
-        data.append(dict(type="scatter", x=x, y=s["schedule_p_kw"], mode="lines",
-                         line=dict(dash="dash", shape="hv"), name="P schedule (kW)"))
+        data.append({"type": "scatter", "x": x, "y": s["schedule_p_kw"], "mode": "lines",
+                         "line": {"dash": "dash", "shape": "hv"}, "name": sched_name})
     return {"data": data, "layout": base_layout(
-        380, "feeder head P/Q vs schedule", legend=dict(orientation="h", y=1.12),
-        yaxis=dict(title=dict(text="kW / kvar")), uirevision="head")}
+        380, "feeder head P/Q vs schedule", legend={"orientation": "h", "y": -0.25},
+        margin={"t": 30, "l": 50, "r": 10, "b": 70},
+        yaxis={"title": {"text": "kW / kvar"}}, uirevision="head")}
 
 
 # -- demand response -----------------------------------------------------------------------
 def dr_rows(data, now_t: float | None = None) -> list[dict]:
     rows = []
     for e in items(data):
-        req = num(e.get("requested_kw", e.get("reduction_kw")))
+        req = num(e.get("requested_kw", e.get("reduction_kw")), 3)
         perf = e.get("performance") if isinstance(e.get("performance"), dict) else {}
-        dlv = num(e.get("delivered_kw", perf.get("delivered_kw")))
+        dlv = num(e.get("delivered_kw", perf.get("delivered_kw")), 3)
         pct = num(e.get("delivery_pct", perf.get("delivery_pct")), 1)
         if pct is None and req and dlv is not None:
             pct = round(100.0 * dlv / req, 1)
+        start = e.get("start_t", e.get("start"))
+        end = e.get("end_t", e.get("end"))
+        if end is None and start is not None and e.get("duration_s") is not None:
+            end = float(start) + float(e["duration_s"])
         rows.append({"id": str(e.get("id", e.get("event_id", ""))), "status": e.get("status", ""),
-                     "start": utc(e.get("start_t", e.get("start"))), "end": utc(e.get("end_t", e.get("end"))),
+                     "start": utc(start), "end": utc(end), "opt": e.get("opt", ""),
                      "requested_kw": req, "delivered_kw": dlv, "delivery_pct": pct,
                      "groups": ",".join(e.get("groups") or []) or "all",
                      "source": e.get("source", ""), "created_by": e.get("created_by", "")})
@@ -177,14 +182,39 @@ def dr_figure(rows: list[dict]) -> dict:
     if not shown:
         return message_figure("no DR events", height=300)
     x = [f"{r['id']} ({r['status']})" for r in shown]
-    data = [dict(type="bar", x=x, y=[r["requested_kw"] or 0 for r in shown], name="requested (kW)",
-                 marker=dict(color="#7f7f7f")),
-            dict(type="bar", x=x, y=[r["delivered_kw"] or 0 for r in shown], name="delivered (kW)",
-                 marker=dict(color="#17becf"), textposition="outside",
-                 text=[f"{r['delivery_pct']:.0f} %" if r["delivery_pct"] is not None else "" for r in shown])]
+    data = [{"type": "bar", "x": x, "y": [r["requested_kw"] or 0 for r in shown], "name": "requested (kW)",
+                 "marker": {"color": "#7f7f7f"}},
+            {"type": "bar", "x": x, "y": [r["delivered_kw"] or 0 for r in shown], "name": "delivered (kW)",
+                 "marker": {"color": "#17becf"}, "textposition": "outside",
+                 "text": [f"{r['delivery_pct']:.0f} %" if r["delivery_pct"] is not None else "" for r in shown]}]
     return {"data": data, "layout": base_layout(
-        300, "DR events: requested vs delivered", barmode="group", margin=dict(t=30, l=50, r=10, b=70),
-        legend=dict(orientation="h", y=1.15), yaxis=dict(title=dict(text="kW")), uirevision="dr")}
+        300, "DR events: requested vs delivered", barmode="group", margin={"t": 30, "l": 50, "r": 10, "b": 70},
+        legend={"orientation": "h", "x": 1.0, "xanchor": "right", "y": 1.0, "yanchor": "bottom"},
+        yaxis={"title": {"text": "kW"}}, uirevision="dr")}
+
+
+def dr_trend_figure(perf, events: list[dict]) -> dict:
+    """Metered delivery per controller cycle against the request, for pending/active events
+    (or the latest completed one when none is running)."""
+    live = [r["id"] for r in events if r["status"] in ("active", "pending")]
+    if not live:
+        live = [r["id"] for r in events if r["status"] == "completed"][-1:]
+    by: dict[str, list] = {}
+    for row in items(perf):
+        if str(row.get("event_id")) in live:
+            by.setdefault(str(row["event_id"]), []).append(row)
+    if not by:
+        return message_figure("no DR delivery metered yet", 300)
+    data = []
+    for eid, rows in sorted(by.items()):
+        x = [utc(r.get("t")) for r in rows]
+        data.append({"type": "scatter", "x": x, "y": [num(r.get("delivered_kw"), 3) for r in rows],
+                         "mode": "lines+markers", "marker": {"size": 4}, "name": f"{eid} delivered (kW)"})
+        data.append({"type": "scatter", "x": x, "y": [num(r.get("requested_kw"), 3) for r in rows],
+                         "mode": "lines", "line": {"dash": "dash", "shape": "hv"}, "name": f"{eid} requested (kW)"})
+    return {"data": data, "layout": base_layout(
+        300, "DR delivery per cycle", legend={"orientation": "h", "y": -0.25}, margin={"t": 30, "l": 50, "r": 10, "b": 70},
+        yaxis={"title": {"text": "kW"}, "rangemode": "tozero"}, uirevision="dr-trend")}
 
 
 # -- gate, alarms, devices, audit ----------------------------------------------------------
@@ -216,17 +246,63 @@ def alarm_rows(data) -> list[dict]:
     return rows
 
 
+QUALITY_ORDER = ["good", "stale", "invalid", "missing"]
+
+
 def device_rows(data) -> tuple[list[dict], int]:
+    """Device table rows with the reason a device is not usable spelled out."""
     rows = []
     for d in items(data):
-        avail = d.get("available")
-        rows.append({"device_id": d.get("device_id", d.get("id", "")), "kind": d.get("kind", ""),
-                     "bus": d.get("bus"), "available": "yes" if avail else ("no" if avail is not None else ""),
-                     "in_service": "no" if d.get("in_service") is False or d.get("out_of_service") else "yes",
-                     "quality": d.get("quality", ""), "reason": d.get("reason", ""),
-                     "last_ok": utc(d.get("last_ok_t")), "p_kw": num(d.get("p_kw"))})
+        vals = d.get("values") if isinstance(d.get("values"), dict) else {}
+        quals = {k: v.get("quality", "") for k, v in vals.items() if isinstance(v, dict)}
+        worst = max(quals.values(), key=lambda q: QUALITY_ORDER.index(q) if q in QUALITY_ORDER else -1,
+                    default=d.get("quality", ""))
+        avail, in_service = d.get("available"), d.get("in_service", True) is not False
+        why = d.get("reason") or ""
+        if not why:
+            parts = []
+            if avail is False:
+                parts.append("offline: not answering")
+            if not in_service:
+                parts.append("out of service (operator)")
+            bad = sorted(k for k, q in quals.items() if q not in ("good", ""))
+            if bad:
+                parts.append(f"{worst}: {', '.join(bad[:4])}")
+            why = "; ".join(parts)
+        p = vals.get("p_kw", {}).get("value") if isinstance(vals.get("p_kw"), dict) else d.get("p_kw")
+        rows.append({"device_id": d.get("device_id", d.get("id", "")), "group": d.get("group", ""),
+                     "kind": d.get("kind", ""), "bus": d.get("bus"),
+                     "available": "yes" if avail else ("no" if avail is not None else ""),
+                     "in_service": "yes" if in_service else "no", "quality": worst, "reason": why,
+                     "last_ok": utc(d.get("last_ok_t")), "p_kw": num(p)})
     total = data.get("total", len(rows)) if isinstance(data, dict) else len(rows)
     return rows, int(total)
+
+
+def fleet_net(data) -> tuple[float | None, float | None]:
+    """(controller time, net P of all groups in kW) from the fleet payload."""
+    groups = fleet_groups(data)
+    t = data.get("t") if isinstance(data, dict) else None
+    if not groups:
+        return t, None
+    return t, round(sum(float(g.get("p_kw") or 0.0) for g in groups.values()), 3)
+
+
+def schedule_series(data) -> tuple[list[float], list[float]]:
+    """Summed scheduled battery power per step (kW, load +) from the API's schedule payload."""
+    if not isinstance(data, dict):
+        return [], []
+    t0, step = data.get("t0"), data.get("step_s")
+    total = None
+    for per in (data.get("data") or {}).get("setpoints", {}).values():
+        if per.get("setpoint") != "p_set_kw":
+            continue
+        vals = per.get("values") or []
+        col = [sum(x for x in step_vals if x is not None) for step_vals in zip(*vals)] if vals else []
+        total = col if total is None else [a + b for a, b in zip(total, col)]
+    if not total or t0 is None or not step:
+        return [], []
+    return [t0 + k * step for k in range(len(total))], [round(x, 3) for x in total]
 
 
 def audit_rows(data, limit: int = 30) -> list[dict]:

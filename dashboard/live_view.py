@@ -20,15 +20,18 @@ from dashboard.one_line import one_line_figure
 
 WRITE_ROLES = ("operator", "admin")
 PAGE_SIZE = 20
-TABLE_STYLE = dict(style_cell={"fontFamily": "monospace", "fontSize": "12px", "textAlign": "left",
+TABLE_STYLE = {"style_cell": {"fontFamily": "monospace", "fontSize": "12px", "textAlign": "left",
                                "maxWidth": "380px", "overflow": "hidden", "textOverflow": "ellipsis"},
-                   style_header={"fontWeight": "bold"})
+                   "style_header": {"fontWeight": "bold"}}
 PANEL = {"border": "1px solid #ddd", "borderRadius": "6px", "padding": "8px", "margin": "6px 0"}
 ROW = {"display": "flex", "gap": "12px", "flexWrap": "wrap"}
 
 
 def _col(*children, width="48%"):
     return html.Div(list(children), style={**PANEL, "flex": f"1 1 {width}", "minWidth": "420px"})
+
+
+GRAPH = {"displayModeBar": False}
 
 
 def _cols(names):
@@ -39,21 +42,23 @@ def layout(client: ApiClient, refresh_ms: int = 1000) -> html.Div:
     return html.Div([
         dcc.Interval(id="live-interval", interval=refresh_ms, n_intervals=0),
         dcc.Store(id="live-pending"),
+        dcc.Store(id="live-role"),
         dcc.ConfirmDialog(id="live-confirm"),
         html.Div(id="live-status", style={"fontFamily": "monospace", "fontSize": "12px", "margin": "4px 0"}),
         html.Div(id="live-actions", style=PANEL),
         html.Div(id="live-action-result", style={"fontFamily": "monospace", "margin": "4px 0"}),
         html.Div([
-            _col(html.H3("Feeder", style={"margin": "2px"}), dcc.Graph(id="live-oneline", config={"displaylogo": False})),
-            _col(html.H3("Feeder head", style={"margin": "2px"}), dcc.Graph(id="live-head", config={"displaylogo": False})),
+            _col(html.H3("Feeder", style={"margin": "2px"}), dcc.Graph(id="live-oneline", config=GRAPH)),
+            _col(html.H3("Feeder head", style={"margin": "2px"}), dcc.Graph(id="live-head", config=GRAPH)),
         ], style=ROW),
         html.Div([
-            _col(html.H3("Fleet by class", style={"margin": "2px"}), dcc.Graph(id="live-fleet"),
+            _col(html.H3("Fleet by class", style={"margin": "2px"}), dcc.Graph(id="live-fleet", config=GRAPH),
                  dash_table.DataTable(id="live-fleet-table", **TABLE_STYLE)),
-            _col(html.H3("Demand response", style={"margin": "2px"}), dcc.Graph(id="live-dr"),
+            _col(html.H3("Demand response", style={"margin": "2px"}), dcc.Graph(id="live-dr", config=GRAPH),
+                 dcc.Graph(id="live-dr-trend", config=GRAPH),
                  dash_table.DataTable(id="live-dr-table", columns=_cols(
-                     ["id", "status", "start", "end", "requested_kw", "delivered_kw", "delivery_pct",
-                      "groups", "source", "created_by"]), page_size=8, **TABLE_STYLE)),
+                     ["id", "status", "opt", "start", "end", "requested_kw", "delivered_kw",
+                      "delivery_pct", "groups", "source"]), page_size=8, **TABLE_STYLE)),
         ], style=ROW),
         html.Div([
             _col(html.H3("Alarms", style={"margin": "2px"}), html.Div(id="live-alarms-msg"),
@@ -72,7 +77,7 @@ def layout(client: ApiClient, refresh_ms: int = 1000) -> html.Div:
                                                           "value": "bad"}], value=[]),
             html.Div(id="live-dev-msg"),
             dash_table.DataTable(id="live-devices", columns=_cols(
-                ["device_id", "kind", "bus", "available", "in_service", "quality", "reason", "last_ok", "p_kw"]),
+                ["device_id", "kind", "available", "in_service", "quality", "reason", "p_kw"]),
                 page_current=0, page_size=PAGE_SIZE, page_action="custom", page_count=1, **TABLE_STYLE),
         ], style=PANEL),
         html.Div([
@@ -92,14 +97,53 @@ def _msg(reply: Reply, what: str):
 class LiveSnapshot:
     """One refresh: all aggregated endpoints fetched concurrently, then turned into panels."""
 
-    NAMES = ("fleet", "grid", "head", "dr_events", "alarms", "gate", "audit")
+    NAMES = ("fleet", "grid", "head", "dr_events", "dr_performance", "alarms", "gate", "audit")
 
     def __init__(self, client: ApiClient, history: ld.HeadHistory, pool: ThreadPoolExecutor):
         self.client, self.history, self.pool = client, history, pool
+        self.head_missing = False
+        self.sched: tuple[list, list] = ([], [])
+        self._next_sched = 0.0
+
+    SCHEDULE_EVERY_S = 30.0  # the schedule is per device x step: fetched rarely, summed once
 
     def fetch(self) -> dict[str, Reply]:
-        futs = {n: self.pool.submit(getattr(self.client, n)) for n in self.NAMES}
-        return {n: f.result() for n, f in futs.items()}
+        names = list(self.NAMES)
+        if self.head_missing:
+            names.remove("head")
+        futs = {n: self.pool.submit(getattr(self.client, n)) for n in names}
+        sched = None
+        if self.head_missing and time.monotonic() >= self._next_sched:
+            self._next_sched = time.monotonic() + self.SCHEDULE_EVERY_S
+            sched = self.pool.submit(self.client.schedule)
+        out = {n: f.result() for n, f in futs.items()}
+        if sched is not None:
+            rs = sched.result()
+            self.sched = ld.schedule_series(rs.data) if rs.ok else ([], [])
+        out.setdefault("head", Reply(False, error="not available from this API", status=404))
+        if out["head"].missing:
+            self.head_missing = True
+        return out
+
+    def head_panel(self, head: Reply, fleet: Reply) -> dict:
+        if head.ok:
+            return ld.head_figure(ld.head_series(head.data, self.history))
+        if not head.missing or not fleet.ok:
+            return ld.message_figure("feeder head: " + (head.error if not head.missing else fleet.error), 380)
+        # no feeder-head endpoint: the controller's own view, fleet net P against its schedule
+        t, p = ld.fleet_net(fleet.data)
+        self.history.add(t, p)
+        s = {"t": list(self.history.t), "p_kw": list(self.history.p), "q_kvar": [None] * len(self.history.t),
+             "schedule_t": self.sched[0], "schedule_p_kw": self.sched[1]}
+        if s["t"] and self.sched[0]:  # only the schedule steps around what is on screen
+            lo, hi = s["t"][0] - 900.0, s["t"][-1] + 3600.0
+            keep = [i for i, x in enumerate(self.sched[0]) if lo <= x <= hi]
+            s["schedule_t"] = [self.sched[0][i] for i in keep]
+            s["schedule_p_kw"] = [self.sched[1][i] for i in keep]
+        fig = ld.head_figure(s, p_name="fleet net P (kW)", sched_name="battery schedule (kW)")
+        if s["t"]:
+            fig["layout"]["title"]["text"] = "fleet net P vs battery schedule (feeder head not available from this API)"
+        return fig
 
     def render(self, r: dict[str, Reply]) -> tuple:
         grid = r["grid"]
@@ -108,21 +152,15 @@ class LiveSnapshot:
             oneline = one_line_figure(grid.data, float(lim[0]), float(lim[1]))
         else:
             oneline = ld.message_figure("feeder one-line: " + (grid.error or "no buses in reply"), 380)
-        head = r["head"]
-        if head.ok:
-            headfig = ld.head_figure(ld.head_series(head.data, self.history))
-        else:
-            fl = r["fleet"].data if r["fleet"].ok and isinstance(r["fleet"].data, dict) else {}
-            h = fl.get("head") if isinstance(fl.get("head"), dict) else None
-            if h:
-                headfig = ld.head_figure(ld.head_series({"t": fl.get("t"), **h}, self.history))
-            else:
-                headfig = ld.message_figure("feeder head: " + head.error, 380)
+        headfig = self.head_panel(r["head"], r["fleet"])
         fleet_rows = ld.fleet_rows(r["fleet"].data) if r["fleet"].ok else []
         fleetfig = ld.fleet_figure(fleet_rows) if r["fleet"].ok else ld.message_figure("fleet: " + r["fleet"].error)
         fleet_cols = _cols(["group", "kind"] + [f for f in ld.AGG_FIELDS if any(f in row for row in fleet_rows)])
         dr = ld.dr_rows(r["dr_events"].data) if r["dr_events"].ok else []
         drfig = ld.dr_figure(dr) if r["dr_events"].ok else ld.message_figure("DR events: " + r["dr_events"].error, 300)
+        perf = r["dr_performance"]
+        trend = ld.dr_trend_figure(perf.data, dr) if perf.ok else ld.message_figure(
+            "DR delivery per cycle: " + perf.error, 300)
         alarms = ld.alarm_rows(r["alarms"].data) if r["alarms"].ok else []
         gate = ld.gate_rows(r["gate"].data) if r["gate"].ok else []
         audit = ld.audit_rows(r["audit"].data) if r["audit"].ok else []
@@ -137,7 +175,7 @@ class LiveSnapshot:
                   f" UTC · {up}/{len(r)} endpoints ok · slowest fetch {fetch_ms:.0f} ms")
         if up == 0:
             status += f" · {r['fleet'].error}"
-        return (status, oneline, headfig, fleetfig, fleet_rows, fleet_cols, drfig, dr,
+        return (status, oneline, headfig, fleetfig, fleet_rows, fleet_cols, drfig, dr, trend,
                 alarms, _msg(r["alarms"], "alarms"), gate, _msg(r["gate"], "safety gate"),
                 audit, _msg(r["audit"], "audit trail"))
 
@@ -169,8 +207,6 @@ def actions_panel(role: str):
         html.Div([
             html.Span("device "), dcc.Input(id="act-dev-id", type="text", placeholder="group/index",
                                            style={"width": "140px", "marginRight": "8px"}),
-            html.Span("reason "), dcc.Input(id="act-dev-reason", type="text", placeholder="maintenance",
-                                           style={"width": "160px", "marginRight": "8px"}),
             html.Button("Force out of service", id="act-dev-oos"),
             html.Button("EMERGENCY SHED", id="act-shed",
                         style={"marginLeft": "30px", "background": "#c00", "color": "white", "fontWeight": "bold"}),
@@ -187,8 +223,8 @@ def describe_action(trigger: str, v: dict) -> tuple[dict | None, str]:
         groups = [g.strip() for g in (v["groups"] or "").split(",") if g.strip()]
         return ({"kind": "dr_create", "start_min": float(v["start"]), "duration_min": float(v["dur"]),
                  "reduction_kw": float(v["kw"]), "groups": groups},
-                f"Create a DR event of {v['kw']} kW starting in {v['start']} min for {v['dur']} min "
-                f"on {', '.join(groups) or 'all groups'}?")
+                (f"Create a DR event of {v['kw']} kW starting in {v['start']} min for {v['dur']} min "
+                 f"on {', '.join(groups) or 'all groups'}?"))
     if trigger == "act-dr-cancel":
         if not v["cancel_id"]:
             return None, "cancel: give the DR event id"
@@ -200,7 +236,7 @@ def describe_action(trigger: str, v: dict) -> tuple[dict | None, str]:
     if trigger == "act-dev-oos":
         if not v["dev_id"] or "/" not in v["dev_id"]:
             return None, "out of service: give a device id like group/3"
-        return ({"kind": "out_of_service", "id": v["dev_id"].strip(), "reason": v["dev_reason"] or "operator"},
+        return ({"kind": "out_of_service", "id": v["dev_id"].strip()},
                 f"Force device {v['dev_id']} out of service (the controller stops dispatching it)?")
     if trigger == "act-shed":
         return ({"kind": "emergency_shed"},
@@ -219,7 +255,7 @@ def perform(client: ApiClient, action: dict, controller_now_t: float | None = No
     if kind == "alarm_ack":
         return client.ack_alarm(action["id"])
     if kind == "out_of_service":
-        return client.set_out_of_service(action["id"], True, action["reason"])
+        return client.set_out_of_service(action["id"], True)
     if kind == "emergency_shed":
         return client.emergency_shed("operator via dashboard")
     return Reply(False, error=f"unknown action {kind}")
@@ -234,7 +270,7 @@ def register(app, client: ApiClient) -> None:
     @app.callback(
         Output("live-status", "children"), Output("live-oneline", "figure"), Output("live-head", "figure"),
         Output("live-fleet", "figure"), Output("live-fleet-table", "data"), Output("live-fleet-table", "columns"),
-        Output("live-dr", "figure"), Output("live-dr-table", "data"),
+        Output("live-dr", "figure"), Output("live-dr-table", "data"), Output("live-dr-trend", "figure"),
         Output("live-alarms", "data"), Output("live-alarms-msg", "children"),
         Output("live-gate", "data"), Output("live-gate-msg", "children"),
         Output("live-audit", "data"), Output("live-audit-msg", "children"),
@@ -258,15 +294,15 @@ def register(app, client: ApiClient) -> None:
         rows, total = ld.device_rows(r.data)
         return rows, max(1, -(-total // size)), f"{total} devices" + (" unavailable/out of service" if flt else "")
 
-    @app.callback(Output("live-actions", "children"), Input("live-interval", "n_intervals"))
-    def actions(n):
-        # rendered once the role is known; later ticks leave the panel (and typed inputs) alone
+    @app.callback(Output("live-actions", "children"), Output("live-role", "data"),
+                  Input("live-interval", "n_intervals"), State("live-role", "data"))
+    def actions(_n, shown_role):
+        # per browser: drawn when the role is first known (or changes), then left alone so
+        # refreshes never wipe what the operator is typing
         role = client.role()
-        if n and n > 1 and role != "unknown" and actions.rendered == role:
-            return no_update
-        actions.rendered = role
-        return actions_panel(role)
-    actions.rendered = None
+        if role == shown_role:
+            return no_update, no_update
+        return actions_panel(role), role
 
     @app.callback(Output("live-confirm", "displayed"), Output("live-confirm", "message"),
                   Output("live-pending", "data"), Output("live-action-result", "children", allow_duplicate=True),
@@ -276,15 +312,14 @@ def register(app, client: ApiClient) -> None:
                   State("act-dr-start-min", "value"), State("act-dr-duration-min", "value"),
                   State("act-dr-kw", "value"), State("act-dr-groups", "value"),
                   State("act-dr-cancel-id", "value"), State("act-alarm-id", "value"),
-                  State("act-dev-id", "value"), State("act-dev-reason", "value"),
+                  State("act-dev-id", "value"),
                   prevent_initial_call=True)
-    def ask(_a, _b, _c, _d, _e, start, dur, kw, groups, cancel_id, alarm_id, dev_id, dev_reason):
+    def ask(_a, _b, _c, _d, _e, start, dur, kw, groups, cancel_id, alarm_id, dev_id):
         trig = ctx.triggered_id
         if not trig or not (ctx.triggered and ctx.triggered[0].get("value")):
             return no_update, no_update, no_update, no_update
-        action, text = describe_action(trig, dict(start=start, dur=dur, kw=kw, groups=groups,
-                                                  cancel_id=cancel_id, alarm_id=alarm_id, dev_id=dev_id,
-                                                  dev_reason=dev_reason))
+        action, text = describe_action(trig, {"start": start, "dur": dur, "kw": kw, "groups": groups,
+                                                  "cancel_id": cancel_id, "alarm_id": alarm_id, "dev_id": dev_id})
         if action is None:
             return False, "", None, html.Span(text, style={"color": "#b00"})
         return True, text, action, ""

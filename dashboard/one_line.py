@@ -27,8 +27,8 @@ def bfs_positions(bus_ids: list[int], edges: list[tuple[int, int]], root: int | 
         if a in adj and b in adj:
             adj[a].append(b)
             adj[b].append(a)
-    for b in adj:
-        adj[b].sort()
+    for nbrs in adj.values():
+        nbrs.sort()
     pos: dict[int, tuple[float, float]] = {}
     next_y = [0.0]
     roots = ([root] if root in adj else []) + sorted(adj)
@@ -102,24 +102,24 @@ def one_line_figure(grid: dict, v_min_pu: float = 0.95, v_max_pu: float = 1.05) 
         label = f"{br.get('name', '')}: {load:.1f} %" if load is not None else f"{br.get('name', '')}: n/a"
         txt += [label, label, None]
     for (hi, colour, label), (xs, ys, txt) in zip(LOADING_BANDS, bands):
-        data.append(dict(type="scatter", x=xs, y=ys, mode="lines", line=dict(color=colour, width=3),
-                         name=f"loading {label}", text=txt, hoverinfo="text", showlegend=bool(xs)))
+        data.append({"type": "scatter", "x": xs, "y": ys, "mode": "lines", "line": {"color": colour, "width": 3},
+                         "name": f"loading {label}", "text": txt, "hoverinfo": "text", "showlegend": bool(xs)})
     buses = [b for b in grid.get("buses", []) if int(b["id"]) in pos]
     ids = [int(b["id"]) for b in buses]
     v = [b.get("v_pu") for b in buses]
-    data.append(dict(
-        type="scatter", x=[pos[i][0] for i in ids], y=[pos[i][1] for i in ids], mode="markers",
-        name="bus voltage", showlegend=False,
-        marker=dict(size=13, color=[x if x is not None else 1.0 for x in v],
-                    colorscale=[[0, "#3b4cc0"], [0.5, "#dddddd"], [1, "#b40426"]],
-                    cmin=v_min_pu - 0.02, cmax=v_max_pu + 0.02, line=dict(width=1, color="#333"),
-                    colorbar=dict(title=dict(text="V (pu)"), thickness=12)),
-        text=[f"bus {i} {b.get('name', '')}: {x:.4f} pu" if x is not None else f"bus {i}: n/a"
+    data.append({
+        "type": "scatter", "x": [pos[i][0] for i in ids], "y": [pos[i][1] for i in ids], "mode": "markers",
+        "name": "bus voltage", "showlegend": False,
+        "marker": {"size": 13, "color": [x if x is not None else 1.0 for x in v],
+                    "colorscale": [[0, "#3b4cc0"], [0.5, "#dddddd"], [1, "#b40426"]],
+                    "cmin": v_min_pu - 0.02, "cmax": v_max_pu + 0.02, "line": {"width": 1, "color": "#333"},
+                    "colorbar": {"title": {"text": "V (pu)"}, "thickness": 12}},
+        "text": [f"bus {i} {b.get('name', '')}: {x:.4f} pu" if x is not None else f"bus {i}: n/a"
               for i, b, x in zip(ids, buses, v)],
-        hoverinfo="text"))
-    layout = base_layout(380, _title(v), margin=dict(t=30, l=10, r=10, b=10),
-                         xaxis=dict(visible=False), yaxis=dict(visible=False),
-                         legend=dict(orientation="h", y=1.08), uirevision="one-line")
+        "hoverinfo": "text"})
+    layout = base_layout(380, _title(v), margin={"t": 30, "l": 10, "r": 10, "b": 10},
+                         xaxis={"visible": False}, yaxis={"visible": False},
+                         legend={"orientation": "h", "y": 1.08}, uirevision="one-line")
     return {"data": data, "layout": layout}
 
 

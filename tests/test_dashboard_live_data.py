@@ -38,7 +38,7 @@ def test_one_line_colours_buses_by_voltage_and_lines_by_loading_band():
     green, red = bands[f"loading {LOADING_BANDS[0][2]}"], bands[f"loading {LOADING_BANDS[-1][2]}"]
     assert green["text"] == ["L1: 30.0 %", "L1: 30.0 %", None]
     assert red["text"] == ["L2: 112.0 %", "L2: 112.0 %", None]
-    buses = [t for t in fig["data"] if t["name"] == "bus voltage"][0]
+    buses = next(t for t in fig["data"] if t["name"] == "bus voltage")
     assert buses["marker"]["color"] == [1.02, 0.99, 1.061]
     assert "max 1.061 pu" in fig["layout"]["title"]["text"]
     import plotly.graph_objects as go
@@ -49,7 +49,7 @@ def test_one_line_colours_buses_by_voltage_and_lines_by_loading_band():
 def test_geodata_positions_win_over_layout():
     grid = {"buses": [{"id": 0, "x": 5.0, "y": 7.0, "v_pu": 1.0}, {"id": 1, "x": 6.0, "y": 7.5, "v_pu": 1.0}],
             "lines": [{"from_bus": 0, "to_bus": 1, "loading_pct": 10}]}
-    buses = [t for t in one_line_figure(grid)["data"] if t["name"] == "bus voltage"][0]
+    buses = next(t for t in one_line_figure(grid)["data"] if t["name"] == "bus voltage")
     assert buses["x"] == [5.0, 6.0] and buses["y"] == [7.0, 7.5]
 
 
@@ -94,14 +94,14 @@ def test_viewer_gets_no_buttons_operator_gets_all():
 
 
 @pytest.mark.parametrize("trigger,values,ok", [
-    ("act-dr-create", dict(start=1, dur=15, kw=50, groups="bat, ev"), True),
-    ("act-dr-create", dict(start=1, dur=15, kw=0, groups=""), False),
-    ("act-dev-oos", dict(dev_id="pv", dev_reason=""), False),
-    ("act-dev-oos", dict(dev_id="pv/4", dev_reason=""), True),
-    ("act-dr-cancel", dict(cancel_id=""), False),
+    ("act-dr-create", {"start": 1, "dur": 15, "kw": 50, "groups": "bat, ev"}, True),
+    ("act-dr-create", {"start": 1, "dur": 15, "kw": 0, "groups": ""}, False),
+    ("act-dev-oos", {"dev_id": "pv"}, False),
+    ("act-dev-oos", {"dev_id": "pv/4"}, True),
+    ("act-dr-cancel", {"cancel_id": ""}, False),
 ])
 def test_actions_are_validated_before_confirmation(trigger, values, ok):
-    v = {**dict.fromkeys(["start", "dur", "kw", "groups", "cancel_id", "alarm_id", "dev_id", "dev_reason"]),
+    v = {**dict.fromkeys(["start", "dur", "kw", "groups", "cancel_id", "alarm_id", "dev_id"]),
          **values}
     action, text = describe_action(trigger, v)
     assert (action is not None) == ok and text
