@@ -112,6 +112,12 @@ def test_dropout_mid_event_is_made_up_by_the_others():
     assert b.total_headroom_kw == pytest.approx(74.0 - 10.0 - 7.0)
     assert delivered(res, b) == pytest.approx(50.0)
     assert all(cut > before[d] for d, cut in zip(b.device_ids, b.cut_kw))
+    # the share the dropped devices held, for DeliveryLoop.update(lost_kw=...)
+    assert a.lost_kw(b.device_ids) == pytest.approx(before["bat/0"] + before["bat/1"]
+                                                    + before["ev/0"])
+    loop = DeliveryLoop()
+    loop.update(50.0, 50.0 - a.lost_kw(b.device_ids), lost_kw=a.lost_kw(b.device_ids))
+    assert loop.correction_kw == 0.0  # a drop-out is not a plant error
 
 
 def test_shortfall_reported_when_headroom_is_short_and_merit_order_uses_cheap_first():

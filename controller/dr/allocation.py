@@ -6,7 +6,8 @@ Interface used by the controller runtime (and by controller/emergency.py):
     alloc = allocate(res, target_kw=120.0, hold_h=1.0)     # proportional to headroom
     alloc.commands      -> list[Command] (source "dr"), one per usable DR resource
     alloc.cut_kw, alloc.allocated_kw, alloc.shortfall_kw
-    loop = DeliveryLoop(); target = loop.update(requested_kw, delivered_kw)  # each cycle
+    loop = DeliveryLoop()                                  # one per event, each cycle:
+    target = loop.update(requested_kw, delivered_kw, headroom_kw, lost_kw=alloc.lost_kw(ids))
     release_commands(res)  -> commands that hand devices back after the event
 
 Resources and what a cut means (load convention, + consumption):
@@ -111,6 +112,12 @@ class Allocation:
     def total_headroom_kw(self) -> float:
         return float(self.headroom_kw.sum())
 
+    def lost_kw(self, usable_ids) -> float:
+        """Cut that was given to devices no longer in `usable_ids` (dropped out, departed):
+        pass it to DeliveryLoop.update so re-allocation, not the integral, covers it."""
+        keep = set(usable_ids)
+        return float(sum(c for d, c in zip(self.device_ids, self.cut_kw) if d not in keep))
+
     def summary(self) -> dict:
         by = {}
         for k, c in zip(self.kinds, self.cut_kw):
@@ -207,12 +214,15 @@ class DeliveryLoop:
         return max(requested_kw + self.correction_kw, 0.0)
 
     def update(self, requested_kw: float, delivered_kw: float,
-               headroom_kw: float | None = None) -> float:
+               headroom_kw: float | None = None, lost_kw: float = 0.0) -> float:
+        """Next allocation target. `lost_kw`: the share of the last allocation held by devices
+        that have since dropped out (Allocation.lost_kw); the fresh allocation over the
+        remaining devices replaces it, so it is not integrated as a plant error."""
         if requested_kw != self.requested_kw:  # new or resized event: scale the correction
             self.correction_kw *= (requested_kw / self.requested_kw) if self.requested_kw > 0 else 0.0
             self.requested_kw = requested_kw
         if np.isfinite(delivered_kw):  # no usable measurement: hold the correction
-            self.correction_kw += self.ki * (requested_kw - delivered_kw)
+            self.correction_kw += self.ki * (requested_kw - delivered_kw - max(lost_kw, 0.0))
         lim = self.max_correction_pct / 100.0 * requested_kw
         self.correction_kw = float(np.clip(self.correction_kw, -lim, lim))
         if headroom_kw is not None:
