@@ -18,9 +18,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import numba  # noqa: E402
+import numba
 
-from twin.tcl_kernel import advance_first_order, advance_numpy, n_blocks_for  # noqa: E402
+from twin.tcl_kernel import advance_first_order, advance_numpy, n_blocks_for
 
 
 def population(n: int, seed: int = 0) -> dict:
@@ -92,7 +92,7 @@ def main() -> None:
         match = bool(np.allclose(a, b, rtol=1e-9))
         r_nb = n * steps / best_nb
         r_np = n * np_steps / best_np
-        print(f"{n:>9} {steps:>6} {r_nb:>18.3e} {r_np:>18.3e} {r_nb / r_np:>11.1f}x {str(match):>10}")
+        print(f"{n:>9} {steps:>6} {r_nb:>18.3e} {r_np:>18.3e} {r_nb / r_np:>11.1f}x {match!s:>10}")
 
 
 if __name__ == "__main__":
