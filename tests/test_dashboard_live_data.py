@@ -107,3 +107,26 @@ def test_actions_are_validated_before_confirmation(trigger, values, ok):
     assert (action is not None) == ok and text
     if trigger == "act-dr-create" and ok:
         assert action["groups"] == ["bat", "ev"] and action["reduction_kw"] == 50.0
+
+
+def test_one_line_of_cigre_lv_from_its_topology():
+    """The payload the dashboard expects from GET /api/grid, built here from a real feeder."""
+    import pandapower as pp
+    import pandapower.networks as pn
+
+    net = pn.create_cigre_network_lv()
+    pp.runpp(net)
+    grid = {"root_bus": int(net.ext_grid.bus.iloc[0]),
+            "buses": [{"id": int(b), "name": net.bus.name[b], "v_pu": float(net.res_bus.vm_pu[b])}
+                      for b in net.bus.index],
+            "lines": [{"from_bus": int(r.from_bus), "to_bus": int(r.to_bus), "name": r["name"],
+                       "loading_pct": float(net.res_line.loading_percent[i])} for i, r in net.line.iterrows()],
+            "trafos": [{"hv_bus": int(r.hv_bus), "lv_bus": int(r.lv_bus), "name": r["name"],
+                        "loading_pct": float(net.res_trafo.loading_percent[i])} for i, r in net.trafo.iterrows()]}
+    fig = one_line_figure(grid)
+    buses = next(t for t in fig["data"] if t["name"] == "bus voltage")
+    assert len(buses["x"]) == len(net.bus)
+    assert len(set(zip(buses["x"], buses["y"]))) == len(net.bus)  # every bus on its own spot
+    drawn = sum(len(t["x"]) // 3 for t in fig["data"] if t["name"].startswith("loading"))
+    assert drawn == len(net.line) + len(net.trafo)
+    assert min(buses["marker"]["color"]) == pytest.approx(net.res_bus.vm_pu.min())
