@@ -1,0 +1,1 @@
+"""Key handling and the signed (optionally encrypted) command channel."""

@@ -1,0 +1,103 @@
+"""Signed, optionally encrypted, replay-protected command envelopes (controller → bridge).
+
+Wire form (JSON): {"v":1,"sender":..,"seq":n,"nonce":hex16,"t":epoch_s,"enc":bool,
+"body": command JSON (or AES-GCM ciphertext hex), "sig": Ed25519 over the canonical JSON of
+every other field}. The verifier refuses a bad signature, a sequence number not above the
+last accepted one from that sender, a nonce seen before, and a timestamp outside its window.
+Encryption uses a per-session AES-256-GCM key (X25519 agreement + HKDF-SHA256); the header
+fields are the AEAD's associated data so they cannot be swapped between envelopes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import OrderedDict
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+
+class EnvelopeRefused(ValueError):
+    """The bridge refused a command envelope; the message says why (one line)."""
+
+
+def _canonical(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def session_key(own: X25519PrivateKey, peer: X25519PublicKey, context: bytes = b"gridtwin-cmd-v1") -> bytes:
+    """Both ends derive the same 32-byte AES key from an X25519 exchange."""
+    return HKDF(hashes.SHA256(), 32, salt=None, info=context).derive(own.exchange(peer))
+
+
+class Signer:
+    """Controller side: numbers, signs and (optionally) encrypts each command."""
+
+    def __init__(self, sender: str, key: Ed25519PrivateKey, aes_key: bytes | None = None,
+                 clock=time.time):
+        self.sender, self.key, self.aes, self.clock = sender, key, aes_key, clock
+        self.seq = 0
+
+    def seal(self, command: dict) -> str:
+        self.seq += 1
+        env = {"v": 1, "sender": self.sender, "seq": self.seq, "nonce": os.urandom(16).hex(),
+               "t": round(self.clock(), 3), "enc": self.aes is not None}
+        body = _canonical(command)
+        if self.aes is not None:
+            iv = os.urandom(12)
+            env["body"] = (iv + AESGCM(self.aes).encrypt(iv, body, _canonical(env))).hex()
+        else:
+            env["body"] = body.decode()
+        env["sig"] = self.key.sign(_canonical(env)).hex()
+        return json.dumps(env)
+
+
+class Verifier:
+    """Bridge side: accepts each genuine envelope exactly once, within its time window."""
+
+    def __init__(self, trusted: dict[str, Ed25519PublicKey], window_s: float = 30.0,
+                 aes_key: bytes | None = None, clock=time.time, nonce_memory: int = 100_000):
+        self.trusted, self.window_s, self.aes, self.clock = trusted, window_s, aes_key, clock
+        self.last_seq: dict[str, int] = {}
+        self.nonces: OrderedDict[str, None] = OrderedDict()
+        self.nonce_memory = nonce_memory
+
+    def open(self, wire: str) -> dict:
+        try:
+            env = json.loads(wire)
+            sig = bytes.fromhex(env.pop("sig"))
+            sender, seq, nonce, t = env["sender"], int(env["seq"]), env["nonce"], float(env["t"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise EnvelopeRefused("malformed envelope") from None
+        pub = self.trusted.get(sender)
+        if pub is None:
+            raise EnvelopeRefused(f"unknown sender {sender!r}")
+        try:
+            pub.verify(sig, _canonical(env))
+        except InvalidSignature:
+            raise EnvelopeRefused(f"bad signature from {sender!r} (altered or forged)") from None
+        now = self.clock()
+        if abs(now - t) > self.window_s:
+            raise EnvelopeRefused(f"stale envelope: {now - t:.1f} s old, window {self.window_s:g} s")
+        if seq <= self.last_seq.get(sender, 0) or nonce in self.nonces:
+            raise EnvelopeRefused(f"replayed envelope from {sender!r} (seq {seq})")
+        body = env.pop("body")
+        if env.get("enc"):
+            if self.aes is None:
+                raise EnvelopeRefused("encrypted envelope but no session key")
+            raw = bytes.fromhex(body)
+            try:
+                body = AESGCM(self.aes).decrypt(raw[:12], raw[12:], _canonical({**env})).decode()
+            except InvalidTag:
+                raise EnvelopeRefused("decryption failed (wrong session key or altered)") from None
+        self.last_seq[sender] = seq
+        self.nonces[nonce] = None
+        while len(self.nonces) > self.nonce_memory:
+            self.nonces.popitem(last=False)
+        return json.loads(body)
