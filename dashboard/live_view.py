@@ -22,7 +22,7 @@ WRITE_ROLES = ("operator", "admin")
 PAGE_SIZE = 20
 TABLE_STYLE = {"style_cell": {"fontFamily": "monospace", "fontSize": "12px", "textAlign": "left",
                                "maxWidth": "380px", "overflow": "hidden", "textOverflow": "ellipsis"},
-                   "style_header": {"fontWeight": "bold"}}
+                   "style_header": {"fontWeight": "bold"}, "style_table": {"overflowX": "auto"}}
 PANEL = {"border": "1px solid #ddd", "borderRadius": "6px", "padding": "8px", "margin": "6px 0"}
 ROW = {"display": "flex", "gap": "12px", "flexWrap": "wrap"}
 
@@ -169,15 +169,33 @@ class LiveSnapshot:
             if r[n].ok and isinstance(r[n].data, dict) and r[n].data.get("t") is not None:
                 t = r[n].data["t"]
                 break
-        up = sum(x.ok for x in r.values())
-        fetch_ms = max(x.ms for x in r.values())
-        status = (f"API {self.client.base_url} · role {self.client.role()} · controller time {ld.utc(t) or 'n/a'}"
-                  f" UTC · {up}/{len(r)} endpoints ok · slowest fetch {fetch_ms:.0f} ms")
-        if up == 0:
-            status += f" · {r['fleet'].error}"
-        return (status, oneline, headfig, fleetfig, fleet_rows, fleet_cols, drfig, dr, trend,
+        return (self.status_bar(r, t), oneline, headfig, fleetfig, fleet_rows, fleet_cols, drfig, dr, trend,
                 alarms, _msg(r["alarms"], "alarms"), gate, _msg(r["gate"], "safety gate"),
                 audit, _msg(r["audit"], "audit trail"))
+
+
+    def status_bar(self, r: dict[str, Reply], t) -> list:
+        up = sum(x.ok for x in r.values())
+        missing = sum(x.missing for x in r.values())
+        text = (f"API {self.client.base_url} · role {self.client.role()} · controller time "
+                f"{ld.utc(t) or 'n/a'} UTC · {up}/{len(r) - missing} endpoints ok"
+                + (f" ({missing} not offered by this API)" if missing else "")
+                + f" · slowest fetch {max(x.ms for x in r.values()):.0f} ms")
+        if up == 0:
+            text += f" · {r['fleet'].error}"
+        out = [html.Span(text)]
+        fl = r["fleet"].data if r["fleet"].ok and isinstance(r["fleet"].data, dict) else {}
+        m = fl.get("margin") if isinstance(fl.get("margin"), dict) else None
+        if m:
+            out.append(html.Span(f" · reduction margin {m.get('margin_kw', 0):.1f} kW (batteries "
+                                 f"{m.get('battery_kw', 0):.1f} kW for {m.get('battery_hold_s', 0) / 60:.0f} min)"))
+        em = fl.get("emergency")
+        if em:
+            out.append(html.Div(f"EMERGENCY SHED active since {ld.utc(em.get('since'))} UTC by "
+                                f"{em.get('by', '?')}: {em.get('reason', '')}", id="live-emergency",
+                                style={"background": "#c00", "color": "white", "padding": "4px",
+                                       "fontWeight": "bold"}))
+        return out
 
 
 def actions_panel(role: str):

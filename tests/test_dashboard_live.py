@@ -134,6 +134,50 @@ def test_operator_sees_updates_and_creates_dr_event(rig):
 
 
 @needs_browser
+def test_operator_sees_offline_device_acks_alarm_and_sheds(rig):
+    from selenium.webdriver.common.by import By
+
+    from dashboard.app import create_app
+
+    app = create_app(api_url=rig.url, token=OPERATOR, refresh_ms=1000)
+    ev = rig.twin.fleets["ev_chargers"]
+    with serve_dash(app) as url, chromium(1400, 1600) as drv, _api(rig, OPERATOR) as api:
+        drv.get(url)
+        wait_for(drv, lambda d: d.find_elements(By.ID, "act-shed"), what="operator actions")
+        ev.available[1] = False  # the charger stops answering (twin-side fault)
+        try:
+            wait_for(drv, lambda d: "ev_chargers/1" in d.find_element(By.ID, "live-alarms").text,
+                     what="device_unavailable alarm in the alarm table")
+            alarm = next(a for a in api.get("/api/alarms").json()
+                         if a["kind"] == "device_unavailable" and a["device_id"] == "ev_chargers/1")
+            drv.find_element(By.CSS_SELECTOR, "#live-dev-filter input").click()
+            wait_for(drv, lambda d: "offline: not answering" in d.find_element(By.ID, "live-devices").text,
+                     what="device table to say why ev_chargers/1 is unusable")
+            _fill(drv, "act-alarm-id", alarm["id"])
+            drv.find_element(By.ID, "act-alarm-ack").click()
+            assert f"alarm {alarm['id']}" in _confirm(drv)
+            wait_for(drv, lambda d: "alarm_ack" in d.find_element(By.ID, "live-action-result").text,
+                     what="ack result")
+            acked = next(a for a in api.get("/api/alarms").json() if a["id"] == alarm["id"])
+            assert acked["acked_by"] == "olivia"
+        finally:
+            ev.available[1] = True
+        drv.find_element(By.ID, "act-shed").click()
+        assert "EMERGENCY" in _confirm(drv)
+        try:
+            wait_for(drv, lambda d: d.find_elements(By.ID, "live-emergency"), what="emergency banner")
+            assert "olivia" in drv.find_element(By.ID, "live-emergency").text
+            assert api.get("/api/fleet").json()["emergency"]["by"] == "olivia"
+            actions = [(a["action"], a["user"]) for a in api.get("/api/audit").json()]
+            assert ("alarm_ack", "olivia") in actions and ("emergency_shed", "olivia") in actions
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            drv.execute_script("window.scrollTo(0, 0)")
+            drv.save_screenshot(str(ARTIFACTS / "dashboard_live_emergency.png"))
+        finally:
+            assert api.post("/api/emergency/restore").status_code == 200
+
+
+@needs_browser
 def test_viewer_sees_no_actions_and_api_refuses_writes(rig):
     from selenium.webdriver.common.by import By
 
