@@ -50,8 +50,10 @@ def test_radial_outage_islands_buses_and_is_insecure():
     net = build_feeder("cigre_lv")
     rep = screen_n1(net, Limits(v_min_pu=0.9, v_max_pu=1.1), n_lines=3)
     assert rep.base.secure
-    head_line = max(rep.cases, key=lambda c: c.islanded_buses)
-    assert head_line.element == "line" and head_line.islanded_buses > 0
+    head_trafo = [c for c in rep.cases if c.element == "trafo"]
+    assert head_trafo and all(c.islanded_buses > 0 for c in head_trafo)  # radial: no backup
+    head_line = max((c for c in rep.cases if c.element == "line"), key=lambda c: c.islanded_buses)
+    assert head_line.islanded_buses > 0
     assert not head_line.secure and head_line in rep.insecure
     d = rep.as_dict()
     assert d["insecure"] == len(rep.insecure) and d["cases"][0]["element"] in ("trafo", "line")
