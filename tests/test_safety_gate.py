@@ -13,13 +13,14 @@ from hypothesis import strategies as st
 from benchmarks.gate_value import run as run_gate_value
 from benchmarks.gate_value import snapshot_from_twin
 from controller.commands import Command
-from controller.safety import SafetyConfig, SafetyGate, alarms
+from controller.safety import GridSnapshot, SafetyConfig, SafetyGate, alarms
 from controller.safety.fastflow import FastFlow
 from grid_models.sensitivity import NetModel
-from scenarios.model import Scenario
+from scenarios.model import Limits, Scenario
 from twin.simulation import Twin
 
 warnings.simplefilter("ignore", FutureWarning)
+LIMITS_MV = Limits()
 
 
 def lv_scenario() -> Scenario:
@@ -295,9 +296,10 @@ def test_fast_flow_matches_pandapower_on_mv_rural(mv_net):
 
 def test_tap_commands(mv_net):
     net = copy.deepcopy(mv_net)
-    lim = type("L", (), dict(v_min_pu=0.95, v_max_pu=1.05, line_loading_max_pct=100, trafo_loading_max_pct=100))()
-    gate = SafetyGate(net, lim)
-    from controller.safety import GridSnapshot
+    assert SafetyGate(net, LIMITS_MV).check([Command("rtu/trafo0", "tap_pos", 1)], GridSnapshot.from_groups(
+        0, 1, [], [], [], [])).decisions[0].reasons == ["unknown_setpoint"]  # no tap_changer_type
+    net.trafo["tap_changer_type"] = "Ratio"
+    gate = SafetyGate(net, LIMITS_MV)
     snap = GridSnapshot.from_groups(0, 1, net.load.bus.to_numpy(), net.load.p_mw.to_numpy() * 1000,
                                     net.load.q_mvar.to_numpy() * 1000, [])
     res = gate.check([Command("rtu/trafo0", "tap_pos", 12), Command("rtu/trafo1", "tap_pos", 3)], snap)

@@ -113,6 +113,20 @@ class SafetyGate:
             self._gate_grid(commands, state, rows, decisions, now, report)
         return self._finish(decisions, report, t0)
 
+    def operating_point(self, state: GridSnapshot) -> dict | None:
+        """The solved base state of a snapshot: {"p", "q" (per slot), "res" (FlowResult),
+        "sens" (Sensitivities, columns = slots)}; None when it does not converge."""
+        self._apply_taps(state)
+        return self._base_state(state, {"power_flows": 0})
+
+    def slot_of(self, bus) -> np.ndarray:
+        """Injection slot (sensitivity column) of each pandapower bus."""
+        return np.array([self._slot_of[int(b)] for b in np.atleast_1d(bus)], np.int64)
+
+    def solve(self, p_kw: np.ndarray, q_kvar: np.ndarray) -> FlowResult:
+        """AC power flow with the given per-slot loads (what-if runs for volt/var)."""
+        return self._run(p_kw, q_kvar, {"power_flows": 0})
+
     # --- validation, limits, ramps ------------------------------------------------------------------
     def _validate(self, commands, st: GridSnapshot, decisions) -> dict:
         """Fill decisions for invalid commands; return per-command arrays for the rest."""
@@ -486,8 +500,9 @@ class SafetyGate:
         if t is None:
             return "unknown_device"
         tr = self.net.trafo.loc[t]
-        if not np.isfinite(tr.get("tap_step_percent", np.nan)):
-            return "unknown_setpoint"
+        kind = tr.get("tap_changer_type", None)
+        if kind is None or kind != kind or not np.isfinite(tr.get("tap_step_percent", np.nan)):
+            return "unknown_setpoint"  # pandapower 3.x ignores tap_pos without tap_changer_type
         try:
             v = float(c.value)
         except (TypeError, ValueError):
