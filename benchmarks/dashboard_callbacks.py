@@ -2,7 +2,7 @@
 time measured in the same run.
 
 A real controller API (twin + in-process controller + controller.api under uvicorn on
-127.0.0.1, as in tests/test_dashboard_live_rig.py) serves 1,000 devices (250 each of battery,
+127.0.0.1, as in tests/live_rig.py) serves 1,000 devices (250 each of battery,
 EV, PV, flexible load). The dashboard's callbacks are invoked through Dash's own HTTP endpoint
 (/_dash-update-component, Flask test client), so the figures include JSON encoding of the
 response. Baseline: the same API GETs the refresh callback needs, issued directly with httpx.
@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import httpx
 import numpy as np
-from test_dashboard_live_rig import OPERATOR, LiveRig
+from live_rig import OPERATOR, LiveRig
 
 
 def stats_ms(xs: list[float]) -> tuple[float, float]:

@@ -1,5 +1,5 @@
 """Live view in a real headless Chromium against the real controller API on loopback (twin +
-in-process controller + controller.api.create_app under uvicorn, see test_dashboard_live_rig):
+in-process controller + controller.api.create_app under uvicorn, see live_rig):
 figures update between refreshes, an operator creates a DR event through the UI (confirmed)
 and it is in the API and its audit trail, a viewer gets no action buttons and the API
 refuses its writes."""
@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from browser import CHROMEDRIVER, CHROMIUM, chromium, serve_dash, wait_for
-from test_dashboard_live_rig import OPERATOR, VIEWER, LiveRig
+from live_rig import OPERATOR, VIEWER, LiveRig
 
 ARTIFACTS = Path(os.environ.get("GRIDTWIN_ARTIFACTS", Path(__file__).resolve().parent.parent / "artifacts"))
 needs_browser = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
