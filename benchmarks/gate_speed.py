@@ -24,20 +24,20 @@ import pandapower as pp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.commands import Command  # noqa: E402
-from controller.safety import GridSnapshot, SafetyGate  # noqa: E402
-from grid_models.feeders import build_feeder  # noqa: E402
-from scenarios.model import Limits  # noqa: E402
+from controller.commands import Command
+from controller.safety import GridSnapshot, SafetyGate
+from grid_models.feeders import build_feeder
+from scenarios.model import Limits
 
 
 def fleet(net, rng):
     lb = np.array(sorted(set(net.load.bus)))
     pv_bus = rng.choice(lb, 120)
     bat_bus = rng.choice(lb, 80)
-    pv = dict(name="pv", kind="pv", bus=pv_bus, p_kw=-rng.uniform(100, 400, 120), q_kvar=np.zeros(120),
-              ratings={"s_rated_kva": np.full(120, 500.0)}, telemetry={"p_avail_kw": np.full(120, 450.0)})
-    bat = dict(name="bat", kind="battery", bus=bat_bus, p_kw=np.zeros(80), q_kvar=np.zeros(80),
-               ratings={"p_max_kw": np.full(80, 300.0)})
+    pv = {"name": "pv", "kind": "pv", "bus": pv_bus, "p_kw": -rng.uniform(100, 400, 120), "q_kvar": np.zeros(120),
+              "ratings": {"s_rated_kva": np.full(120, 500.0)}, "telemetry": {"p_avail_kw": np.full(120, 450.0)}}
+    bat = {"name": "bat", "kind": "battery", "bus": bat_bus, "p_kw": np.zeros(80), "q_kvar": np.zeros(80),
+               "ratings": {"p_max_kw": np.full(80, 300.0)}}
     return [pv, bat]
 
 

@@ -23,10 +23,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from controller.commands import Command  # noqa: E402
-from controller.safety import GridSnapshot, SafetyConfig, SafetyGate  # noqa: E402
-from scenarios.load import load_scenario  # noqa: E402
-from twin.simulation import Twin  # noqa: E402
+from controller.commands import Command
+from controller.safety import GridSnapshot, SafetyConfig, SafetyGate
+from scenarios.load import load_scenario
+from twin.simulation import Twin
 
 SCENARIO = ROOT / "scenarios" / "pv_overvoltage.yaml"
 
@@ -58,9 +58,9 @@ def snapshot_from_twin(twin, now_s: float | None = None, bus_noise_pct: float = 
                 rat[k] = np.asarray(getattr(f, k), float)
         tel = {k: np.asarray(v, float) for k, v in f.telemetry().items()
                if k in ("p_avail_kw", "p_base_kw", "connected")}
-        groups.append(dict(name=name, kind=f.KIND, bus=f.bus, p_kw=f.p_kw.copy(),
-                           q_kvar=f.q_kvar.copy(), available=f.available.copy(),
-                           ratings=rat, telemetry=tel))
+        groups.append({"name": name, "kind": f.KIND, "bus": f.bus, "p_kw": f.p_kw.copy(),
+                           "q_kvar": f.q_kvar.copy(), "available": f.available.copy(),
+                           "ratings": rat, "telemetry": tel})
     t = twin.grid.t_s
     return GridSnapshot.from_groups(t, twin.t_s if now_s is None else now_s, bus, p, q, groups)
 

@@ -175,7 +175,7 @@ def tap_step_command(net, v_pu: np.ndarray, limits) -> Command | None:
 def _has_tap_changer(tr) -> bool:
     """pandapower 3.x ignores tap_pos unless tap_changer_type is set (SimBench leaves it None)."""
     kind = tr.get("tap_changer_type", None)
-    return (kind is not None and kind == kind and bool(kind)
+    return (isinstance(kind, str) and bool(kind)
             and np.isfinite(tr.get("tap_step_percent", np.nan)) and np.isfinite(tr.get("tap_pos", np.nan)))
 
 

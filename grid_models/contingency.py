@@ -61,7 +61,7 @@ class ContingencyReport:
 
 def head_trafos(net: pp.pandapowerNet) -> list[int]:
     """Transformers whose HV side is an ext_grid bus (or fused to one by a bus-bus switch)."""
-    heads = set(int(b) for b in net.ext_grid.bus)
+    heads = {int(b) for b in net.ext_grid.bus}
     sw = net.switch[(net.switch.et == "b") & net.switch.closed]
     for a, b in zip(sw.bus.astype(int), sw.element.astype(int)):
         if a in heads or b in heads:

@@ -92,7 +92,7 @@ class StateEstimator:
                 has_inj[pos[int(b)]] = True
         for b in device_buses:  # managed devices can inject anywhere they are connected
             has_inj[pos[int(b)]] = True
-        self.slack_buses = _fused_with(n, set(int(b) for b in n.ext_grid.bus))
+        self.slack_buses = _fused_with(n, {int(b) for b in n.ext_grid.bus})
         self.has_injection = has_inj
 
     def _add(self, kind, element_type, values, std, elements, side=None):
@@ -113,7 +113,7 @@ class StateEstimator:
             lstd = np.asarray(m.line_std_kw, float) / 1000.0
             self._add("p", "line", np.asarray(m.line_p_kw) / 1000.0, lstd, m.line, side="from")
             self._add("q", "line", np.asarray(m.line_q_kvar) / 1000.0, lstd, m.line, side="from")
-        metered = set(int(b) for b in m.pq_bus)
+        metered = {int(b) for b in m.pq_bus}
         for i, b in enumerate(self.bus_index):
             if int(b) in metered or int(b) in self.slack_buses:
                 continue  # the slack's injection is what balances the feeder: never pseudo-measured

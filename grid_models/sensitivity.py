@@ -74,7 +74,7 @@ class NetModel:
     sbus: np.ndarray  # complex injections (pu) of the converged solution
 
     @classmethod
-    def from_net(cls, net: pp.pandapowerNet) -> "NetModel":
+    def from_net(cls, net: pp.pandapowerNet) -> NetModel:
         if not net.get("converged", False) or net.get("_ppc") is None:
             raise SensitivityError("no converged power flow on this net: run pandapower.runpp first")
         internal = net._ppc["internal"]

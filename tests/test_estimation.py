@@ -20,12 +20,12 @@ V_RMS_BOUND_PU = 0.003  # root-mean-square error
 
 @pytest.fixture(scope="module")
 def truth():
-    sc = Scenario.model_validate(dict(
-        name="se", start="2026-06-21T11:00:00Z", duration_s=300, seed=2, device_step_s=10,
-        feeder={"kind": "cigre_lv"},
-        fleet=[{"name": "pv", "kind": "pv", "count": 20, "params": {"p_peak_kw": 10, "s_rated_kva": 10}},
+    sc = Scenario.model_validate({
+        "name": "se", "start": "2026-06-21T11:00:00Z", "duration_s": 300, "seed": 2, "device_step_s": 10,
+        "feeder": {"kind": "cigre_lv"},
+        "fleet": [{"name": "pv", "kind": "pv", "count": 20, "params": {"p_peak_kw": 10, "s_rated_kva": 10}},
                {"name": "bat", "kind": "battery", "count": 8, "params": {"p_max_kw": 5}}],
-        outputs={"report": False}))
+        "outputs": {"report": False}})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tw = Twin(sc)
@@ -34,9 +34,9 @@ def truth():
         tw.solve_power_flow()
     net = tw.net
     dev_buses = np.unique(np.concatenate([f.bus for f in tw.fleets.values()]))
-    return dict(v=net.res_bus.vm_pu.to_numpy().copy(), p=net.res_bus.p_mw.to_numpy() * 1000,
-                q=net.res_bus.q_mvar.to_numpy() * 1000, bus=net.bus.index.to_numpy(),
-                head_line_p=None, dev_buses=dev_buses)
+    return {"v": net.res_bus.vm_pu.to_numpy().copy(), "p": net.res_bus.p_mw.to_numpy() * 1000,
+                "q": net.res_bus.q_mvar.to_numpy() * 1000, "bus": net.bus.index.to_numpy(),
+                "head_line_p": None, "dev_buses": dev_buses}
 
 
 def measure(truth, rng, metered_share=0.7):
@@ -92,7 +92,7 @@ def test_clean_data_passes_chi2_and_base_load(truth):
     se = StateEstimator(net, device_buses=truth["dev_buses"])
     est = se.run(m)
     assert not est.removed
-    bus, p, q = est.base_load(truth["dev_buses"][:1], [5.0], [0.0])
+    bus, p, _q = est.base_load(truth["dev_buses"][:1], [5.0], [0.0])
     i = int(np.searchsorted(bus, truth["dev_buses"][0]))
     assert p[i] == pytest.approx(est.p_kw[i] - 5.0)
     # head balance: estimated injections sum to the slack's import (losses are small)

@@ -5,7 +5,6 @@ import copy
 import warnings
 
 import numpy as np
-import pandapower as pp
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,19 +23,19 @@ LIMITS_MV = Limits()
 
 
 def lv_scenario() -> Scenario:
-    return Scenario.model_validate(dict(
-        name="gate_lv", start="2026-06-21T11:00:00Z", duration_s=600, seed=3, device_step_s=10,
-        feeder={"kind": "cigre_lv", "base_load_scale": 0.6,
+    return Scenario.model_validate({
+        "name": "gate_lv", "start": "2026-06-21T11:00:00Z", "duration_s": 600, "seed": 3, "device_step_s": 10,
+        "feeder": {"kind": "cigre_lv", "base_load_scale": 0.6,
                 "limits": {"v_min_pu": 0.95, "v_max_pu": 1.05, "line_loading_max_pct": 100,
                            "trafo_loading_max_pct": 100}},
-        fleet=[
+        "fleet": [
             {"name": "pv", "kind": "pv", "count": 30, "params": {"p_peak_kw": 18, "s_rated_kva": 18}},
             {"name": "bat", "kind": "battery", "count": 15, "params": {"p_max_kw": 6, "e_cap_kwh": 20}},
             {"name": "ev", "kind": "ev", "count": 20, "params": {"arrival_h_mean": 8.0, "p_max_kw": 11}},
             {"name": "flex", "kind": "flex_load", "count": 10, "params": {"p_nom_kw": 8, "rebound": 0}},
         ],
-        weather={"cloudiness": 0.0}, base_load={"noise_pct": 0}, outputs={"report": False},
-    ))
+        "weather": {"cloudiness": 0.0}, "base_load": {"noise_pct": 0}, "outputs": {"report": False},
+    })
 
 
 class World:
@@ -279,8 +278,8 @@ def test_fast_flow_matches_pandapower_on_mv_rural(mv_net):
     net = copy.deepcopy(mv_net)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        gate = SafetyGate(net, type("L", (), dict(v_min_pu=0.9, v_max_pu=1.1, line_loading_max_pct=100,
-                                                   trafo_loading_max_pct=100))())
+        gate = SafetyGate(net, type("L", (), {"v_min_pu": 0.9, "v_max_pu": 1.1, "line_loading_max_pct": 100,
+                                                   "trafo_loading_max_pct": 100})())
         rng = np.random.default_rng(1)
         n = gate.n_slots
         for _ in range(3):

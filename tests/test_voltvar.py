@@ -30,8 +30,8 @@ def noon_snapshot(net, s_rated_kva=2000.0, p_kw=1400.0, q_max=None):
     rat = {"s_rated_kva": np.full(n, s_rated_kva)}
     if q_max is not None:
         rat["q_max_kvar"] = np.full(n, q_max)
-    g = dict(name="pv", kind="pv", bus=pvb, p_kw=np.full(n, -p_kw), q_kvar=np.zeros(n), ratings=rat,
-             telemetry={"p_avail_kw": np.full(n, p_kw)})
+    g = {"name": "pv", "kind": "pv", "bus": pvb, "p_kw": np.full(n, -p_kw), "q_kvar": np.zeros(n), "ratings": rat,
+             "telemetry": {"p_avail_kw": np.full(n, p_kw)}}
     return GridSnapshot.from_groups(0.0, 1.0, net.load.bus.to_numpy(), net.load.p_mw.to_numpy() * 300,
                                     net.load.q_mvar.to_numpy() * 300, [g])
 

@@ -22,9 +22,9 @@ import numpy as np
 import pandapower as pp
 
 from controller.commands import Command, Decision, GateResult
+from controller.safety.fastflow import FastFlow, FlowResult
 from controller.safety.lp import solve_lp
 from controller.safety.state import SETPOINTS, GridSnapshot
-from controller.safety.fastflow import FastFlow, FlowResult
 from grid_models.power_flow import PowerFlow
 from grid_models.sensitivity import NetModel, linearize
 
@@ -501,7 +501,7 @@ class SafetyGate:
             return "unknown_device"
         tr = self.net.trafo.loc[t]
         kind = tr.get("tap_changer_type", None)
-        if kind is None or kind != kind or not np.isfinite(tr.get("tap_step_percent", np.nan)):
+        if not (isinstance(kind, str) and kind) or not np.isfinite(tr.get("tap_step_percent", np.nan)):
             return "unknown_setpoint"  # pandapower 3.x ignores tap_pos without tap_changer_type
         try:
             v = float(c.value)

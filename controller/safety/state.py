@@ -83,7 +83,7 @@ class GridSnapshot:
     # --- builders -------------------------------------------------------------------------
     @classmethod
     def from_groups(cls, t_s: float, now_s: float, base_bus, base_p_kw, base_q_kvar, groups,
-                    trafo_tap_pos=None) -> "GridSnapshot":
+                    trafo_tap_pos=None) -> GridSnapshot:
         """groups: iterable of dicts with name, kind, bus, p_kw, q_kvar and optional
         available, ratings (dict of arrays), telemetry (dict of arrays), ids."""
         ids, kind, bus, p, q, av = [], [], [], [], [], []
@@ -118,7 +118,7 @@ class GridSnapshot:
 
     @classmethod
     def from_fleet_state(cls, fleet_state, base_bus, base_p_kw, base_q_kvar, now_s: float,
-                         trafo_tap_pos=None) -> "GridSnapshot":
+                         trafo_tap_pos=None) -> GridSnapshot:
         """From the runtime's `controller.state.FleetState` (good-quality values only;
         devices without a good p_kw reading are marked unavailable)."""
         groups, t_oldest = [], np.inf
@@ -131,8 +131,8 @@ class GridSnapshot:
             available = g.usable() & np.isfinite(p)
             if g.t is not None and np.isfinite(g.t[available]).any():
                 t_oldest = min(t_oldest, float(np.nanmin(g.t[available])))
-            groups.append(dict(name=g.group, kind=g.kind, ids=g.ids, bus=g.bus, p_kw=p,
-                               q_kvar=np.nan_to_num(q), available=available,
-                               ratings=g.ratings, telemetry=tel))
+            groups.append({"name": g.group, "kind": g.kind, "ids": g.ids, "bus": g.bus, "p_kw": p,
+                               "q_kvar": np.nan_to_num(q), "available": available,
+                               "ratings": g.ratings, "telemetry": tel})
         t_s = fleet_state.t if not np.isfinite(t_oldest) else t_oldest
         return cls.from_groups(t_s, now_s, base_bus, base_p_kw, base_q_kvar, groups, trafo_tap_pos)
