@@ -48,9 +48,18 @@ def build_feeder(kind: str, code: str | None = None, path: str | Path | None = N
     if not with_der:
         net.sgen.drop(net.sgen.index, inplace=True)
         net.storage.drop(net.storage.index, inplace=True)
+    _enable_ratio_taps(net)
     if len(net.ext_grid) == 0:
         raise FeederError(f"feeder {kind} {code or path or ''}: network has no ext_grid (feeder head)")
     return net
+
+
+def _enable_ratio_taps(net: pp.pandapowerNet) -> None:
+    """pandapower ignores tap_pos unless tap_changer_type is set; SimBench leaves it empty."""
+    if "tap_changer_type" not in net.trafo or not len(net.trafo):
+        return
+    has_tap = net.trafo.tap_step_percent.notna() & net.trafo.tap_changer_type.isna()
+    net.trafo.loc[has_tap, "tap_changer_type"] = "Ratio"
 
 
 def load_buses(net: pp.pandapowerNet) -> list[int]:
