@@ -1,0 +1,163 @@
+"""EmulatorHost: every device of a twin behind its protocol, on loopback.
+
+Modbus servers run on one asyncio loop in a background thread; the IEC 104 RTU runs in
+c104's own threads. `lock` guards twin state: the code that steps the twin holds it while
+stepping, the servers take it while they read or write twin arrays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+from device_emulators.devices import EmulatedDevice
+from device_emulators.modbus_server import ModbusEndpoint
+from device_emulators.register_map import MAP_FOR_KIND
+
+GATEWAY_UNITS = 247
+
+
+@dataclass
+class Endpoint:
+    device_id: str
+    group: str
+    kind: str
+    protocol: str  # modbus | iec104
+    host: str
+    port: int
+    unit: int  # Modbus unit id, or the IEC 104 common address
+    map: str
+    bus: int | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class EmulatorHost:
+    """Start/stop the emulated devices of `twin`; `endpoints` is the table clients use."""
+
+    def __init__(self, twin, skip_groups=(), host: str = "127.0.0.1", port_base: int | None = None,
+                 rtu: bool = True, meter: bool = True, groups=None, start_timeout_s: float = 60.0):
+        if not host.startswith("127."):
+            raise ValueError(f"emulators bind loopback addresses only (127.0.0.0/8), not {host!r}")
+        self.twin, self.host, self.port_base = twin, host, port_base
+        self.lock = threading.RLock()
+        self.devices: dict[str, EmulatedDevice] = {}
+        self.endpoints: list[Endpoint] = []
+        self._modbus: list[ModbusEndpoint] = []
+        self._next_port = port_base
+        self.rtu = None
+        self._want_rtu = rtu
+        self._timeout = start_timeout_s
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="emulators", daemon=True)
+        skip = set(skip_groups)
+        by_name = {g.name: g for g in twin.scenario.fleet}
+        for name, fleet in twin.fleets.items():
+            g = by_name.get(name)
+            if name in skip or (groups is not None and name not in groups):
+                continue
+            if g is not None and g.endpoint != "emulated":
+                continue  # a real device: the hardware bridge reads it, we don't emulate it
+            self._add_group(name, fleet, gateway=bool(g and g.gateway))
+        if meter:
+            dev = EmulatedDevice("meter/head", "meter", "meter", 1, twin)
+            self._add_port([dev], "meter", bus=int(twin.net.ext_grid.bus.iloc[0]))
+
+    def _port(self) -> int:
+        if self._next_port is None:
+            return free_port(self.host)
+        p = self._next_port
+        self._next_port += 1
+        return p
+
+    def _add_group(self, name, fleet, gateway: bool) -> None:
+        map_name = MAP_FOR_KIND[fleet.KIND]
+        devs = [EmulatedDevice(f"{name}/{i}", fleet.KIND, map_name, (i % GATEWAY_UNITS) + 1 if gateway else 1,
+                               self.twin, fleet, i) for i in range(fleet.n)]
+        if gateway:
+            for k in range(0, len(devs), GATEWAY_UNITS):
+                self._add_port(devs[k:k + GATEWAY_UNITS], name)
+        else:
+            for d in devs:
+                self._add_port([d], name)
+
+    def _add_port(self, devs, group, bus=None) -> None:
+        port = self._port()
+        self._modbus.append(ModbusEndpoint(self.host, port, devs, self.lock))
+        for d in devs:
+            self.devices[d.device_id] = d
+            b = bus if d.fleet is None else int(d.fleet.bus[d.index])
+            self.endpoints.append(Endpoint(d.device_id, group, d.kind, "modbus", self.host, port,
+                                           d.unit, d.map_name, b))
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def _run(self, coro, timeout_s=None):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout_s or self._timeout)
+
+    def start(self) -> list[dict]:
+        """Bind every server; returns the endpoint table as dicts."""
+        t0 = time.perf_counter()
+        self._thread.start()
+
+        async def start_all():
+            await asyncio.gather(*(ep.start() for ep in self._modbus))
+
+        self._run(start_all())
+        if self._want_rtu:
+            from device_emulators.rtu import FeederRtu
+
+            self.rtu = FeederRtu(self.twin, self.lock, host=self.host, port=self._port())
+            self.rtu.start()
+            self.endpoints.append(Endpoint("rtu", "rtu", "rtu", "iec104", self.host, self.rtu.port,
+                                           self.rtu.common_address, "feeder_rtu"))
+        self.start_s = time.perf_counter() - t0
+        from device_emulators.faults import schedule_faults
+
+        schedule_faults(self)
+        return [e.as_dict() for e in self.endpoints]
+
+    def stop(self) -> None:
+        if self.rtu is not None:
+            self.rtu.stop()
+        if self._thread.is_alive():
+            async def stop_all():
+                await asyncio.gather(*(ep.stop() for ep in self._modbus), return_exceptions=True)
+
+            try:
+                self._run(stop_all(), 30)
+            finally:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join(timeout=10)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def endpoint_of(self, device_id: str) -> ModbusEndpoint:
+        for ep in self._modbus:
+            if any(d.device_id == device_id for d in ep.devices):
+                return ep
+        raise KeyError(device_id)
+
+    def run_on_loop(self, coro, timeout_s: float = 30.0):
+        return self._run(coro, timeout_s)
+
+    def step(self, t_s: float) -> None:
+        """Advance the twin to t_s while holding the lock (what lockstep/real-time loops call)."""
+        with self.lock:
+            self.twin.run_until(t_s)
+        if self.rtu is not None:
+            self.rtu.publish()

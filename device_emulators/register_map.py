@@ -1,0 +1,220 @@
+"""Register maps are data: a YAML file (device_emulators/maps/) says which twin quantity each
+register shows and which setpoint a write goes to; `DeviceImage` turns one map plus one twin
+device into a live register image.
+
+SunSpec maps list models by id; the layout of each model's fixed block (offsets, types,
+sizes) comes from pysunspec2's model definitions, so a third-party SunSpec client decodes
+exactly what we serve. 'SunS' sits at 40000, models chain by their length field, and the
+end model 0xFFFF closes the chain. Points not named in the map read as SunSpec's
+"not implemented" value.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+MAPS_DIR = Path(__file__).parent / "maps"
+SUNSPEC_BASE = 40000
+SUNS = [0x5375, 0x6E53]
+END_MODEL = [0xFFFF, 0]
+NOT_IMPLEMENTED = {"int16": 0x8000, "sunssf": 0x8000, "uint16": 0xFFFF, "enum16": 0xFFFF,
+                   "bitfield16": 0xFFFF, "acc16": 0, "count": 0, "pad": 0x8000,
+                   "uint32": 0xFFFFFFFF, "int32": 0x80000000, "acc32": 0, "enum32": 0xFFFFFFFF,
+                   "bitfield32": 0xFFFFFFFF, "uint64": 0xFFFFFFFFFFFFFFFF, "acc64": 0}
+
+
+class MapError(ValueError):
+    """A register map file is inconsistent; message names the file and point."""
+
+
+@dataclass(frozen=True)
+class PointDef:
+    name: str
+    offset: int  # registers from the model's ID register (SunSpec) or absolute address
+    type: str
+    size: int
+
+
+@lru_cache(maxsize=None)
+def sunspec_layout(model_id: int) -> tuple[PointDef, ...]:
+    """Fixed-block points of a SunSpec model from pysunspec2's JSON definition."""
+    import sunspec2
+
+    path = Path(sunspec2.__file__).parent / "models" / "json" / f"model_{model_id}.json"
+    if not path.exists():
+        raise MapError(f"SunSpec model {model_id} is not defined in pysunspec2")
+    out, off = [], 0
+    for p in json.loads(path.read_text())["group"]["points"]:
+        size = int(p.get("size", 1))
+        out.append(PointDef(p["name"], off, p["type"], size))
+        off += size
+    return tuple(out)
+
+
+def encode(value: float | str, p: PointDef) -> list[int]:
+    """Registers for one point (big-endian words; strings space-free, NUL padded)."""
+    if p.type == "string":
+        raw = str(value).encode()[: 2 * p.size].ljust(2 * p.size, b"\0")
+        return [int.from_bytes(raw[i:i + 2], "big") for i in range(0, 2 * p.size, 2)]
+    v = int(value)
+    bits = 16 * p.size
+    if v < 0:
+        v += 1 << bits
+    v &= (1 << bits) - 1
+    return [(v >> (16 * (p.size - 1 - i))) & 0xFFFF for i in range(p.size)]
+
+
+def decode(regs: list[int], p: PointDef) -> int:
+    v = 0
+    for r in regs:
+        v = (v << 16) | (r & 0xFFFF)
+    if p.type in ("int16", "sunssf", "int32", "int64") and v >= 1 << (16 * p.size - 1):
+        v -= 1 << (16 * p.size)
+    return v
+
+
+@lru_cache(maxsize=None)
+def load_map(name_or_path: str) -> dict:
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = MAPS_DIR / f"{name_or_path}.yaml"
+    try:
+        m = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise MapError(f"register map {path}: {e.strerror}") from None
+    for key in ("name", "kind", "sunspec"):
+        if key not in m:
+            raise MapError(f"register map {path}: missing key {key!r}")
+    return m
+
+
+MAP_FOR_KIND = {"pv": "pv_inverter", "battery": "battery", "meter": "meter", "ev": "ev_charger",
+                "tcl": "tcl_gateway", "flex_load": "flex_load"}
+
+
+@dataclass
+class Binding:
+    """One register range bound to a source and/or a setpoint."""
+
+    point: PointDef
+    address: int  # absolute register address
+    value: object = None  # constant
+    read: str | None = None  # source name
+    factor: float = 1.0
+    sf_point: str | None = None  # name of the scale-factor point (SunSpec)
+    scale: float = 1.0  # custom maps: engineering value = raw * scale
+    write: str | None = None  # setpoint name
+    writable: bool = False  # stored locally (e.g. enable flags), read by a control law
+
+
+class DeviceImage:
+    """The register image of one device, laid out from its map."""
+
+    def __init__(self, map_def: dict, device_id: str, unit: int):
+        self.map = map_def
+        self.kind = map_def["kind"]
+        self.bindings: list[Binding] = []
+        self.by_name: dict[str, Binding] = {}
+        if map_def["sunspec"]:
+            self.base = SUNSPEC_BASE
+            regs = list(SUNS)
+            for model in map_def["models"]:
+                mid = int(model["id"])
+                layout = sunspec_layout(mid)
+                start = SUNSPEC_BASE + len(regs)
+                length = sum(p.size for p in layout)
+                block = []
+                for p in layout:
+                    block += encode(NOT_IMPLEMENTED.get(p.type, 0), p) if p.type != "string" \
+                        else [0] * p.size
+                block[0], block[1] = mid, length - 2
+                spec = model.get("points", {}) or {}
+                known = {p.name: p for p in layout}
+                for name, s in spec.items():
+                    if name not in known:
+                        raise MapError(f"map {map_def['name']}: model {mid} has no point {name!r}")
+                    b = self._binding(known[name], start + known[name].offset, s, device_id, unit)
+                    self.by_name[f"{mid}.{name}"] = b
+                    self.by_name.setdefault(name, b)
+                regs += block
+            regs += END_MODEL
+            self.regs = regs
+        else:
+            rows = map_def["registers"]
+            self.base = min(r["address"] for r in rows)
+            end = max(r["address"] + (2 if r["type"].endswith("32") else 1) for r in rows)
+            self.regs = [0] * (end - self.base)
+            for r in rows:
+                p = PointDef(r["name"], r["address"], r["type"], 2 if r["type"].endswith("32") else 1)
+                b = Binding(p, r["address"], read=r.get("read"), scale=float(r.get("scale", 1.0)),
+                            write=r.get("write"))
+                self.bindings.append(b)
+                self.by_name[p.name] = b
+        for b in self.bindings:
+            if b.value is not None:
+                self._put(b, b.value)
+
+    def _binding(self, p, address, s, device_id, unit) -> Binding:
+        value = s.get("value")
+        if isinstance(value, str):
+            value = value.format(device_id=device_id, unit=unit)
+        b = Binding(p, address, value=value, read=s.get("read"), factor=float(s.get("factor", 1.0)),
+                    sf_point=s.get("sf"), write=s.get("write"), writable=bool(s.get("writable")))
+        if b.write or b.writable:
+            b.writable = True
+        self.bindings.append(b)
+        return b
+
+    # --- register access -----------------------------------------------------------------
+    def _put(self, b: Binding, value) -> None:
+        i = b.address - self.base
+        self.regs[i:i + b.point.size] = encode(value, b.point)
+
+    def raw(self, b: Binding) -> int:
+        i = b.address - self.base
+        return decode(self.regs[i:i + b.point.size], b.point)
+
+    def sf(self, b: Binding) -> int:
+        return self.raw(self.by_name[b.sf_point]) if b.sf_point else 0
+
+    def engineering(self, b: Binding) -> float:
+        """The value a register holds, in the twin's units (scale factors applied)."""
+        if self.map["sunspec"]:
+            return self.raw(b) * 10.0 ** self.sf(b) / b.factor
+        return self.raw(b) * b.scale
+
+    def publish(self, sources: dict[str, float], sf_error: int = 0) -> None:
+        """Refresh every read-bound register from `sources` (twin quantities)."""
+        for b in self.bindings:
+            if b.read is None or b.read not in sources:
+                continue
+            x = float(sources[b.read])
+            if not math.isfinite(x):
+                self._put(b, NOT_IMPLEMENTED.get(b.point.type, 0))
+                continue
+            if self.map["sunspec"]:
+                raw = round(x * b.factor / 10.0 ** (self.sf(b) - (sf_error if b.sf_point else 0)))
+            else:
+                raw = round(x / b.scale)
+            lo, hi = _range(b.point)
+            self._put(b, min(max(raw, lo), hi))
+
+    def covering(self, address: int, count: int) -> list[Binding]:
+        return [b for b in self.bindings
+                if b.address < address + count and address < b.address + b.point.size]
+
+    def address_range(self) -> tuple[int, int]:
+        return self.base, self.base + len(self.regs)
+
+
+def _range(p: PointDef) -> tuple[int, int]:
+    bits = 16 * p.size
+    if p.type in ("int16", "int32", "int64", "sunssf"):
+        return -(1 << (bits - 1)) + 1, (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 2
