@@ -60,6 +60,7 @@ class EmulatedDevice:
         self.exception_code = 0
         self.frozen = False
         self.sf_error = 0
+        self.image.resolve_auto_scale(self.sources())
         self.refresh()
 
     # --- twin -> registers ------------------------------------------------------------------

@@ -111,6 +111,7 @@ class Binding:
     scale: float = 1.0  # custom maps: engineering value = raw * scale
     write: str | None = None  # setpoint name
     writable: bool = False  # stored locally (e.g. enable flags), read by a control law
+    auto: str | float | None = None  # scale factor chosen so this rating (source or number) fits
 
 
 class DeviceImage:
@@ -165,7 +166,8 @@ class DeviceImage:
         if isinstance(value, str):
             value = value.format(device_id=device_id, unit=unit)
         b = Binding(p, address, value=value, read=s.get("read"), factor=float(s.get("factor", 1.0)),
-                    sf_point=s.get("sf"), write=s.get("write"), writable=bool(s.get("writable")))
+                    sf_point=s.get("sf"), write=s.get("write"), writable=bool(s.get("writable")),
+                    auto=s.get("auto"))
         if b.write or b.writable:
             b.writable = True
         self.bindings.append(b)
@@ -188,6 +190,14 @@ class DeviceImage:
         if self.map["sunspec"]:
             return self.raw(b) * 10.0 ** self.sf(b) / b.factor
         return self.raw(b) * b.scale
+
+    def resolve_auto_scale(self, sources: dict[str, float]) -> None:
+        """Scale factors marked `auto`: the smallest power of ten at which the rating fits int16."""
+        for b in self.bindings:
+            if b.auto is None:
+                continue
+            rating = abs(float(sources[b.auto]) if isinstance(b.auto, str) else float(b.auto)) * b.factor
+            self._put(b, max(0, math.ceil(math.log10(rating / 32000.0))) if rating > 32000.0 else 0)
 
     def publish(self, sources: dict[str, float], sf_error: int = 0) -> None:
         """Refresh every read-bound register from `sources` (twin quantities)."""

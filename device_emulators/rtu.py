@@ -85,13 +85,14 @@ class FeederRtu:
         with self.lock:
             vals = self.values()
             closed = self.twin.net.switch.closed.to_numpy().copy()
-        quality = c104.Quality.Invalid if self.invalid else c104.Quality()
         for ioa, v in vals.items():
             pt, base = self.measured[ioa]
             pt.value = v
-            pt.quality = quality
+            if self.invalid != (not pt.quality.is_good()):
+                pt.quality = c104.Quality.Invalid if self.invalid else c104.Quality()
             last = self.last_sent.get(ioa)
-            if transmit and (last is None or math.isnan(last) or abs(v - last) > self.deadband[base]):
+            if transmit and self.server.has_active_connections and (
+                    last is None or math.isnan(last) or abs(v - last) > self.deadband[base]):
                 pt.transmit(cause=c104.Cot.SPONTANEOUS)
                 self.last_sent[ioa] = v
             elif not transmit:
@@ -99,7 +100,7 @@ class FeederRtu:
         for k, pt in enumerate(self.switch_points):
             if bool(pt.value) != bool(closed[k]):
                 pt.value = bool(closed[k])
-                if transmit:
+                if transmit and self.server.has_active_connections:
                     pt.transmit(cause=c104.Cot.SPONTANEOUS)
 
     def set_invalid(self, invalid: bool) -> None:
