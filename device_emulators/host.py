@@ -36,10 +36,11 @@ class Endpoint:
         return asdict(self)
 
 
-def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+def reserve_port(host: str) -> socket.socket:
+    """A bound socket holding a kernel-chosen free port until the server takes it over."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind((host, 0))
+    return s
 
 
 class EmulatorHost:
@@ -55,6 +56,7 @@ class EmulatorHost:
         self.endpoints: list[Endpoint] = []
         self._modbus: list[ModbusEndpoint] = []
         self._next_port = port_base
+        self._held: list[socket.socket] = []
         self.rtu = None
         self._want_rtu = rtu
         self._timeout = start_timeout_s
@@ -75,7 +77,9 @@ class EmulatorHost:
 
     def _port(self) -> int:
         if self._next_port is None:
-            return free_port(self.host)
+            sock = reserve_port(self.host)
+            self._held.append(sock)  # held so no two devices get the same port
+            return sock.getsockname()[1]
         p = self._next_port
         self._next_port += 1
         return p
@@ -112,11 +116,18 @@ class EmulatorHost:
         async def start_all():
             await asyncio.gather(*(ep.start() for ep in self._modbus))
 
+        for sock in self._held:
+            sock.close()
+        self._held.clear()
         self._run(start_all())
         if self._want_rtu:
             from device_emulators.rtu import FeederRtu
 
-            self.rtu = FeederRtu(self.twin, self.lock, host=self.host, port=self._port())
+            port = self._port()
+            for sock in self._held:
+                sock.close()
+            self._held.clear()
+            self.rtu = FeederRtu(self.twin, self.lock, host=self.host, port=port)
             self.rtu.start()
             self.endpoints.append(Endpoint("rtu", "rtu", "rtu", "iec104", self.host, self.rtu.port,
                                            self.rtu.common_address, "feeder_rtu"))

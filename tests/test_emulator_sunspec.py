@@ -1,0 +1,185 @@
+"""Emulated SunSpec devices seen by a third-party client (pysunspec2) over TCP on 127.0.0.1:
+models and values match the twin, a WMaxLimPct write curtails the PV, battery setpoints work,
+out-of-range writes get exception 03, unknown registers 02."""
+
+import numpy as np
+import pytest
+from pymodbus.client import ModbusTcpClient
+from sunspec2.modbus.client import SunSpecModbusClientDeviceTCP
+
+from device_emulators import EmulatorHost
+from scenarios.model import Scenario
+from twin.simulation import Twin
+
+
+def scenario(**kw):
+    data = dict(name="emu", start="2026-06-21T11:00:00Z", duration_s=600, seed=4, feeder={"kind": "cigre_lv"},
+                fleet=[{"name": "pv", "kind": "pv", "count": 3, "params": {"p_peak_kw": 40, "s_rated_kva": 40}},
+                       {"name": "bat", "kind": "battery", "count": 2, "params": {"p_max_kw": 8, "e_cap_kwh": 20}},
+                       {"name": "ev", "kind": "ev", "count": 2, "params": {"arrival_h_mean": 10.0}}],
+                outputs={"report": False})
+    data.update(kw)
+    return Scenario.model_validate(data)
+
+
+@pytest.fixture(scope="module")
+def rig():
+    twin = Twin(scenario())
+    host = EmulatorHost(twin, rtu=False)
+    eps = {e["device_id"]: e for e in host.start()}
+    host.step(60)
+    yield twin, host, eps
+    host.stop()
+
+
+def sunspec(ep):
+    d = SunSpecModbusClientDeviceTCP(slave_id=ep["unit"], ipaddr=ep["host"], ipport=ep["port"], timeout=3)
+    d.scan()
+    return d
+
+
+def test_pv_models_and_values_match_twin(rig):
+    twin, host, eps = rig
+    d = sunspec(eps["pv/1"])
+    try:
+        assert {1, 103, 120, 123} <= {k for k in d.models if isinstance(k, int)}
+        common = d.models[1][0]
+        common.read()
+        assert common.SN.cvalue == "pv/1" and common.Mn.cvalue == "gridtwin"
+        inv = d.models[103][0]
+        inv.read()
+        pv = twin.fleets["pv"]
+        sf = 10 ** inv.W_SF.cvalue if inv.W_SF.cvalue else 1
+        assert inv.W.cvalue == pytest.approx(-pv.p_kw[1] * 1000, abs=sf)  # within scale resolution
+        assert inv.W.cvalue > 1000  # noon: really generating
+        name = d.models[120][0]
+        name.read()
+        assert name.WRtg.cvalue == pytest.approx(40_000, abs=1)
+    finally:
+        d.close()
+
+
+def test_wmaxlimpct_write_curtails_pv(rig):
+    twin, host, eps = rig
+    d = sunspec(eps["pv/0"])
+    try:
+        ctl = d.models[123][0]
+        ctl.read()
+        ctl.WMaxLimPct.cvalue = 25
+        ctl.WMaxLim_Ena.cvalue = 1
+        ctl.write()
+        pv = twin.fleets["pv"]
+        assert pv.p_limit_pct[0] == pytest.approx(25.0)
+        host.step(twin.t_s + 2)
+        assert -pv.p_kw[0] <= 0.25 * 40 + 1e-6 < pv.p_avail_kw[0]  # curtailed below what is available
+        inv = d.models[103][0]
+        inv.read()
+        assert inv.W.cvalue == pytest.approx(-pv.p_kw[0] * 1000, abs=10 ** max(inv.W_SF.cvalue, 0))
+        ctl.WMaxLim_Ena.cvalue = 0  # disable: the limit is lifted
+        ctl.write()
+        assert pv.p_limit_pct[0] == 100.0
+    finally:
+        d.close()
+
+
+def test_battery_storage_controls_and_limits(rig):
+    twin, host, eps = rig
+    d = sunspec(eps["bat/1"])
+    bat = twin.fleets["bat"]
+    try:
+        st = d.models[124][0]
+        st.read()
+        assert st.WChaMax.cvalue == pytest.approx(8000, abs=1)
+        st.StorCtl_Mod.cvalue = 2  # discharge
+        st.OutWRte.cvalue = 50.0
+        st.write()
+        assert bat.p_set_kw[1] == pytest.approx(-4.0)
+        host.step(twin.t_s + 5)
+        st.read()
+        assert st.ChaState.cvalue == pytest.approx(bat.soc_pct[1], abs=0.1)
+    finally:
+        d.close()
+    ep = eps["bat/1"]
+    c = ModbusTcpClient(ep["host"], port=ep["port"], timeout=3)
+    assert c.connect()
+    try:
+        sc = {1: 2}  # model 124 ChaState etc.
+        base = host.devices["bat/1"].image.by_name["124.OutWRte"].address
+        r = c.write_register(base, 2000, device_id=ep["unit"])  # 200 %: out of the device's range
+        assert r.isError() and r.exception_code == 3
+        assert bat.p_set_kw[1] == pytest.approx(-4.0)  # state untouched
+        ro = host.devices["bat/1"].image.by_name["124.ChaState"].address
+        r = c.write_register(ro, 1, device_id=ep["unit"])
+        assert r.isError() and r.exception_code == 2  # read-only register
+        r = c.read_holding_registers(30000, count=2, device_id=ep["unit"])
+        assert r.isError() and r.exception_code == 2  # outside the map
+        assert sc
+    finally:
+        c.close()
+
+
+def test_ev_charger_custom_map(rig):
+    twin, host, eps = rig
+    ep = eps["ev/0"]
+    c = ModbusTcpClient(ep["host"], port=ep["port"], timeout=3)
+    assert c.connect()
+    try:
+        assert not c.write_register(1004, 350, device_id=ep["unit"]).isError()  # 3.5 kW cap
+        assert twin.fleets["ev"].p_max_set_kw[0] == pytest.approx(3.5)
+        r = c.read_holding_registers(1000, count=5, device_id=ep["unit"])
+        assert r.registers[4] == 350
+        host.step(twin.t_s + 2)
+        r = c.read_holding_registers(1000, count=1, device_id=ep["unit"])
+        assert r.registers[0] / 100 == pytest.approx(twin.fleets["ev"].p_kw[0], abs=0.01)
+        assert twin.fleets["ev"].p_kw[0] <= 3.5 + 1e-9
+    finally:
+        c.close()
+
+
+def test_meter_reads_feeder_head(rig):
+    twin, host, eps = rig
+    d = sunspec(eps["meter/head"])
+    try:
+        m = d.models[203][0]
+        m.read()
+        res = twin.grid.result
+        res_w = res.p_head_kw * 1000
+        assert m.W.cvalue == pytest.approx(res_w, abs=10 ** max(m.W_SF.cvalue, 0))
+        assert np.sign(m.W.cvalue) == np.sign(res_w)
+    finally:
+        d.close()
+
+
+def test_500_devices_start_on_loopback():
+    s = scenario(fleet=[{"name": "pv", "kind": "pv", "count": 300}, {"name": "bat", "kind": "battery", "count": 200}])
+    twin = Twin(s)
+    host = EmulatorHost(twin, rtu=False, meter=False)
+    try:
+        eps = host.start()
+        assert len(eps) == 500 and len({e["port"] for e in eps}) == 500
+        print(f"500 devices started in {host.start_s:.2f} s")
+        last = eps[-1]
+        c = ModbusTcpClient(last["host"], port=last["port"], timeout=3)
+        assert c.connect()
+        r = c.read_holding_registers(40000, count=2, device_id=last["unit"])
+        assert r.registers == [0x5375, 0x6E53]
+        c.close()
+    finally:
+        host.stop()
+
+
+def test_gateway_serves_many_unit_ids():
+    s = scenario(fleet=[{"name": "pv", "kind": "pv", "count": 20, "gateway": True}])
+    twin = Twin(s)
+    host = EmulatorHost(twin, rtu=False, meter=False)
+    try:
+        eps = host.start()
+        assert len({e["port"] for e in eps}) == 1 and sorted(e["unit"] for e in eps) == list(range(1, 21))
+        host.step(60)
+        e = eps[7]
+        d = sunspec(e)
+        d.models[1][0].read()
+        assert d.models[1][0].SN.cvalue == e["device_id"]
+        d.close()
+    finally:
+        host.stop()
