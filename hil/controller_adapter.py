@@ -79,8 +79,9 @@ class HilController:
             if not hasattr(cfg, k):
                 raise ValueError(f"unknown controller setting {k!r}")
             setattr(cfg, k, type(getattr(cfg, k))(v))
-        self.ctl = Controller(groups, self.clock, historian=self.hist, gate=self._gate(),
-                              settings=cfg, scheduler=self._scheduler())
+        gate, snapshot_fn = self._gate()
+        self.ctl = Controller(groups, self.clock, historian=self.hist, gate=gate,
+                              settings=cfg, scheduler=self._scheduler(), snapshot_fn=snapshot_fn)
         self._restored = sorted(self.ctl.dr)
         for ev in s.dr_events:
             if ev.id in self.ctl.dr:
@@ -93,7 +94,16 @@ class HilController:
         return RecordingLink(link, self.rec, name, self.clock) if self.rec else link
 
     def _gate(self):
-        return None  # PassThroughGate inside Controller until the runtime wires the SafetyGate
+        """The safety gate on the controller's own feeder model (the scenario's feeder)."""
+        if not self.s.controller.safety_gate:
+            return None, None
+        from controller.safety.base_load import make_gate
+        from grid_models.feeders import build_feeder
+        from scenarios.load import resolve_path
+
+        fd = self.s.feeder
+        net = build_feeder(fd.kind, fd.code, resolve_path(self.s, fd.path) if fd.path else None, fd.with_der)
+        return make_gate(net, fd.limits, self.clock)
 
     def _scheduler(self):
         spec = self.s.controller
