@@ -20,14 +20,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pymodbus.client import ModbusTcpClient  # noqa: E402
-from pymodbus.server import ModbusTcpServer  # noqa: E402
-from pymodbus.simulator import DataType, SimData, SimDevice  # noqa: E402
+from pymodbus.client import ModbusTcpClient
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
 
-from device_emulators import EmulatorHost  # noqa: E402
-from device_emulators.host import reserve_port  # noqa: E402
-from scenarios.model import Scenario  # noqa: E402
-from twin.simulation import Twin  # noqa: E402
+from device_emulators import EmulatorHost
+from device_emulators.host import reserve_port
+from scenarios.model import Scenario
+from twin.simulation import Twin
 
 
 def poll(targets, seconds: float) -> tuple[float, np.ndarray]:

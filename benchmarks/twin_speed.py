@@ -15,8 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scenarios.load import load_scenario  # noqa: E402
-from twin.simulation import Twin  # noqa: E402
+from scenarios.load import load_scenario
+from twin.simulation import Twin
 
 
 def scaled(base, n_der: int, sim_s: float):

@@ -17,10 +17,9 @@ def register(sub) -> None:
 
 
 def cmd_dashboard(args) -> int:
-    from gridtwin_cli import UserError
-
     from dashboard.app import create_app
     from dashboard.run_data import RunFolderError
+    from gridtwin_cli import UserError
 
     token = os.environ.get("GRIDTWIN_TOKEN")
     if args.token_file:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -41,7 +41,7 @@ class PointDef:
     size: int
 
 
-@lru_cache(maxsize=None)
+@cache
 def sunspec_layout(model_id: int) -> tuple[PointDef, ...]:
     """Fixed-block points of a SunSpec model from pysunspec2's JSON definition."""
     import sunspec2
@@ -79,7 +79,7 @@ def decode(regs: list[int], p: PointDef) -> int:
     return v
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_map(name_or_path: str) -> dict:
     path = Path(name_or_path)
     if not path.suffix:

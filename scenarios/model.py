@@ -6,10 +6,9 @@ messages by `scenarios.load` (file, key path, what was expected).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Annotated, Literal, Union
-
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
@@ -49,7 +48,7 @@ class Choice(Strict):
     weights: list[float] | None = None
 
 
-Distribution = Annotated[Union[Uniform, Normal, Choice], Field(discriminator="dist")]
+Distribution = Annotated[Uniform | Normal | Choice, Field(discriminator="dist")]
 Param = Union[float, Distribution]
 
 
@@ -129,7 +128,7 @@ class FleetGroup(Strict):
     placement: Placement = Placement()
     params: dict[str, Param] = Field(default_factory=dict)
     link: Literal["direct", "modbus", "iec104"] = "direct"
-    endpoint: Union[Literal["emulated"], RealEndpoint] = "emulated"
+    endpoint: Literal["emulated"] | RealEndpoint = "emulated"
     gateway: bool = Field(False, description="modbus: one port, many unit ids, instead of a port each")
     record_devices: int = Field(0, ge=0, description="per-device series kept for the first N devices")
 
@@ -281,7 +280,7 @@ class Scenario(Strict):
     @field_validator("start")
     @classmethod
     def _utc(cls, v: datetime) -> datetime:
-        return v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v.astimezone(timezone.utc)
+        return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
 
     @model_validator(mode="after")
     def _consistent(self):

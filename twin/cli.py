@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import sys
-import time
 from pathlib import Path
 
 
@@ -81,7 +79,13 @@ def progress_bar(quiet: bool, label: str):
     """A rich progress callback(done_s, total_s) and a closer; no-ops when quiet."""
     if quiet:
         return (lambda done, total: None), (lambda: None)
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                     TextColumn("{task.percentage:>5.1f}% sim"), TimeElapsedColumn(),

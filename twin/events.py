@@ -24,5 +24,4 @@ class EventLog:
 
     def write(self, path) -> None:
         with open(path, "w") as f:
-            for ev in self.events:
-                f.write(json.dumps(ev, default=str) + "\n")
+            f.writelines(json.dumps(ev, default=str) + "\n" for ev in self.events)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import operator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
 
 
 def run_dir(root: str | Path, scenario_name: str) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     d = Path(root) / f"{scenario_name}-{stamp}"
     d.mkdir(parents=True, exist_ok=False)
     return d

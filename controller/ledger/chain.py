@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -49,7 +49,7 @@ class LedgerEntry:
     entry_id: str
     payload: dict
     participant: str | None = None
-    t: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    t: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     def __post_init__(self):
         if self.kind not in ENTRY_KINDS:
@@ -112,7 +112,7 @@ class Ledger:
         hashes = [entry_hash(b) for b in bodies]
         header = {"version": 1, "height": height, "prev_hash": prev,
                   "merkle_root": merkle_root(hashes).hex(),
-                  "time": time or datetime.now(timezone.utc).isoformat(),
+                  "time": time or datetime.now(UTC).isoformat(),
                   "n_entries": len(entries), "operator_pubkey": public_bytes(self.key).hex()}
         header_b = canonical(header)
         bhash = sha256(header_b)

@@ -62,8 +62,6 @@ class Iec104Link(DeviceLink):
             for k in ("device_id", "host", "port"):
                 if k not in r:
                     raise Iec104LinkError(f"iec104 endpoint {r}: missing {k!r}")
-            if not str(r["host"]).startswith("127.") and r["host"] != "localhost":
-                pass  # field deployments use real addresses; tests and tools stay on loopback
         self.clock = clock
         self.stale_s = stale_s
         self.lock = threading.Lock()

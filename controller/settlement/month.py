@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import numpy as np
@@ -56,7 +56,7 @@ def _digest(arr: np.ndarray) -> str:
 
 
 def simulate_month(seed: int = 1, n_participants: int = 20, days: int = 30,
-                   start: datetime = datetime(2026, 7, 1, tzinfo=timezone.utc),
+                   start: datetime = datetime(2026, 7, 1, tzinfo=UTC),
                    ledger: Ledger | None = None) -> MonthResult:
     rng = np.random.default_rng(seed)
     names = [f"p{i:02d}" for i in range(n_participants)]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 
 def cents(eur: Decimal) -> int:
-    return int((eur * 100).quantize(Decimal("1"), rounding=ROUND_HALF_EVEN))
+    return int((eur * 100).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
 
 
 def energy_cost_cents(kwh: float, price_eur_per_mwh: float) -> int:

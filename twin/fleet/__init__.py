@@ -7,7 +7,7 @@ import numpy as np
 from twin.fleet.base import Ambient, Fleet, SetpointError
 from twin.params import ParamError
 
-__all__ = ["Ambient", "Fleet", "SetpointError", "ParamError", "build_fleet", "place_devices"]
+__all__ = ["Ambient", "Fleet", "ParamError", "SetpointError", "build_fleet", "place_devices"]
 
 
 def place_devices(group, net, rng: np.random.Generator) -> np.ndarray:

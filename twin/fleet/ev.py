@@ -61,7 +61,6 @@ class EvFleet(Fleet):
             self.connected[i] = True
             self.departure_s[i] = dep_s
             self.e_need_kwh[i] = need if arr_s >= 0 else need * max(0.0, 1 + arr_s / (dep_s - arr_s))
-        return
 
     def step(self, dt_s: float, amb: Ambient) -> None:
         gone = self.connected & (amb.t_s >= self.departure_s)
@@ -88,4 +87,4 @@ class EvFleet(Fleet):
 
     def kpis(self):
         return super().kpis() | {"delivered_kwh": round(self.delivered_kwh, 3), "unmet_kwh": round(self.unmet_kwh, 3),
-                                 "sessions": int(len(self.sessions))}
+                                 "sessions": len(self.sessions)}

@@ -40,7 +40,7 @@ class PvFleet(Fleet):
         q_room = np.sqrt(np.maximum(self.s_rated_kva**2 - p_ac**2, 0.0))
         self.q_kvar = np.where(self.available, np.clip(self.q_set_kvar, -q_room, q_room), 0.0)
         self.p_kw = -p_ac
-        self.curtailed_kwh += float((self.p_avail_kw.sum() + self.p_kw.sum())) * dt_s / 3600.0
+        self.curtailed_kwh += float(self.p_avail_kw.sum() + self.p_kw.sum()) * dt_s / 3600.0
 
     def telemetry(self):
         return {"p_kw": self.p_kw, "q_kvar": self.q_kvar, "p_avail_kw": self.p_avail_kw,
