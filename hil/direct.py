@@ -15,6 +15,7 @@ from controller.clock import SteppedClock
 from controller.core import Controller, CycleSettings
 from controller.links.direct import DirectLink
 
+RTU = "rtu"
 RATINGS = {
     "battery": ("p_max_kw", "e_cap_kwh", "soc_min_kwh", "soc_max_kwh", "eta_ch", "eta_dis"),
     "pv": ("s_rated_kva", "p_peak_kw"),
@@ -24,9 +25,12 @@ RATINGS = {
 
 
 class TwinPort:
-    """The duck-typed port DirectLink reads and writes (no twin import in controller/)."""
+    """The duck-typed port DirectLink reads and writes (no twin import in controller/).
+    Besides the fleets it offers the feeder RTU's measurements as one 'rtu' device, with
+    the same quantity names the IEC 104 link uses (v_pu.<k>, line_loading_pct.<k>, ...)."""
 
     def __init__(self, twin):
+        self.twin = twin
         self.fleets = twin.fleets
 
     def describe(self) -> dict:
@@ -35,15 +39,29 @@ class TwinPort:
             ratings = {k: np.asarray(getattr(f, k), float) for k in RATINGS.get(f.KIND, ())
                        if hasattr(f, k)}
             out[name] = {"kind": f.KIND, "bus": f.bus, "ratings": ratings}
+        out[RTU] = {"kind": "rtu", "bus": np.array([int(self.twin.net.ext_grid.bus.iloc[0])]), "ratings": {}}
+        return out
+
+    def rtu_values(self) -> dict[str, np.ndarray]:
+        g = self.twin.grid
+        r = g.result
+        if r is None or not r.converged:
+            return {}
+        out = {f"v_pu.{k}": [v] for k, v in enumerate(g.v_meas_pu)}
+        out.update({f"line_loading_pct.{k}": [v] for k, v in enumerate(r.line_loading_pct)})
+        out.update({f"trafo_loading_pct.{k}": [v] for k, v in enumerate(r.trafo_loading_pct)})
+        out["head_p_kw"], out["head_q_kvar"] = [r.p_head_kw], [r.q_head_kvar]
         return out
 
     def read(self) -> dict:
-        return {name: f.telemetry() for name, f in self.fleets.items()}
+        return {**{name: f.telemetry() for name, f in self.fleets.items()}, RTU: self.rtu_values()}
 
     def available(self) -> dict:
-        return {name: f.available for name, f in self.fleets.items()}
+        return {**{name: f.available for name, f in self.fleets.items()}, RTU: np.ones(1, bool)}
 
     def write(self, group: str, setpoint: str, index: int, value: float) -> None:
+        if group == RTU:
+            raise ValueError("the in-process RTU view takes no commands")
         f = self.fleets[group]
         if not f.available[index]:
             raise ValueError(f"{group}/{index} is offline")
@@ -67,6 +85,14 @@ class Attached:
         twin.kpi_extra["controller"] = k
 
 
+def feeder_model(scenario):
+    from grid_models.feeders import build_feeder
+    from scenarios.load import resolve_path
+
+    fd = scenario.feeder
+    return build_feeder(fd.kind, fd.code, resolve_path(scenario, fd.path) if fd.path else None, fd.with_der)
+
+
 def attach_controller(twin, historian=None) -> Attached:
     s = twin.scenario
     spec = s.controller
@@ -85,8 +111,10 @@ def attach_controller(twin, historian=None) -> Attached:
     gate = None
     cfg = CycleSettings(cycle_s=spec.cycle_s, optimize_every_s=spec.optimize_every_s,
                         objective=spec.objective)
-    ctl = Controller({g: link for g in twin.fleets}, clock, historian=historian, gate=gate,
+    ctl = Controller({g: link for g in [*twin.fleets, RTU]}, clock, historian=historian, gate=gate,
                      settings=cfg, scheduler=scheduler)
+    ctl.feeder_net = feeder_model(s)  # the controller's own network model (topology for the API)
+    ctl.feeder_limits = s.feeder.limits
     for ev in s.dr_events:
         ctl.add_dr_event(ev.id, ev.start.timestamp(), ev.duration_s, ev.reduction_kw, ev.groups,
                          source="scenario")

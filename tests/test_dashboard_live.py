@@ -82,13 +82,22 @@ def test_operator_sees_updates_and_creates_dr_event(rig):
         assert abs(_plot(drv, "live-dr")[1][0] - ev["delivered_kw"]) < 0.5 and 90 < ev["delivery_pct"] < 110
         trend = _plot(drv, "live-dr-trend")[0]
         assert all(7.0 < y < 9.0 for y in trend[1:])  # metered delivery per cycle tracks the 8 kW
-        # the one-line shows voltages when the API serves them, else says why it cannot
-        grid_status = api.get("/api/grid").status_code
-        oneline = drv.find_element(By.ID, "live-oneline").text
-        if grid_status == 404:
-            assert "not available from this API" in oneline
-        # device table pages on the server: 20 of 40 rows, 2 pages
-        wait_for(drv, lambda d: "40 devices" in d.find_element(By.ID, "live-dev-msg").text, what="device count")
+        # the one-line: every bus coloured by the voltage the API serves, and it updates
+        grid = api.get("/api/grid").json()
+        n_bus = len(grid["buses"])
+        assert n_bus == 44 and all(b["v_pu"] is not None for b in grid["buses"])
+
+        def bus_v(d):
+            return (_plot(d, "live-oneline", "t.marker && t.marker.color") or [None])[-1]
+
+        first = wait_for(drv, lambda d: (v := bus_v(d)) and len(v) == n_bus and v, what="bus voltages drawn")
+        assert all(0.9 < x < 1.1 for x in first)
+        changed = wait_for(drv, lambda d: (v := bus_v(d)) and v != first and v, timeout_s=45,
+                           what="bus voltages to update")
+        now = {b["id"]: b["v_pu"] for b in api.get("/api/grid").json()["buses"]}
+        assert max(abs(a - b) for a, b in zip(changed, first)) > 1e-5 and len(now) == n_bus
+        # device table pages on the server: 20 of 41 rows (40 DERs + the RTU), 3 pages
+        wait_for(drv, lambda d: "41 devices" in d.find_element(By.ID, "live-dev-msg").text, what="device count")
         assert len(drv.find_elements(By.CSS_SELECTOR, "#live-devices tbody tr")) == 21  # header + 20
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         drv.save_screenshot(str(ARTIFACTS / "dashboard_live.png"))

@@ -95,6 +95,34 @@ def create_app(controller, tokens: dict[str, dict]) -> FastAPI:
                     "margin": controller.margin(), "emergency": controller.emergency,
                     "cycle": controller.last_report}
 
+    @app.get("/api/grid")
+    def grid(user: dict = Depends(viewer)):
+        """Feeder one-line data: the controller's network model with the RTU's latest bus
+        voltages and branch loadings (null where not measured)."""
+        net = getattr(controller, "feeder_net", None)
+        with controller.lock:
+            rtu = next((g for g in controller.state.groups.values() if g.kind == "rtu"), None)
+            vals = {k: float(v[0]) for k, v in rtu.values.items()} if rtu is not None else {}
+        if net is None or not vals:
+            raise HTTPException(404, "no feeder model or no RTU measurements in this controller")
+
+        def m(key):
+            v = vals.get(key)
+            return round(v, 5) if v is not None and np.isfinite(v) else None
+
+        lim = getattr(controller, "feeder_limits", None)
+        return {"t": controller.state.t, "root_bus": int(net.ext_grid.bus.iloc[0]),
+                "v_min_pu": getattr(lim, "v_min_pu", 0.95), "v_max_pu": getattr(lim, "v_max_pu", 1.05),
+                "buses": [{"id": int(b), "name": str(net.bus.at[b, "name"]), "v_pu": m(f"v_pu.{k}")}
+                          for k, b in enumerate(net.bus.index)],
+                "lines": [{"from_bus": int(r.from_bus), "to_bus": int(r.to_bus), "name": str(r.name),
+                           "loading_pct": m(f"line_loading_pct.{k}")}
+                          for k, r in enumerate(net.line.itertuples())],
+                "trafos": [{"hv_bus": int(r.hv_bus), "lv_bus": int(r.lv_bus), "name": str(r.name),
+                            "loading_pct": m(f"trafo_loading_pct.{k}")}
+                           for k, r in enumerate(net.trafo.itertuples())],
+                "head_p_kw": m("head_p_kw"), "head_q_kvar": m("head_q_kvar")}
+
     @app.get("/api/devices")
     def devices(offset: int = 0, limit: int = 100, unavailable: bool = False,
                 user: dict = Depends(viewer)):
