@@ -3,6 +3,8 @@ head), the control laws SunSpec defines for writes, and the device's injected fa
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from device_emulators.register_map import DeviceImage, MapError, load_map
@@ -17,36 +19,118 @@ class WriteRefused(Exception):
         self.code = code
 
 
-def _pv_immediate(dev) -> dict[str, float]:
-    """SunSpec 123: WMaxLimPct limits output only while WMaxLim_Ena is 1."""
-    img = dev.image
-    ena = img.raw(img.by_name["123.WMaxLim_Ena"])
-    pct = img.engineering(img.by_name["123.WMaxLimPct"]) if ena == 1 else 100.0
-    return {"p_limit_pct": pct}
+def _has(img, name: str) -> bool:
+    return name in img.by_name
+
+
+def _on(img, name: str) -> bool:
+    return _has(img, name) and img.raw(img.by_name[name]) == 1
+
+
+def _eng(img, name: str) -> float:
+    return img.engineering(img.by_name[name])
+
+
+def pf_to_q_gen_kvar(p_gen_kw: float, pf: float) -> float:
+    """Reactive power (generator convention) at power factor pf for active power p_gen_kw.
+
+    pf > 0 over-excited (injects VAr), pf < 0 under-excited (absorbs VAr): the sign follows
+    the SunSpec 704 PFWInj.Ext choice, used here for 123 OutPFSet too."""
+    return abs(p_gen_kw) * math.tan(math.acos(min(abs(pf), 1.0))) * math.copysign(1.0, pf)
+
+
+def _pf_setting(img) -> float | None:
+    """The power factor a PV's enabled PF mode asks for (123 OutPFSet or 704 PFWInj), or None."""
+    if _on(img, "123.OutPFSet_Ena"):
+        pf = _eng(img, "123.OutPFSet")
+    elif _on(img, "704.PFWInjEna"):
+        pf = _eng(img, "704.PFWInj.PF")
+        if img.raw(img.by_name["704.PFWInj.Ext"]) == 1:  # UNDER_EXCITED
+            pf = -pf
+    else:
+        return None
+    if not 0.0 < abs(pf) <= 1.0:
+        raise WriteRefused(3, f"power factor {pf:g} outside (0, 1]")
+    return pf
+
+
+def _pv_controls(dev) -> dict[str, float]:
+    """SunSpec 123/704 on a PV inverter.
+
+    Active power: WMaxLimPct limits output only while its enable is 1 (123 WMaxLim_Ena, 704
+    WMaxLimPctEna); with both enabled the lower limit holds. Reactive power, first enabled
+    wins: constant power factor (123 OutPFSet_Ena, 704 PFWInjEna; re-applied after every
+    twin step as P moves), then fixed VAr (123 VArPct_Ena with VArPct_Mod 1 = % of WMax,
+    2 = % of VArMax; 704 VarSetEna with VarSetMod 0 = % of WMax, 1 = % of VarMax, 4 = VAr).
+    """
+    img, f, i = dev.image, dev.fleet, dev.index
+    limits = [100.0]
+    if _on(img, "123.WMaxLim_Ena"):
+        limits.append(_eng(img, "123.WMaxLimPct"))
+    if _on(img, "704.WMaxLimPctEna"):
+        limits.append(_eng(img, "704.WMaxLimPct"))
+    out = {"p_limit_pct": min(limits)}
+    s_kva, q_max = float(f.s_rated_kva[i]), float(f.q_max_kvar[i])
+    pf = _pf_setting(img)
+    q_gen = None
+    if pf is not None:  # within the inverter's reactive capability (load-convention limits)
+        q_gen = -min(max(-pf_to_q_gen_kvar(-float(f.p_kw[i]), pf), float(f.q_min_kvar[i])), q_max)
+    elif _on(img, "123.VArPct_Ena"):
+        mode = img.raw(img.by_name["123.VArPct_Mod"])
+        if mode == 1:
+            q_gen = _eng(img, "123.VArWMaxPct") / 100.0 * s_kva
+        elif mode == 2:
+            q_gen = _eng(img, "123.VArMaxPct") / 100.0 * q_max
+        else:
+            raise WriteRefused(3, f"VArPct_Mod={mode} not supported (1 WMax, 2 VArMax)")
+    elif _on(img, "704.VarSetEna"):
+        mode = img.raw(img.by_name["704.VarSetMod"])
+        if mode == 0:
+            q_gen = _eng(img, "704.VarSetPct") / 100.0 * s_kva
+        elif mode == 1:
+            q_gen = _eng(img, "704.VarSetPct") / 100.0 * q_max
+        elif mode == 4:
+            q_gen = _eng(img, "704.VarSet") / 1000.0
+        else:
+            raise WriteRefused(3, f"VarSetMod={mode} not supported (0, 1, 4)")
+    dev.pf_target = pf
+    (dev.pf_devices.add if pf is not None else dev.pf_devices.discard)(dev)
+    if q_gen is not None or dev.q_active:
+        out["q_set_kvar"] = -(q_gen or 0.0)  # twin: load convention
+    dev.q_active = q_gen is not None
+    return out
 
 
 def _storage_124(dev) -> dict[str, float]:
-    """SunSpec 124: StorCtl_Mod bit 0 charges at InWRte, bit 1 discharges at OutWRte (% WChaMax)."""
+    """SunSpec 124: StorCtl_Mod bit 0 charges at InWRte, bit 1 discharges at OutWRte (% WChaMax).
+    A 704 WSet (WSetEna = 1, WSetMod 1 = W, > 0 discharging) overrides 124 while enabled."""
     img = dev.image
-    mode = img.raw(img.by_name["124.StorCtl_Mod"])
     p_max = float(dev.fleet.p_max_kw[dev.index])
+    if _on(img, "704.WSetEna"):
+        mode = img.raw(img.by_name["704.WSetMod"])
+        if mode == 1:
+            return {"p_set_kw": -_eng(img, "704.WSet") / 1000.0}
+        if mode == 0:
+            return {"p_set_kw": -p_max * _eng(img, "704.WSetPct") / 100.0}
+        raise WriteRefused(3, f"WSetMod={mode} not supported (0 %, 1 W)")
+    mode = img.raw(img.by_name["124.StorCtl_Mod"])
     if mode & 1 and not mode & 2:
-        return {"p_set_kw": p_max * img.engineering(img.by_name["124.InWRte"]) / 100.0}
+        return {"p_set_kw": p_max * _eng(img, "124.InWRte") / 100.0}
     if mode & 2 and not mode & 1:
-        return {"p_set_kw": -p_max * img.engineering(img.by_name["124.OutWRte"]) / 100.0}
+        return {"p_set_kw": -p_max * _eng(img, "124.OutWRte") / 100.0}
     if mode == 0:
         return {"p_set_kw": 0.0}
     raise WriteRefused(3, f"StorCtl_Mod={mode}: charge and discharge at once")
 
 
-CONTROL_LAWS = {"pv_immediate": _pv_immediate, "storage_124": _storage_124}
+CONTROL_LAWS = {"pv_controls": _pv_controls, "pv_immediate": _pv_controls, "storage_124": _storage_124}
 
 
 class EmulatedDevice:
     """Registers of one device; `refresh()` before a read, `apply_write()` for a write."""
 
     def __init__(self, device_id: str, kind: str, map_name: str, unit: int, twin, fleet=None,
-                 index: int | None = None):
+                 index: int | None = None, rating_kva: float = 1.0):
         self.device_id, self.kind, self.unit = device_id, kind, unit
         self.map_name = map_name
         self.image = DeviceImage(load_map(map_name), device_id, unit)
@@ -60,34 +144,66 @@ class EmulatedDevice:
         self.exception_code = 0
         self.frozen = False
         self.sf_error = 0
+        self.pf_target: float | None = None  # constant-PF mode: re-applied after each twin step
+        self.q_active = False  # a reactive mode was enabled by a client write
+        self.acc = None  # (wh_pos, wh_neg) arrays the host integrates per twin step
+        self.pf_devices: set = set()  # the host's set of devices in constant-PF mode
+        self.rating_kva = float(rating_kva)
+        self._vn_v: float | None = None
         self.image.resolve_auto_scale(self.sources())
         self.refresh()
 
     # --- twin -> registers ------------------------------------------------------------------
     def sources(self) -> dict[str, float]:
+        """Twin quantities by the names maps use (read: ...), for this device now."""
         tw = self.twin
+        net = tw.net
         if self.kind == "meter":
             r = tw.grid.result
-            head = int(tw.net.ext_grid.bus.iloc[0])
-            v = float(tw.grid.v_meas_pu[tw.pf.bus_position(head)]) if r is not None and r.converged else np.nan
-            return {"p_kw": r.p_head_kw if r is not None else np.nan,
-                    "q_kvar": r.q_head_kvar if r is not None else np.nan, "v_pu": v}
-        f, i = self.fleet, self.index
-        out = {k: float(np.asarray(a)[i]) for k, a in f.telemetry().items()}
-        for attr in ("s_rated_kva", "p_max_kw", "e_cap_kwh"):
-            if hasattr(f, attr):
-                out[attr] = float(getattr(f, attr)[i])
-        if self.kind == "battery":
-            out["soc_min_pct"] = 100.0 * f.soc_min_kwh[i] / f.e_cap_kwh[i]
-            out["e_avail_kwh"] = f.soc_kwh[i] - f.soc_min_kwh[i]
-            out["cha_state"] = 4.0 if f.p_kw[i] > 0 else (3.0 if f.p_kw[i] < 0 else 2.0)
-        if "connected" in out:
-            out["connected"] = float(out["connected"])
-        if "on" in out:
-            out["on"] = float(out["on"])
-        out["state"] = 4.0 if f.available[i] else 1.0  # SunSpec St: 4 MPPT/on, 1 off
+            bus = int(net.ext_grid.bus.iloc[0])
+            ok = r is not None and r.converged
+            out = {"p_kw": r.p_head_kw if ok else np.nan, "q_kvar": r.q_head_kvar if ok else np.nan,
+                   "rating_kva": self.rating_kva}
+        else:
+            f, i = self.fleet, self.index
+            bus = int(f.bus[i])
+            out = {k: float(np.asarray(a)[i]) for k, a in f.telemetry().items()}
+            for attr in ("s_rated_kva", "p_max_kw", "e_cap_kwh", "q_max_kvar", "p_limit_pct"):
+                if hasattr(f, attr):
+                    out[attr] = float(getattr(f, attr)[i])
+            if self.kind == "battery":
+                out["soc_min_pct"] = 100.0 * f.soc_min_kwh[i] / f.e_cap_kwh[i]
+                out["e_avail_kwh"] = f.soc_kwh[i] - f.soc_min_kwh[i]
+                out["cha_state"] = 4.0 if f.p_kw[i] > 0 else (3.0 if f.p_kw[i] < 0 else 2.0)
+                out["rating_kva"] = out["p_max_kw"]
+            else:
+                out["rating_kva"] = out.get("s_rated_kva", out.get("p_max_kw", 1.0))
+            for k in ("connected", "on"):
+                if k in out:
+                    out[k] = float(out[k])
+            avail = bool(f.available[i])
+            throttled = out.get("p_limit_pct", 100.0) < 100.0
+            out["state"] = (5.0 if throttled else 4.0) if avail else 1.0  # 103 St: MPPT/THROTTLED/OFF
+            out["st_on"] = 1.0 if avail else 0.0  # 701 St, ConnSt
+            out["inv_st"] = (4.0 if throttled else 3.0) if avail else 0.0  # 701 InvSt
+            out["throt_pct"] = out.get("p_limit_pct", 100.0)
+        if self._vn_v is None:
+            self._vn_v = float(net.bus.vn_kv.at[bus]) * 1000.0
+        vn_v = self._vn_v
+        v_pu = np.nan
         if tw.grid.result is not None and tw.grid.v_meas_pu.size:
-            out["v_pu"] = float(tw.grid.v_meas_pu[tw.pf.bus_position(int(f.bus[i]))])
+            v_pu = float(tw.grid.v_meas_pu[tw.pf.bus_position(bus)])
+        p, q = out["p_kw"], out.get("q_kvar", 0.0)
+        s_kva = math.hypot(p, q)
+        out.update(v_pu=v_pu, v_ll_v=v_pu * vn_v, v_ln_v=v_pu * vn_v / math.sqrt(3.0),
+                   v_ln_rating_v=1.2 * vn_v / math.sqrt(3.0), va_kva=s_kva,
+                   a=s_kva * 1000.0 / (math.sqrt(3.0) * v_pu * vn_v) if v_pu > 0 else np.nan,
+                   a_rating=1.2 * out["rating_kva"] * 1000.0 / (math.sqrt(3.0) * vn_v),
+                   # PF magnitude |P|/S, negative when the device absorbs VAr (generator view)
+                   pf=(abs(p) / s_kva * (-1.0 if q > 0 else 1.0)) if s_kva > 1e-9 else 1.0)
+        if self.acc is not None:
+            out["wh_pos"] = float(self.acc[0][self.index or 0])
+            out["wh_neg"] = float(self.acc[1][self.index or 0])
         return out
 
     def refresh(self) -> None:

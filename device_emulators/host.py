@@ -13,7 +13,9 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
-from device_emulators.devices import EmulatedDevice
+import numpy as np
+
+from device_emulators.devices import EmulatedDevice, pf_to_q_gen_kvar
 from device_emulators.modbus_server import ModbusEndpoint
 from device_emulators.register_map import MAP_FOR_KIND
 
@@ -41,6 +43,12 @@ def reserve_port(host: str) -> socket.socket:
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind((host, 0))
     return s
+
+
+def head_rating_kva(net) -> float:
+    """Full scale of the feeder-head meter: the feeder's transformer capacity (or 2x its load)."""
+    sn = float(net.trafo.sn_mva.sum()) * 1000.0 if len(net.trafo) else 0.0
+    return max(sn, 2000.0 * float(net.load.p_mw.abs().sum()), 100.0)
 
 
 class EmulatorHost:
@@ -72,8 +80,38 @@ class EmulatorHost:
                 continue  # a real device: the hardware bridge reads it, we don't emulate it
             self._add_group(name, fleet, gateway=bool(g and g.gateway))
         if meter:
-            dev = EmulatedDevice("meter/head", "meter", "meter", 1, twin)
+            dev = EmulatedDevice("meter/head", "meter", "meter", 1, twin, rating_kva=head_rating_kva(twin.net))
             self._add_port([dev], "meter", bus=int(twin.net.ext_grid.bus.iloc[0]))
+        # energy accumulators (Wh while p > 0, Wh while p < 0), integrated after each twin step
+        self._acc: dict[str, tuple] = {}
+        self._pf_devices: set[EmulatedDevice] = set()
+        for d in self.devices.values():
+            key = d.fleet.name if d.fleet is not None else d.device_id
+            if key not in self._acc:
+                n = d.fleet.n if d.fleet is not None else 1
+                self._acc[key] = (np.zeros(n), np.zeros(n))
+            d.acc = self._acc[key]
+            d.pf_devices = self._pf_devices
+        self._hooked = False
+
+    def _after_step(self, twin) -> None:
+        """Runs inside the twin step (lock held): energy registers and constant-PF control."""
+        dt_h = twin.dt_s / 3600.0
+        for key, (pos, neg) in self._acc.items():
+            if key in twin.fleets:
+                p = twin.fleets[key].p_kw
+            else:
+                r = twin.grid.result
+                if r is None or not r.converged:
+                    continue
+                p = np.array([r.p_head_kw])
+            pos += np.maximum(p, 0.0) * (1000.0 * dt_h)
+            neg += np.maximum(-p, 0.0) * (1000.0 * dt_h)
+        for d in list(self._pf_devices):
+            f, i = d.fleet, d.index
+            q_gen = pf_to_q_gen_kvar(-float(f.p_kw[i]), d.pf_target)
+            q_lo, q_hi = float(f.q_min_kvar[i]), float(f.q_max_kvar[i])  # load convention
+            f.write("q_set_kvar", i, min(max(-q_gen, q_lo), q_hi))
 
     def _port(self) -> int:
         if self._next_port is None:
@@ -112,6 +150,9 @@ class EmulatorHost:
         """Bind every server; returns the endpoint table as dicts."""
         t0 = time.perf_counter()
         self._thread.start()
+        if not self._hooked:
+            self.twin.after_step.append(self._after_step)
+            self._hooked = True
 
         async def start_all():
             await asyncio.gather(*(ep.start() for ep in self._modbus))
@@ -138,6 +179,10 @@ class EmulatorHost:
         return [e.as_dict() for e in self.endpoints]
 
     def stop(self) -> None:
+        if self._hooked:
+            with self.lock:
+                self.twin.after_step.remove(self._after_step)
+            self._hooked = False
         if self.rtu is not None:
             self.rtu.stop()
         if self._thread.is_alive():

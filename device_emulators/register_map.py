@@ -49,11 +49,19 @@ def sunspec_layout(model_id: int) -> tuple[PointDef, ...]:
     path = Path(sunspec2.__file__).parent / "models" / "json" / f"model_{model_id}.json"
     if not path.exists():
         raise MapError(f"SunSpec model {model_id} is not defined in pysunspec2")
+    group = json.loads(path.read_text())["group"]
     out, off = [], 0
-    for p in json.loads(path.read_text())["group"]["points"]:
+    for p in group["points"]:
         size = int(p.get("size", 1))
         out.append(PointDef(p["name"], off, p["type"], size))
         off += size
+    for g in group.get("groups", []):  # fixed sub-groups (e.g. 704 PFWInj) count toward L
+        if g.get("count", 1) != 1:
+            continue  # repeating groups: served with zero repeats
+        for p in g["points"]:
+            size = int(p.get("size", 1))
+            out.append(PointDef(f"{g['name']}.{p['name']}", off, p["type"], size))
+            off += size
     return tuple(out)
 
 
@@ -192,12 +200,14 @@ class DeviceImage:
         return self.raw(b) * b.scale
 
     def resolve_auto_scale(self, sources: dict[str, float]) -> None:
-        """Scale factors marked `auto`: the smallest power of ten at which the rating fits int16."""
+        """Scale factors marked `auto`: the finest power of ten (10^-3 at best) at which the
+        rating still fits an int16 register."""
         for b in self.bindings:
             if b.auto is None:
                 continue
-            rating = abs(float(sources[b.auto]) if isinstance(b.auto, str) else float(b.auto)) * b.factor
-            self._put(b, max(0, math.ceil(math.log10(rating / 32000.0))) if rating > 32000.0 else 0)
+            rating = abs((float(sources[b.auto]) if isinstance(b.auto, str) else float(b.auto)) * b.factor)
+            sf = math.ceil(math.log10(rating / 32000.0)) if rating > 0 and math.isfinite(rating) else 0
+            self._put(b, min(max(sf, -3), 10))
 
     def publish(self, sources: dict[str, float], sf_error: int = 0) -> None:
         """Refresh every read-bound register from `sources` (twin quantities)."""
