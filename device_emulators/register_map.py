@@ -148,7 +148,7 @@ class DeviceImage:
                 for name, s in spec.items():
                     if name not in known:
                         raise MapError(f"map {map_def['name']}: model {mid} has no point {name!r}")
-                    b = self._binding(known[name], start + known[name].offset, s, device_id, unit)
+                    b = self._binding(known[name], start + known[name].offset, s, device_id, unit, mid)
                     self.by_name[f"{mid}.{name}"] = b
                     self.by_name.setdefault(name, b)
                 regs += block
@@ -166,15 +166,19 @@ class DeviceImage:
                 self.bindings.append(b)
                 self.by_name[p.name] = b
         for b in self.bindings:
+            if b.sf_point and b.sf_point not in self.by_name:
+                raise MapError(f"map {map_def['name']}: point {b.point.name} scale factor "
+                               f"{b.sf_point} is not listed in the map")
             if b.value is not None:
                 self._put(b, b.value)
 
-    def _binding(self, p, address, s, device_id, unit) -> Binding:
+    def _binding(self, p, address, s, device_id, unit, mid) -> Binding:
         value = s.get("value")
         if isinstance(value, str):
             value = value.format(device_id=device_id, unit=unit)
         b = Binding(p, address, value=value, read=s.get("read"), factor=float(s.get("factor", 1.0)),
-                    sf_point=s.get("sf"), write=s.get("write"), writable=bool(s.get("writable")),
+                    sf_point=f"{mid}.{s['sf']}" if s.get("sf") else None, write=s.get("write"),
+                    writable=bool(s.get("writable")),
                     auto=s.get("auto"))
         if b.write or b.writable:
             b.writable = True

@@ -6,10 +6,12 @@ index of that element:
   2000+k  line loading, %              M_ME_NC_1
   3000+k  transformer loading, %       M_ME_NC_1
   3500+k  transformer tap position     M_ME_NC_1
+  3600+k  capacitor (shunt) step       M_ME_NC_1
   4000/4001 feeder head P kW / Q kvar  M_ME_NC_1
   5000+k  switch k closed              M_SP_NA_1
   6000+k  switch k command             C_SC_NA_1 (select-before-operate when sbo_switches)
   7000+k  transformer k tap setpoint   C_SE_NC_1 (integer within tap_min..tap_max)
+  7500+k  capacitor (shunt) k step     C_SE_NC_1 (integer within 0..max_step)
 Measured values go out spontaneously when they move beyond their deadband and cyclically
 every `cycle_ms`; general interrogation returns every monitoring point. Commands act on the
 twin's net (and invalidate the power flow's recycled internals).
@@ -23,6 +25,7 @@ import c104
 import numpy as np
 
 BUS, LINE, TRAFO, TAP, HEAD, SWITCH, SWITCH_CMD, TAP_CMD = 1000, 2000, 3000, 3500, 4000, 5000, 6000, 7000
+SHUNT, SHUNT_CMD = 3600, 7500
 
 
 class FeederRtu:
@@ -31,13 +34,14 @@ class FeederRtu:
                  cycle_ms: int = 10_000, sbo_switches: bool = True):
         self.twin, self.lock, self.host, self.port = twin, lock, host, port
         self.common_address = common_address
-        self.deadband = {BUS: deadband_pu, LINE: deadband_pct, TRAFO: deadband_pct, TAP: 0.5, HEAD: deadband_kw}
+        self.deadband = {BUS: deadband_pu, LINE: deadband_pct, TRAFO: deadband_pct, TAP: 0.5, SHUNT: 0.5,
+                         HEAD: deadband_kw}
         self.server = c104.Server(ip=host, port=port, tick_rate_ms=50, select_timeout_ms=5000)
         st = self.server.add_station(common_address=common_address)
         net = twin.net
         self.measured: dict[int, tuple[c104.Point, int]] = {}
         for base, n in ((BUS, len(net.bus)), (LINE, len(net.line)), (TRAFO, len(net.trafo)),
-                        (TAP, len(net.trafo)), (HEAD, 2)):
+                        (TAP, len(net.trafo)), (SHUNT, len(net.shunt)), (HEAD, 2)):
             for k in range(n):
                 pt = st.add_point(io_address=base + k, type=c104.Type.M_ME_NC_1, report_ms=cycle_ms)
                 self.measured[base + k] = (pt, base)
@@ -51,6 +55,9 @@ class FeederRtu:
         for k in range(len(net.trafo)):
             cmd = st.add_point(io_address=TAP_CMD + k, type=c104.Type.C_SE_NC_1)
             cmd.on_receive(callable=self._on_tap)
+        for k in range(len(net.shunt)):
+            cmd = st.add_point(io_address=SHUNT_CMD + k, type=c104.Type.C_SE_NC_1)
+            cmd.on_receive(callable=self._on_shunt)
         self.invalid = False
         self.last_sent: dict[int, float] = {}
         self.commands = 0
@@ -78,6 +85,8 @@ class FeederRtu:
             out[HEAD], out[HEAD + 1] = float(r.p_head_kw), float(r.q_head_kvar)
         for k, tap in enumerate(tw.net.trafo.tap_pos.to_numpy()):
             out[TAP + k] = float(tap) if np.isfinite(tap) else 0.0
+        for k, step in enumerate(tw.net.shunt.step.to_numpy()):
+            out[SHUNT + k] = float(step)
         return out
 
     def publish(self, transmit: bool = True) -> None:
@@ -132,5 +141,20 @@ class FeederRtu:
             net.trafo.at[row, "tap_pos"] = v
             self.twin.pf.invalidate()
             self.twin.events.log(self.twin.t_s, "rtu_command", point=f"trafo{k}.tap_pos", value=v)
+        self.commands += 1
+        return c104.ResponseState.SUCCESS
+
+    def _on_shunt(self, point: c104.Point, previous_info: c104.Information,
+                  message: c104.IncomingMessage) -> c104.ResponseState:
+        k = point.io_address - SHUNT_CMD
+        net = self.twin.net
+        row = net.shunt.index[k]
+        v = float(point.value)
+        if v != round(v) or not 0 <= v <= float(net.shunt.at[row, "max_step"]):
+            return c104.ResponseState.FAILURE
+        with self.lock:
+            net.shunt.at[row, "step"] = int(v)
+            self.twin.pf.invalidate()
+            self.twin.events.log(self.twin.t_s, "rtu_command", point=f"shunt{k}.step", value=v)
         self.commands += 1
         return c104.ResponseState.SUCCESS

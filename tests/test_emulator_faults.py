@@ -127,6 +127,12 @@ def test_hostile_frames_do_not_crash_or_corrupt(rig):
                b"\x00\x02\x00\x00\x00\xff\x01\x10\x9c\x40\x00\x7d\xfa",  # length lies
                b"\x00\x03\x00\x00\x00\x02\x01",  # truncated
                b"\x00\x04\x00\x00\x00\x06\x01\x2b\x0e\x01\x00\x00"]  # unsupported function
+    ctl = host.devices["bat/0"].image.by_name["124.StorCtl_Mod"]
+    hi, lo = ctl.address >> 8, ctl.address & 0xFF
+    frames += [bytes([0, 5, 0, 0, 0, 9, 1, 0x10, hi, lo, 0, 1, 0xFA, 0, 3]),  # byte count lies
+               bytes([0, 6, 0, 0, 0, 9, 1, 0x10, hi, lo, 0x7F, 0xFF, 2, 0, 3]),  # 32767 registers
+               bytes([0, 7, 0, 0, 0, 5, 1, 0x06, hi, lo, 0]),  # single write, value cut short
+               bytes([0, 8, 0, 0, 0xFF, 0xFF, 1, 0x10, hi, lo, 0, 1, 2, 0, 3])]  # MBAP length 65535
     for f in frames:
         with socket.socket() as s:
             s.settimeout(0.15)
@@ -143,7 +149,12 @@ def test_hostile_frames_do_not_crash_or_corrupt(rig):
         assert r.registers == [0x5375, 0x6E53]
     finally:
         c.close()
-    assert host.devices["bat/0"].image.regs[:2] == regs_before[:2]
+    img = host.devices["bat/0"].image
+    assert img.regs[:2] == regs_before[:2] and img.raw(ctl) == 0  # no half-applied write
+    for b in img.bindings:  # every setpoint register as it was before the attack
+        if b.writable:
+            i = b.address - img.base
+            assert img.regs[i:i + b.point.size] == regs_before[i:i + b.point.size], b.point.name
 
 
 def test_rtu_interrogation_spontaneous_update_and_commands(rig):
@@ -222,3 +233,37 @@ def test_iec104_link_loss_and_invalid_quality(rig):
         assert link.status()["rtu"].available  # reconnected by itself
     finally:
         link.close()
+
+
+def test_scenario_faults_follow_twin_time():
+    s = Scenario.model_validate(dict(
+        name="sched", start="2026-06-21T11:00:00Z", duration_s=600, seed=2, feeder={"kind": "cigre_lv"},
+        fleet=[{"name": "bat", "kind": "battery", "count": 2, "params": {"p_max_kw": 10}}],
+        faults=[{"at_s": 30, "duration_s": 60, "kind": "exception", "target": "bat:0", "value": 6},
+                {"at_s": 30, "duration_s": 60, "kind": "freeze", "target": "bat"}],
+        outputs={"report": False}))
+    twin = Twin(s)
+    host = EmulatorHost(twin, rtu=False, meter=False)
+    eps = {e["device_id"]: e for e in host.start()}
+    twin.fleets["bat"].write("p_set_kw", 1, 10.0)
+    try:
+        a = soc_reg(host, "bat/1")
+        c0, c1 = client(eps["bat/0"]), client(eps["bat/1"])
+        host.step(20)
+        assert not c0.read_holding_registers(a, count=1, device_id=1).isError()
+        host.step(40)  # inside the window: bat/0 busy (exception 6), bat/1 frozen
+        r = c0.read_holding_registers(a, count=1, device_id=1)
+        assert r.isError() and r.exception_code == 6
+        frozen = c1.read_holding_registers(a, count=1, device_id=1).registers[0]
+        host.step(85)
+        assert c1.read_holding_registers(a, count=1, device_id=1).registers[0] == frozen
+        host.step(100)  # window over: answers again, values move
+        assert not c0.read_holding_registers(a, count=1, device_id=1).isError()
+        assert c1.read_holding_registers(a, count=1, device_id=1).registers[0] > frozen
+        c0.close()
+        c1.close()
+        starts, ends = twin.events.of_kind("fault_start"), twin.events.of_kind("fault_end")
+        assert sorted((e["fault"], e["target"]) for e in starts) == [("exception", "bat:0"), ("freeze", "bat")]
+        assert [e["t_s"] for e in starts] == [30, 30] and [e["t_s"] for e in ends] == [90, 90]
+    finally:
+        host.stop()

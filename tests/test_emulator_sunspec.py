@@ -181,3 +181,126 @@ def test_gateway_serves_many_unit_ids():
         d.close()
     finally:
         host.stop()
+
+
+def test_der_models_701_704_and_nameplate_match_twin(rig):
+    twin, host, eps = rig
+    d = sunspec(eps["pv/2"])
+    pv = twin.fleets["pv"]
+    try:
+        assert {1, 103, 120, 121, 123, 701, 704} <= set(d.models)
+        m701, m103, m121 = d.models[701][0], d.models[103][0], d.models[121][0]
+        for m in (m701, m103, m121):
+            m.read()
+        res = 10.0 ** m701.W_SF.cvalue
+        assert m701.W.cvalue == pytest.approx(-pv.p_kw[2] * 1000, abs=res) and m701.W.cvalue > 1000
+        assert m701.St.cvalue == 1 and m701.ConnSt.cvalue == 1
+        vn_v = twin.net.bus.vn_kv.at[int(pv.bus[2])] * 1000
+        v_pu = twin.grid.v_meas_pu[twin.pf.bus_position(int(pv.bus[2]))]
+        assert m701.LNV.cvalue == pytest.approx(v_pu * vn_v / 3**0.5, abs=10.0 ** m701.V_SF.cvalue)
+        assert m701.LLV.cvalue == pytest.approx(v_pu * vn_v, abs=10.0 ** m701.V_SF.cvalue)
+        assert m121.WMax.cvalue == pytest.approx(40_000, abs=1)
+        assert m121.VArMaxQ1.cvalue == pytest.approx(pv.q_max_kvar[2] * 1000, abs=10.0 ** m121.VArMax_SF.cvalue)
+        # 704: a second WMaxLimPct; with 123 disabled it alone limits output
+        c = d.models[704][0]
+        c.read()
+        c.WMaxLimPct.cvalue = 40
+        c.WMaxLimPctEna.cvalue = 1
+        c.write()
+        assert pv.p_limit_pct[2] == pytest.approx(40.0)
+        c.WMaxLimPctEna.cvalue = 0
+        c.write()
+        assert pv.p_limit_pct[2] == 100.0
+    finally:
+        d.close()
+
+
+def test_constant_power_factor_follows_active_power(rig):
+    twin, host, eps = rig
+    d = sunspec(eps["pv/1"])
+    pv = twin.fleets["pv"]
+    try:
+        ctl = d.models[123][0]
+        ctl.read()
+        ctl.OutPFSet.cvalue = -0.9  # under-excited: the inverter absorbs VAr
+        ctl.OutPFSet_Ena.cvalue = 1
+        ctl.write()
+        host.step(twin.t_s + 2)
+        host.step(twin.t_s + 2)  # q follows the P of the previous step
+        p_gen = -pv.p_kw[1]
+        assert p_gen > 1.0
+        assert pv.q_kvar[1] == pytest.approx(p_gen * np.tan(np.arccos(0.9)), rel=0.02)  # absorbing: q > 0
+        ctl.WMaxLimPct.cvalue = 30
+        ctl.WMaxLim_Ena.cvalue = 1
+        ctl.write()
+        host.step(twin.t_s + 2)
+        host.step(twin.t_s + 2)
+        assert -pv.p_kw[1] <= 0.3 * 40 + 1e-6
+        assert pv.q_kvar[1] == pytest.approx(-pv.p_kw[1] * np.tan(np.arccos(0.9)), rel=0.02)  # tracked
+        inv = d.models[103][0]
+        inv.read()
+        assert inv.PF.cvalue == pytest.approx(-90, abs=1)  # published PF: absorbing is negative
+        ctl.OutPFSet_Ena.cvalue = 0
+        ctl.WMaxLim_Ena.cvalue = 0
+        ctl.write()
+        host.step(twin.t_s + 2)
+        assert pv.q_set_kvar[1] == 0.0 and pv.p_limit_pct[1] == 100.0
+    finally:
+        d.close()
+
+
+def test_fixed_var_and_battery_wset_limits(rig):
+    twin, host, eps = rig
+    pv, bat = twin.fleets["pv"], twin.fleets["bat"]
+    ep = eps["pv/0"]
+    c = ModbusTcpClient(ep["host"], port=ep["port"], timeout=3)
+    assert c.connect()
+    try:
+        img = host.devices["pv/0"].image
+        a = img.by_name["704.VarSetEna"].address
+        # VarSetEna=1, VarSetMod=4 (VARS), VarSetPri=0, VarSet=5000 var (int32, SF 0): inject 5 kvar
+        assert a + 2 == img.by_name["704.VarSet"].address - 1
+        assert not c.write_registers(a, [1, 4, 0, 0, 5000], device_id=ep["unit"]).isError()
+        assert pv.q_set_kvar[0] == pytest.approx(-5.0)
+        r = c.write_registers(img.by_name["704.VarSet"].address, [0, 50000], device_id=ep["unit"])
+        assert r.isError() and r.exception_code == 3  # 50 kvar > the inverter's 17.6 kvar
+        assert pv.q_set_kvar[0] == pytest.approx(-5.0)
+        assert not c.write_registers(a, [0], device_id=ep["unit"]).isError()
+        assert pv.q_set_kvar[0] == 0.0
+    finally:
+        c.close()
+    d = sunspec(eps["bat/0"])
+    try:
+        w = d.models[704][0]
+        w.read()
+        w.WSetMod.cvalue = 1
+        w.WSet.cvalue = 3000  # discharge 3 kW
+        w.WSetEna.cvalue = 1
+        w.write()
+        assert bat.p_set_kw[0] == pytest.approx(-3.0)
+        w.WSetEna.cvalue = 0  # back to 124 (StorCtl_Mod 0: idle)
+        w.write()
+        assert bat.p_set_kw[0] == 0.0
+    finally:
+        d.close()
+
+
+def test_meter_energy_registers_integrate_head_power(rig):
+    twin, host, eps = rig
+    d = sunspec(eps["meter/head"])
+    try:
+        m = d.models[203][0]
+        m.read()
+        before = m.TotWhImp.cvalue or 0
+        expected_wh = 0.0
+        for _ in range(30):
+            host.step(twin.t_s + twin.dt_s)
+            expected_wh += max(twin.grid.result.p_head_kw, 0.0) * twin.dt_s / 3.6
+        m.read()
+        assert expected_wh > 10
+        assert m.TotWhImp.cvalue - before == pytest.approx(expected_wh, abs=1.5)  # register rounding
+        vn_v = twin.net.bus.vn_kv.at[int(twin.net.ext_grid.bus.iloc[0])] * 1000
+        assert m.PPV.cvalue == pytest.approx(vn_v * twin.grid.v_meas_pu[0], abs=10.0 ** m.V_SF.cvalue)
+        assert m.PhV.cvalue == pytest.approx(m.PPV.cvalue / 3**0.5, abs=10.0 ** m.V_SF.cvalue)
+    finally:
+        d.close()
