@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from controller import flex
-from controller.commands import Command, PassThroughGate
+from controller.commands import Command, Decision, GateResult, PassThroughGate
 from controller.historian import Historian
 from controller.state import (Q_NAME, FleetState, GroupState, empty_group, fill_from_values,
                               group_infos)
@@ -109,6 +109,8 @@ class Controller:
         self.cycle_ms: list[float] = []
         self.last_report: dict = {}
         self.last_gate = None
+        self.gate_totals = {"accepted": 0, "curtailed": 0, "rejected": 0}
+        self._gate_alarmed: set[str] = set()
         self._resume()
 
     # --- restart ------------------------------------------------------------------------------
@@ -240,9 +242,7 @@ class Controller:
         cmds = self._merge(cmds)
         t4 = time.perf_counter()
         tm["dr_ms"] = 1e3 * (t4 - t3)
-        state = self.snapshot_fn(self.state) if self.snapshot_fn else self.state
-        result = self.gate.check(cmds, state)
-        self.last_gate = result
+        result = self._gate(t, cmds)
         t5 = time.perf_counter()
         tm["gate_ms"] = 1e3 * (t5 - t4)
         sp_rows = self._write(t, result.to_send())
@@ -262,6 +262,44 @@ class Controller:
         return self.last_report
 
     # --- parts ----------------------------------------------------------------------------------------
+    def _gate(self, t: float, cmds: list[Command]) -> GateResult:
+        """The gate's verdict on the batch; a failing gate rejects everything (fail safe).
+        Rejections and curtailments raise alarms (one per device while it lasts) and an event."""
+        try:
+            state = self.snapshot_fn(self.state) if self.snapshot_fn else self.state
+            result = self.gate.check(cmds, state)
+        except Exception as e:  # never write what the gate did not see through
+            log.warning("safety gate failed at %.0f: %s", t, e)
+            self.hist.raise_alarm(t, "gate_failed", None, f"{type(e).__name__}: {e}"[:300])
+            result = GateResult([Decision(c, "rejected", None, ["gate_error"]) for c in cmds])
+        else:
+            self.hist.clear_alarm("gate_failed", None)
+        self.last_gate = result
+        counts = {"accepted": 0, "curtailed": 0, "rejected": 0}
+        reasons: dict[str, int] = {}
+        for d in result.decisions:
+            counts[d.verdict] = counts.get(d.verdict, 0) + 1
+            dev = d.command.device_id
+            if d.verdict == "accepted":
+                if dev in self._gate_alarmed:
+                    self._gate_alarmed.discard(dev)
+                    self.hist.clear_alarm("gate_rejected", dev)
+                    self.hist.clear_alarm("gate_curtailed", dev)
+                continue
+            for r in d.reasons:
+                reasons[r] = reasons.get(r, 0) + 1
+            self._gate_alarmed.add(dev)
+            self.hist.raise_alarm(t, "gate_" + d.verdict, dev,
+                                  f"{d.command.setpoint}={d.command.value:g} ({d.command.source}) "
+                                  f"{d.verdict}" + ("" if d.value is None else f" to {d.value:g}")
+                                  + f": {','.join(d.reasons) or 'no reason given'}")
+        for k, v in counts.items():
+            self.gate_totals[k] = self.gate_totals.get(k, 0) + v
+        if counts["curtailed"] or counts["rejected"]:
+            self.hist.log_event(t, "gate", curtailed=counts["curtailed"], rejected=counts["rejected"],
+                                accepted=counts["accepted"], reasons=reasons)
+        return result
+
     def _read(self, t: float) -> None:
         done = set()
         for gname, link in self.links.items():
@@ -527,4 +565,8 @@ class Controller:
         ms = np.asarray(self.cycle_ms) if self.cycle_ms else np.zeros(1)
         return {"cycles": len(self.cycle_ms), "cycle_ms_mean": round(float(ms.mean()), 3),
                 "cycle_ms_max": round(float(ms.max()), 3),
-                "alarms": len(self.hist.alarms())}
+                "alarms": len(self.hist.alarms()), "gate": self.gate_name(),
+                "gate_totals": dict(self.gate_totals)}
+
+    def gate_name(self) -> str:
+        return type(self.gate).__name__

@@ -1,6 +1,8 @@
 """In-process controller for pure-simulation runs: a DirectLink over the twin's fleets, a
 SteppedClock moved by the twin's SimPy time, and the real Controller cycle scheduled with
-`twin.add_periodic(scenario.controller.cycle_s)`.
+`twin.add_periodic(scenario.controller.cycle_s)`. With `controller.safety_gate` (the
+default) every command passes the SafetyGate on the controller's own copy of the scenario's
+feeder, with the unmanaged load allocated from the head meter.
 
 The scenario's DR events are handed to the controller as if a utility had sent them; the
 controller's metered delivery ends up in summary.json under 'dr' and its cycle figures
@@ -16,6 +18,7 @@ from controller.core import Controller, CycleSettings
 from controller.links.direct import DirectLink
 
 RTU = "rtu"
+METER = "meter"  # the feeder-head revenue meter (what the emulators serve as meter/head)
 RATINGS = {
     "battery": ("p_max_kw", "e_cap_kwh", "soc_min_kwh", "soc_max_kwh", "eta_ch", "eta_dis"),
     "pv": ("s_rated_kva", "p_peak_kw"),
@@ -27,7 +30,8 @@ RATINGS = {
 class TwinPort:
     """The duck-typed port DirectLink reads and writes (no twin import in controller/).
     Besides the fleets it offers the feeder RTU's measurements as one 'rtu' device, with
-    the same quantity names the IEC 104 link uses (v_pu.<k>, line_loading_pct.<k>, ...)."""
+    the same quantity names the IEC 104 link uses (v_pu.<k>, line_loading_pct.<k>, ...), and
+    the feeder-head meter as one 'meter' device (p_kw, q_kvar: import positive)."""
 
     def __init__(self, twin):
         self.twin = twin
@@ -39,7 +43,9 @@ class TwinPort:
             ratings = {k: np.asarray(getattr(f, k), float) for k in RATINGS.get(f.KIND, ())
                        if hasattr(f, k)}
             out[name] = {"kind": f.KIND, "bus": f.bus, "ratings": ratings}
-        out[RTU] = {"kind": "rtu", "bus": np.array([int(self.twin.net.ext_grid.bus.iloc[0])]), "ratings": {}}
+        head = np.array([int(self.twin.net.ext_grid.bus.iloc[0])])
+        out[RTU] = {"kind": "rtu", "bus": head, "ratings": {}}
+        out[METER] = {"kind": "meter", "bus": head, "ratings": {}}
         return out
 
     def rtu_values(self) -> dict[str, np.ndarray]:
@@ -53,15 +59,31 @@ class TwinPort:
         out["head_p_kw"], out["head_q_kvar"] = [r.p_head_kw], [r.q_head_kvar]
         return out
 
+    def meter_values(self) -> dict[str, np.ndarray]:
+        """Head import now: the last power flow's head power moved by how much the fleets'
+        power changed since (the power flow runs less often than devices step; a real meter
+        and real device telemetry are read at the same instant, so the gate's load allocation
+        must not see devices from now against a head power from before their change)."""
+        r = self.twin.grid.result
+        if r is None or not r.converged:
+            return {}
+        der_now = sum(float(f.p_kw.sum()) for f in self.fleets.values())
+        der_q_now = sum(float(f.q_kvar.sum()) for f in self.fleets.values())
+        der_q_pf = getattr(r, "der_q_kvar", None)
+        q = r.q_head_kvar + (der_q_now - der_q_pf if der_q_pf is not None else 0.0)
+        return {"p_kw": [r.p_head_kw + der_now - r.der_p_kw], "q_kvar": [q]}
+
     def read(self) -> dict:
-        return {**{name: f.telemetry() for name, f in self.fleets.items()}, RTU: self.rtu_values()}
+        return {**{name: f.telemetry() for name, f in self.fleets.items()}, RTU: self.rtu_values(),
+                METER: self.meter_values()}
 
     def available(self) -> dict:
-        return {**{name: f.available for name, f in self.fleets.items()}, RTU: np.ones(1, bool)}
+        return {**{name: f.available for name, f in self.fleets.items()}, RTU: np.ones(1, bool),
+                METER: np.ones(1, bool)}
 
     def write(self, group: str, setpoint: str, index: int, value: float) -> None:
-        if group == RTU:
-            raise ValueError("the in-process RTU view takes no commands")
+        if group in (RTU, METER):
+            raise ValueError(f"the in-process {group} view takes no commands")
         f = self.fleets[group]
         if not f.available[index]:
             raise ValueError(f"{group}/{index} is offline")
@@ -79,6 +101,9 @@ class Attached:
         k = c.kpis()
         k["writes"] = self.link.writes
         k["writes_refused"] = self.link.refused
+        gate_report = getattr(c.gate, "last_report", None)
+        if gate_report:
+            k["gate_last_latency_ms"] = round(float(gate_report.get("latency_ms", 0.0)), 3)
         sched = getattr(c.scheduler, "last_stats", None)
         if sched is not None:
             k["last_solve_s"] = round(sched.solve_s, 4)
@@ -108,12 +133,17 @@ def attach_controller(twin, historian=None) -> Attached:
         scheduler = BatteryScheduler(
             lambda times: np.array([prices.at(float(x) - t_start) for x in times]),
             objective=spec.objective)
-    gate = None
+    net = feeder_model(s)  # the controller's own network model (gate, API one-line)
+    gate = snapshot_fn = None
+    if spec.safety_gate:
+        from controller.safety.base_load import make_gate
+
+        gate, snapshot_fn = make_gate(net, s.feeder.limits, clock)
     cfg = CycleSettings(cycle_s=spec.cycle_s, optimize_every_s=spec.optimize_every_s,
                         objective=spec.objective)
-    ctl = Controller({g: link for g in [*twin.fleets, RTU]}, clock, historian=historian, gate=gate,
-                     settings=cfg, scheduler=scheduler)
-    ctl.feeder_net = feeder_model(s)  # the controller's own network model (topology for the API)
+    ctl = Controller({g: link for g in [*twin.fleets, RTU, METER]}, clock, historian=historian, gate=gate,
+                     settings=cfg, scheduler=scheduler, snapshot_fn=snapshot_fn)
+    ctl.feeder_net = net
     ctl.feeder_limits = s.feeder.limits
     for ev in s.dr_events:
         ctl.add_dr_event(ev.id, ev.start.timestamp(), ev.duration_s, ev.reduction_kw, ev.groups,

@@ -164,6 +164,14 @@ def create_app(controller, tokens: dict[str, dict]) -> FastAPI:
             return []
         return [d.as_dict() for d in r.decisions if d.verdict != "accepted"]
 
+    @app.get("/api/gate/summary")
+    def gate_summary(user: dict = Depends(viewer)):
+        """Which gate guards the writes, decision totals since start, the last check's report."""
+        rep = getattr(controller.gate, "last_report", None) or {}
+        return {"gate": controller.gate_name(), "totals": dict(controller.gate_totals),
+                "last_report": {k: _clean(float(v)) if isinstance(v, (int, float)) else v
+                                for k, v in rep.items()}}
+
     @app.get("/api/history/{table}")
     def history(table: str, since: float | None = None, until: float | None = None,
                 device_id: str | None = None, limit: int = 1000, user: dict = Depends(viewer)):
