@@ -6,8 +6,10 @@ spontaneous and cyclic transmissions; each becomes a quantity named by its addre
 (the standard layout, see device_emulators/README.md: v_pu.<k>, line_loading_pct.<k>,
 trafo_loading_pct.<k>, tap_pos.<k>, head_p_kw, head_q_kvar, switch_closed.<k>).
 
-Quality: IV bit -> invalid; NT bit, or no message for the point within `stale_s` of the
-controller's clock -> stale; link down -> missing and the device unavailable. The link
+Quality: IV bit -> invalid; NT bit, or no message for the point within `stale_s` -> stale;
+link down -> missing and the device unavailable. Staleness is measured on the wall clock,
+the time base the RTU reports in (deadband changes plus a cyclic refresh): in a lockstep run
+simulated minutes pass in wall milliseconds and must not make quiet points look stale. The link
 reconnects by itself, with exponential backoff between attempts (wall clock). Commands wait
 for the RTU's positive confirmation: `write("rtu/trafo<k>", "tap_pos", v)` sends C_SE_NC_1,
 `write("rtu/switch<k>", "closed", 0|1)` C_SC_NA_1, select-before-operate unless the
@@ -60,6 +62,7 @@ class _Rtu:
         self.station = self.conn.add_station(common_address=self.ca)
         self.seen_at: dict[int, object] = {}  # ioa -> processed_at of the last message seen
         self.updated: dict[int, float] = {}  # ioa -> controller time that message was seen
+        self.seen_wall: dict[int, float] = {}  # ioa -> monotonic time that message was seen
         self.status = DeviceStatus(available=False, reason="not connected yet")
         self.next_try = 0.0  # monotonic time of the next reconnect attempt
         self.backoff_s = 0.0
@@ -151,6 +154,7 @@ class Iec104Link(DeviceLink):
     def read(self) -> dict[str, dict[str, Value]]:
         self._refresh_status()
         now = self.clock.now()
+        mono = time.monotonic()
         out: dict[str, dict[str, Value]] = {}
         with self.lock:
             for r in self.rtus:
@@ -160,13 +164,14 @@ class Iec104Link(DeviceLink):
                     seen = pt.processed_at
                     if ioa not in r.updated or seen != r.seen_at.get(ioa):
                         r.seen_at[ioa], r.updated[ioa] = seen, now  # a new message for the point
+                        r.seen_wall[ioa] = mono
                     q = pt.quality
                     flagged = q is not None and not q.is_good()
                     if not r.status.available:
                         quality = Quality.MISSING
                     elif flagged and c104.Quality.Invalid in q:
                         quality = Quality.INVALID
-                    elif flagged or now - r.updated[ioa] > self.stale_s:
+                    elif flagged or mono - r.seen_wall[ioa] > self.stale_s:
                         quality = Quality.STALE
                     else:
                         quality = Quality.GOOD

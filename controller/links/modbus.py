@@ -6,6 +6,9 @@ flagged INVALID. Writes are confirmed by reading the registers back. Each device
 own poll period; failures are retried on an exponential backoff, and after `max_failures`
 in a row the device is marked unavailable (DeviceStatus) so the cycle dispatches without it;
 it is probed on the backoff schedule and comes back on its first good answer.
+
+Devices without a SunSpec model (EV chargers, TCL gateways, flexible loads) use a plain
+register map (`controller.links.regmaps`): one block read per poll, writes read back.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
+from controller.links import regmaps
 from controller.links import sunspec as ss
 from controller.links.base import DeviceInfo, DeviceLink, DeviceStatus, Quality, Value
 
@@ -57,6 +61,7 @@ class _Dev:
     status: DeviceStatus = field(default_factory=DeviceStatus)
     next_poll_t: float = -math.inf
     sf_cache: dict = field(default_factory=dict)
+    regmap: regmaps.RegisterMap | None = None  # plain map (no SunSpec)
 
 
 class ModbusLink(DeviceLink):
@@ -75,13 +80,18 @@ class ModbusLink(DeviceLink):
             for k in ("device_id", "kind", "host", "port"):
                 if k not in r:
                     raise ModbusLinkError(f"modbus endpoint {r.get('device_id', '?')}: missing {k!r}")
-            if r["kind"] not in READS:
+            try:
+                rmap = regmaps.resolve(r) if r["kind"] not in READS or r.get("map_file") else None
+            except regmaps.RegisterMapError as e:
+                raise ModbusLinkError(f"modbus endpoint {r['device_id']}: {e}") from None
+            if r["kind"] not in READS and rmap is None:
                 raise ModbusLinkError(f"modbus endpoint {r['device_id']}: kind {r['kind']!r} has no "
-                                      f"SunSpec profile; known: {sorted(READS)}")
+                                      f"SunSpec profile or register map; known: "
+                                      f"{sorted(READS) + sorted(regmaps.MAP_FOR_KIND)}")
             group = r.get("group") or r["device_id"].rpartition("/")[0]
             info = DeviceInfo(r["device_id"], group, r["kind"], r.get("bus"))
             self._devs[r["device_id"]] = _Dev(info, r["host"], int(r["port"]), int(r.get("unit", 1)),
-                                              float(r.get("poll_s", poll_s)))
+                                              float(r.get("poll_s", poll_s)), regmap=rmap)
         self.reads = self.writes = self.failures = 0
 
     @classmethod
@@ -122,6 +132,12 @@ class ModbusLink(DeviceLink):
 
     # --- discovery ---------------------------------------------------------------------------------
     def _discover(self, d: _Dev) -> None:
+        if d.regmap is not None:
+            lo, _ = d.regmap.span
+            regs = self._plain_block(d)
+            d.models = {0: lo}  # marks the device as discovered
+            d.info.ratings = {r.name: d.regmap.decode(regs, r) for r in d.regmap.registers if r.rating}
+            return
         for base in ss.BASE_ADDRESSES:
             try:
                 if tuple(self._read(d, base, 2)) == ss.SUNS:
@@ -139,6 +155,10 @@ class ModbusLink(DeviceLink):
             addr += 2 + length
         d.models = models
         d.info.ratings = self._ratings(d)
+
+    def _plain_block(self, d: _Dev) -> list[int]:
+        lo, n = d.regmap.span
+        return self._read(d, lo, n)
 
     def _block(self, d: _Dev, mid: int) -> list[int]:
         lay = ss.layout(mid)
@@ -180,6 +200,11 @@ class ModbusLink(DeviceLink):
     def _poll(self, d: _Dev, t: float) -> None:
         if not d.models:
             self._discover(d)
+        if d.regmap is not None:
+            regs = self._plain_block(d)
+            d.values = {r.name: Value(d.regmap.decode(regs, r), Quality.GOOD, t)
+                        for r in d.regmap.registers}
+            return
         blocks, vals = {}, {}
         for name, cands in READS[d.info.kind].items():
             for mid, point, f in cands:
@@ -284,7 +309,22 @@ class ModbusLink(DeviceLink):
         back = self._block(d, mid)
         return all(ss.decode(back, lay[n]) == r for n, r in raws.items())
 
+    def _write_plain(self, d: _Dev, setpoint: str, value: float) -> bool:
+        m = d.regmap
+        reg = m.for_setpoint(setpoint)
+        if reg is None:
+            raise IOError(f"{d.info.device_id}: map {m.name} has no register for {setpoint!r}")
+        try:
+            raw = m.encode(reg, value)
+        except ValueError as e:
+            raise IOError(str(e)) from None
+        self._write_regs(d, reg.address, [raw])
+        back = self._plain_block(d)
+        return back[reg.address - m.span[0]] == raw
+
     def _write_setpoint(self, d: _Dev, setpoint: str, value: float) -> bool:
+        if d.regmap is not None:
+            return self._write_plain(d, setpoint, value)
         kind = d.info.kind
         if kind == "pv" and setpoint == "p_limit_pct":
             return self._write_points(d, 123, {"WMaxLimPct": value, "WMaxLim_Ena": 1})
