@@ -174,11 +174,62 @@ class Controller:
             self.hist.set_service(device_id, in_service, by, self.clock.now())
 
     def set_emergency(self, active: bool, by: str = "operator", reason: str = "") -> dict:
+        """Shed (or release) all flexibility; returns the margin, with the emergency plan's
+        shed, hold time and response time (controller.emergency) when shedding."""
         with self.lock:
-            self.emergency = {"since": self.clock.now(), "by": by, "reason": reason} if active else None
+            m = self.margin()
+            if active:
+                plan = self.emergency_plan(reason or "operator")
+                m.update(plan)
+            self.emergency = {"since": self.clock.now(), "by": by, "reason": reason,
+                              **({k: m[k] for k in ("shed_kw", "hold_s", "response_s")} if active else {})
+                              } if active else None
             self.hist.log_event(self.clock.now(), "emergency_" + ("on" if active else "off"),
-                                by=by, reason=reason)
-            return self.margin()
+                                by=by, reason=reason, **{k: v for k, v in m.items() if k != "resources"})
+            return m
+
+    def resources(self) -> list:
+        """The usable DR devices as controller.dr.allocation.Resource rows (emergency planning)."""
+        from controller.dr.allocation import Resource
+
+        out = []
+        for g in self.state.groups.values():
+            if g.kind not in flex.DR_KINDS:
+                continue
+            p = np.nan_to_num(g.get("p_kw"))
+            usable = g.usable()
+            base = self.base_set.get(g.group)
+            p_max = g.rating("p_max_kw")
+            for j in np.flatnonzero(usable):
+                r = Resource(g.ids[j], g.kind, float(p[j]), p_max_kw=float(p_max[j]))
+                if g.kind == "battery":
+                    r.base_kw = float(base[j]) if base is not None else None
+                    r.soc_kwh = float(g.get("soc_kwh")[j])
+                    r.soc_min_kwh = float(np.nan_to_num(g.rating("soc_min_kwh", 0.0)[j]))
+                    r.eta_dis = float(np.nan_to_num(g.rating("eta_dis", 0.95)[j], nan=0.95))
+                elif g.kind == "ev":
+                    need = g.get("e_need_kwh")[j]
+                    r.e_need_kwh = float(need) if np.isfinite(need) else None
+                elif g.kind == "flex_load":
+                    r.flex_kw = float(np.nan_to_num(g.get("p_base_kw")[j])
+                                      * np.nan_to_num(g.rating("flex_share", 1.0)[j], nan=1.0))
+                out.append(r)
+        return out
+
+    def emergency_plan(self, reason: str = "operator") -> dict:
+        """Margin, shed, hold time and response time of a full shed now (controller.emergency)."""
+        from controller.emergency import plan_emergency
+
+        try:
+            plan = plan_emergency(self.resources(), self.clock.now(), reason=reason)
+        except Exception as e:  # planning is reporting: a failure must not block the shed
+            log.warning("emergency plan failed: %s", e)
+            return {"plan_error": str(e)[:200]}
+        return {"plan_margin_kw": round(plan.margin_kw, 3), "shed_kw": round(plan.shed_kw, 3),
+                "hold_s": round(plan.hold_s, 1) if np.isfinite(plan.hold_s) else None,
+                "response_s": plan.response_s,
+                "by_kind": {k: round(sum(it.margin_kw for it in plan.items if it.kind == k), 3)
+                            for k in sorted({it.kind for it in plan.items})}}
 
     def operator_command(self, cmd: Command) -> None:
         if cmd.device_id not in self._index:

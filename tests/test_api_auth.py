@@ -61,3 +61,22 @@ def test_operator_writes_are_applied_and_audited(api):
                         ("otto", "dr_cancel", "e1", 1)]
     assert c.get("/api/audit", headers=H("v-tok")).status_code == 403
     assert "/api/dr/events" in c.get("/openapi.json").json()["paths"]
+
+
+def test_emergency_shed_reports_margin_hold_and_response(api):
+    c, ctl = api
+    r = c.post("/api/emergency/shed", json={"reason": "under_frequency"}, headers=H("o-tok"))
+    m = r.json()
+    # two idle 10 kW / 20 kWh batteries at 50 % with a 10 % reserve: 10 kW each to full
+    # discharge; (10 - 2) kWh * 0.95 / 10 kW = 0.76 h = 2736 s of hold; 1 s response
+    assert m["plan_margin_kw"] == pytest.approx(20.0) and m["shed_kw"] == pytest.approx(20.0)
+    assert m["hold_s"] == pytest.approx(2736.0, abs=1.0) and m["response_s"] == 1.0
+    assert m["by_kind"] == {"battery": pytest.approx(20.0)}
+    f = c.get("/api/fleet", headers=H("v-tok")).json()
+    assert f["emergency"]["hold_s"] == pytest.approx(2736.0, abs=1.0)
+    ctl.clock.advance_to(T0 + 60)
+    ctl.cycle(T0 + 60)
+    sent = ctl.hist.query("setpoints")
+    assert sorted((s["device_id"], s["value"]) for s in sent) == [("bat/0", -10.0), ("bat/1", -10.0)]
+    assert c.post("/api/emergency/restore", headers=H("o-tok")).status_code == 200
+    assert ctl.emergency is None
