@@ -18,8 +18,14 @@ import numpy as np
 from controller import flex
 from controller.commands import Command, Decision, GateResult, PassThroughGate
 from controller.historian import Historian
-from controller.state import (Q_NAME, FleetState, GroupState, empty_group, fill_from_values,
-                              group_infos)
+from controller.state import (
+    Q_NAME,
+    FleetState,
+    GroupState,
+    empty_group,
+    fill_from_values,
+    group_infos,
+)
 
 log = logging.getLogger("controller.cycle")
 

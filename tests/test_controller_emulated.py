@@ -61,6 +61,7 @@ def runs():
     rows = host.start()
     t0 = tw.scenario.start.timestamp()
     clock = SteppedClock(t0)
+    mb = rtu = None
     try:
         mb = ModbusLink.from_endpoints([r for r in rows if r["protocol"] == "modbus"], clock,
                                        timeout_s=0.5, poll_s=30)
@@ -88,9 +89,9 @@ def runs():
         host.step(tw.scenario.duration_s)
         yield tw, ctl, ref_kw, got_kw, np.array(rtu_head), mb
     finally:
-        for link in ("mb", "rtu"):
-            if link in locals():
-                locals()[link].close()
+        for link in (mb, rtu):
+            if link is not None:
+                link.close()
         host.stop()
 
 

@@ -8,13 +8,13 @@ import time
 
 import c104
 import pytest
+from ports import free_port
 
 from controller.clock import SteppedClock
 from controller.core import Controller, CycleSettings
 from controller.links.base import Quality
 from controller.links.iec104 import Iec104Link, Iec104LinkError
 from device_emulators.rtu import FeederRtu
-from ports import free_port
 from scenarios.model import Scenario
 from twin.simulation import Twin
 
