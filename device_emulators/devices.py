@@ -206,9 +206,11 @@ class EmulatedDevice:
             out["wh_neg"] = float(self.acc[1][self.index or 0])
         return out
 
-    def refresh(self) -> None:
+    def refresh(self, address: int | None = None, count: int = 0) -> None:
+        """Publish twin values into the registers (those covering address..+count if given)."""
         if not self.frozen:
-            self.image.publish(self.sources(), self.sf_error)
+            only = None if address is None else self.image.covering(address, count)
+            self.image.publish(self.sources(), self.sf_error, only)
 
     # --- registers -> twin --------------------------------------------------------------------
     def apply_write(self, address: int, values: list[int]) -> None:

@@ -36,11 +36,12 @@ def sim_device(dev: EmulatedDevice, lock) -> SimDevice:
                 if set_values is not None and function_code in WRITE_CODES:
                     dev.apply_write(address, [int(v) for v in set_values])
                 else:
-                    dev.refresh()
+                    dev.refresh(address, count)  # only the points this request covers
             except WriteRefused as e:
                 log.info("%s: write %d+%d refused: %s", dev.device_id, address, len(set_values or []), e)
                 return ExcCodes(e.code)
-            current_registers[:] = dev.image.regs
+            i = address - start_address
+            current_registers[i:i + count] = dev.image.regs[i:i + count]
         return None
 
     return SimDevice(id=dev.unit, simdata=[SimData(lo, values=list(dev.image.regs),

@@ -129,6 +129,7 @@ class DeviceImage:
         self.map = map_def
         self.kind = map_def["kind"]
         self.bindings: list[Binding] = []
+        self._cover: dict[tuple[int, int], list[Binding]] = {}
         self.by_name: dict[str, Binding] = {}
         if map_def["sunspec"]:
             self.base = SUNSPEC_BASE
@@ -213,9 +214,9 @@ class DeviceImage:
             sf = math.ceil(math.log10(rating / 32000.0)) if rating > 0 and math.isfinite(rating) else 0
             self._put(b, min(max(sf, -3), 10))
 
-    def publish(self, sources: dict[str, float], sf_error: int = 0) -> None:
-        """Refresh every read-bound register from `sources` (twin quantities)."""
-        for b in self.bindings:
+    def publish(self, sources: dict[str, float], sf_error: int = 0, only=None) -> None:
+        """Refresh read-bound registers (all, or the bindings in `only`) from `sources`."""
+        for b in self.bindings if only is None else only:
             if b.read is None or b.read not in sources:
                 continue
             x = float(sources[b.read])
@@ -230,8 +231,14 @@ class DeviceImage:
             self._put(b, min(max(raw, lo), hi))
 
     def covering(self, address: int, count: int) -> list[Binding]:
-        return [b for b in self.bindings
-                if b.address < address + count and address < b.address + b.point.size]
+        key = (address, count)
+        hit = self._cover.get(key)
+        if hit is None:
+            hit = [b for b in self.bindings
+                   if b.address < address + count and address < b.address + b.point.size]
+            if len(self._cover) < 256:  # pollers repeat a few ranges; bound the cache anyway
+                self._cover[key] = hit
+        return hit
 
     def address_range(self) -> tuple[int, int]:
         return self.base, self.base + len(self.regs)
