@@ -165,3 +165,11 @@ def test_link_loss_is_missing_alarmed_and_reconnects(twin):
 def test_bad_endpoint_row_is_one_line_error():
     with pytest.raises(Iec104LinkError, match="rtu9: missing 'port'"):
         Iec104Link.from_endpoints([{"device_id": "rtu9", "host": "127.0.0.1"}], SteppedClock(T0))
+
+
+def test_address_ranges_follow_the_rtu_layout():
+    from controller.links.iec104 import quantity_name
+
+    assert [quantity_name(a) for a in (1003, 2001, 3000, 3501, 3602, 4000, 4001, 5004, 4500)] == [
+        "v_pu.3", "line_loading_pct.1", "trafo_loading_pct.0", "tap_pos.1", "cap_step.2",
+        "head_p_kw", "head_q_kvar", "switch_closed.4", None]

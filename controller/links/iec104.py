@@ -4,7 +4,7 @@ The RTU appears as one device per endpoint (device id = the endpoint's device_id
 'rtu'). Monitoring points are learnt from the general interrogation and kept current by
 spontaneous and cyclic transmissions; each becomes a quantity named by its address range
 (the standard layout, see device_emulators/README.md: v_pu.<k>, line_loading_pct.<k>,
-trafo_loading_pct.<k>, tap_pos.<k>, head_p_kw, head_q_kvar, switch_closed.<k>).
+trafo_loading_pct.<k>, tap_pos.<k>, cap_step.<k>, head_p_kw, head_q_kvar, switch_closed.<k>).
 
 Quality: IV bit -> invalid; NT bit, or no message for the point within `stale_s` -> stale;
 link down -> missing and the device unavailable. Staleness is measured on the wall clock,
@@ -13,7 +13,7 @@ simulated minutes pass in wall milliseconds and must not make quiet points look 
 reconnects by itself, with exponential backoff between attempts (wall clock). Commands wait
 for the RTU's positive confirmation: `write("rtu/trafo<k>", "tap_pos", v)` sends C_SE_NC_1,
 `write("rtu/switch<k>", "closed", 0|1)` C_SC_NA_1, select-before-operate unless the
-endpoint row says `sbo: false`.
+endpoint row says `sbo: false`; `write("rtu/cap<k>", "step", n)` a capacitor step (C_SE_NC_1).
 """
 
 # no "from __future__ import annotations": c104 checks the real annotation objects of callbacks
@@ -29,9 +29,9 @@ from controller.links.base import DeviceInfo, DeviceLink, DeviceStatus, Quality,
 log = logging.getLogger("controller.iec104")
 
 RANGES = [(1000, 2000, "v_pu"), (2000, 3000, "line_loading_pct"), (3000, 3500, "trafo_loading_pct"),
-          (3500, 4000, "tap_pos"), (5000, 6000, "switch_closed")]
+          (3500, 3600, "tap_pos"), (3600, 4000, "cap_step"), (5000, 6000, "switch_closed")]
 HEAD = {4000: "head_p_kw", 4001: "head_q_kvar"}
-SWITCH_CMD, TAP_CMD = 6000, 7000
+SWITCH_CMD, TAP_CMD, CAP_CMD = 6000, 7000, 7500
 
 
 def quantity_name(ioa: int) -> str | None:
@@ -190,6 +190,8 @@ class Iec104Link(DeviceLink):
                 ioa, typ = TAP_CMD + int(element[5:]), c104.Type.C_SE_NC_1
             elif setpoint == "closed" and element.startswith("switch"):
                 ioa, typ = SWITCH_CMD + int(element[6:]), c104.Type.C_SC_NA_1
+            elif setpoint == "step" and element.startswith("cap"):
+                ioa, typ = CAP_CMD + int(element[3:]), c104.Type.C_SE_NC_1
             else:
                 return False
         except ValueError:
