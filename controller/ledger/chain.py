@@ -9,6 +9,9 @@ Canonical forms (what is hashed and signed), so another implementation can verif
 - block header: JSON of {"version","height","prev_hash","merkle_root","time","n_entries",
   "operator_pubkey"} in the same canonical form; block hash = SHA-256(header).
 - operator signature and countersignatures: Ed25519 over the 32-byte block hash.
+- every block is signed by the operator key of block 0 (or the trusted key given to verify);
+  a countersignature must use the key a "participant" entry registered earlier in the chain
+  (payload {"pubkey": hex, ...}, participant = its id).
 A permissioned chain can carry these blocks unchanged: the header is the consensus payload.
 """
 
@@ -25,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from controller.ledger.merkle import merkle_root, sha256
 from controller.security.keys import public_bytes, public_key_from_bytes
 
-ENTRY_KINDS = ("telemetry_digest", "dr_event", "bid", "award", "settlement", "credit_change")
+ENTRY_KINDS = ("participant", "telemetry_digest", "dr_event", "bid", "award", "settlement", "credit_change")
 GENESIS_PREV = "00" * 32
 
 SCHEMA = """
@@ -142,6 +145,8 @@ class Ledger:
         """Recompute hashes, Merkle roots, the chain and every signature, block by block."""
         prev = GENESIS_PREV
         n_entries = 0
+        registered: dict[str, str] = {}  # participant -> pubkey hex, from "participant" entries
+        first_key = None
         blocks = self.db.execute("SELECT height, header, hash, operator_sig FROM blocks ORDER BY height").fetchall()
         for expect_h, (height, header_s, bhash, sig) in enumerate(blocks):
             def bad(problem, index=None, entry_id=None):
@@ -159,10 +164,13 @@ class Ledger:
                 if idx != pos:
                     return bad(f"entry index {idx} out of sequence", pos, eid)
                 if recomputed.hex() != h:
-                    return bad("entry hash does not match its content", idx, parsed.get("id", eid))
+                    return bad("entry hash does not match its content", idx, eid)
                 if parsed.get("id") != eid or parsed.get("kind") != kind:
-                    return bad("entry id/kind columns differ from the signed body", idx, eid)
+                    return bad(f"entry id/kind columns ({eid!r}, {kind!r}) differ from the signed body",
+                               idx, parsed.get("id"))
                 hashes.append(recomputed)
+                if kind == "participant" and isinstance(parsed.get("payload"), dict):
+                    registered[parsed.get("participant")] = parsed["payload"].get("pubkey")
             try:
                 header = json.loads(header_s)
             except ValueError:
@@ -182,11 +190,18 @@ class Ledger:
                 pub_raw = bytes.fromhex(header["operator_pubkey"])
                 if operator_pubkey is not None and pub_raw != operator_pubkey:
                     return bad("block signed by a key other than the trusted operator key")
+                if height == 0:
+                    first_key = pub_raw
+                elif pub_raw != first_key:
+                    return bad("block signed by a key other than block 0's operator key")
                 public_key_from_bytes(pub_raw).verify(bytes.fromhex(sig), computed)
             except (InvalidSignature, ValueError, KeyError):
                 return bad("operator signature invalid")
             for participant, pub, csig in self.db.execute(
-                    "SELECT participant, pubkey, sig FROM countersigs WHERE height=?", (height,)):
+                    "SELECT participant, pubkey, sig FROM countersigs WHERE height=? ORDER BY participant",
+                    (height,)):
+                if registered.get(participant) != pub:
+                    return bad(f"countersignature of {participant} uses a key not registered for it")
                 try:
                     public_key_from_bytes(bytes.fromhex(pub)).verify(bytes.fromhex(csig), computed)
                 except (InvalidSignature, ValueError):
