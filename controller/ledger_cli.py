@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 
@@ -71,7 +72,15 @@ def cmd_verify(args) -> int:
 
     if not Path(args.db).exists():
         raise _user_error(f"{args.db}: no such ledger file")
-    pub = bytes.fromhex(args.operator_pubkey) if args.operator_pubkey else None
-    rep = Ledger(args.db).verify(pub)
+    try:
+        pub = bytes.fromhex(args.operator_pubkey) if args.operator_pubkey else None
+    except ValueError:
+        raise _user_error(f"--operator-pubkey {args.operator_pubkey!r}: expected 64 hex digits") from None
+    try:
+        led = Ledger(args.db, read_only=True)
+        rep = led.verify(pub)
+        led.close()
+    except sqlite3.DatabaseError as e:
+        raise _user_error(f"{args.db}: not a readable ledger database ({e})") from None
     print(rep.line())
     return 0 if rep.ok else 1

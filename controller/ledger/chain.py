@@ -21,6 +21,7 @@ import json
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -89,12 +90,16 @@ class VerifyReport:
 class Ledger:
     """Append-only ledger in one SQLite file."""
 
-    def __init__(self, db_path, operator_key: Ed25519PrivateKey | None = None):
-        self.db = sqlite3.connect(str(db_path))
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
-        self.key = operator_key
+    def __init__(self, db_path, operator_key: Ed25519PrivateKey | None = None, read_only: bool = False):
+        """`read_only` opens the file without creating or changing it (for verify)."""
+        if read_only:
+            self.db = sqlite3.connect(f"{Path(db_path).resolve().as_uri()}?mode=ro", uri=True)
+        else:
+            self.db = sqlite3.connect(str(db_path))
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(SCHEMA)
+        self.key = None if read_only else operator_key
 
     def close(self) -> None:
         self.db.close()
@@ -149,7 +154,7 @@ class Ledger:
         first_key = None
         blocks = self.db.execute("SELECT height, header, hash, operator_sig FROM blocks ORDER BY height").fetchall()
         for expect_h, (height, header_s, bhash, sig) in enumerate(blocks):
-            def bad(problem, index=None, entry_id=None):
+            def bad(problem, index=None, entry_id=None, height=height, n_entries=n_entries):
                 return VerifyReport(False, len(blocks), n_entries, height, index, entry_id, problem)
 
             rows = self.db.execute("SELECT idx, entry_id, kind, body, hash FROM entries WHERE height=? "

@@ -8,8 +8,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from controller.market.bids import (BidCurve, FlexibilityForecast, build_bids, synthetic_energy_market,
-                                    synthetic_reserve_market)
+from controller.market.bids import (
+    BidCurve,
+    FlexibilityForecast,
+    build_bids,
+    synthetic_energy_market,
+    synthetic_reserve_market,
+)
 from controller.market.clearing import ClearingResult, Order, clear
 from controller.market.position import Position
 

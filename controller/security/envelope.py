@@ -6,6 +6,12 @@ every other field}. The verifier refuses a bad signature, a sequence number not 
 last accepted one from that sender, a nonce seen before, and a timestamp outside its window.
 Encryption uses a per-session AES-256-GCM key (X25519 agreement + HKDF-SHA256); the header
 fields are the AEAD's associated data so they cannot be swapped between envelopes.
+
+Session keys come from an authenticated ephemeral exchange: each side sends a `hello`
+(fresh X25519 public key, its name, time, nonce) signed with its long-term Ed25519 key;
+`accept_hello` checks the signature against the trusted keys and the time window, so a
+man in the middle cannot substitute its own X25519 key. Both sides then derive the same
+key with `derive_session_key`, bound to both hellos.
 """
 
 from __future__ import annotations
@@ -34,6 +40,42 @@ def _canonical(obj) -> bytes:
 def session_key(own: X25519PrivateKey, peer: X25519PublicKey, context: bytes = b"gridtwin-cmd-v1") -> bytes:
     """Both ends derive the same 32-byte AES key from an X25519 exchange."""
     return HKDF(hashes.SHA256(), 32, salt=None, info=context).derive(own.exchange(peer))
+
+
+def hello(name: str, identity: Ed25519PrivateKey, clock=time.time) -> tuple[X25519PrivateKey, str]:
+    """A fresh ephemeral X25519 key and its signed announcement."""
+    eph = X25519PrivateKey.generate()
+    msg = {"v": 1, "name": name, "t": round(clock(), 3), "nonce": os.urandom(16).hex(),
+           "x25519": eph.public_key().public_bytes_raw().hex()}
+    msg["sig"] = identity.sign(_canonical(msg)).hex()
+    return eph, json.dumps(msg)
+
+
+def accept_hello(wire: str, trusted: dict[str, Ed25519PublicKey], window_s: float = 30.0,
+                 clock=time.time) -> tuple[str, X25519PublicKey]:
+    """The peer's name and ephemeral key, if its hello is signed by a trusted key and fresh."""
+    try:
+        msg = json.loads(wire)
+        sig = bytes.fromhex(msg.pop("sig"))
+        name, t, peer = msg["name"], float(msg["t"]), X25519PublicKey.from_public_bytes(bytes.fromhex(msg["x25519"]))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise EnvelopeRefused("malformed session hello") from None
+    pub = trusted.get(name)
+    if pub is None:
+        raise EnvelopeRefused(f"session hello from unknown peer {name!r}")
+    try:
+        pub.verify(sig, _canonical(msg))
+    except InvalidSignature:
+        raise EnvelopeRefused(f"session hello from {name!r} has a bad signature (substituted key?)") from None
+    if abs(clock() - t) > window_s:
+        raise EnvelopeRefused(f"stale session hello from {name!r}")
+    return name, peer
+
+
+def derive_session_key(own: X25519PrivateKey, peer: X25519PublicKey) -> bytes:
+    """AES-256 key bound to both ephemeral public keys (sorted, so both ends agree)."""
+    pubs = sorted([own.public_key().public_bytes_raw(), peer.public_bytes_raw()])
+    return session_key(own, peer, b"gridtwin-cmd-v1" + pubs[0] + pubs[1])
 
 
 class Signer:

@@ -70,6 +70,24 @@ def load_private_key(path: str | Path | None = None, env: str | None = None) -> 
     return key
 
 
+def load_trusted_keys(path: str | Path | None = None, env: str | None = None) -> dict[str, Ed25519PublicKey]:
+    """Trusted signers {name: Ed25519 public key} from a JSON file {name: hex} or an
+    environment variable holding the same JSON. The file goes through the same mode check as
+    secrets: who may command the hardware is security configuration."""
+    import json
+
+    if path:
+        raw, where = read_secret_file(path), str(path)
+    elif env and os.environ.get(env):
+        raw, where = os.environ[env].encode(), f"${env}"
+    else:
+        raise SecretError(f"no trusted keys: give a file or set ${env or 'GRIDTWIN_TRUSTED_KEYS'}")
+    try:
+        return {str(k): Ed25519PublicKey.from_public_bytes(bytes.fromhex(v)) for k, v in json.loads(raw).items()}
+    except (ValueError, TypeError, AttributeError) as e:
+        raise SecretError(f"{where}: expected JSON {{name: hex Ed25519 public key}} ({e})") from None
+
+
 def public_bytes(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
     pub = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
     return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)

@@ -106,7 +106,7 @@ def _floor_share(cents: int) -> int:
 
 def _interval_digest(names: list[str], kw: np.ndarray) -> str:
     """SHA-256 of the canonical JSON {participant: metered W} for one interval."""
-    return hashlib.sha256(canonical({p: int(round(v * 1000)) for p, v in zip(names, kw)})).hexdigest()
+    return hashlib.sha256(canonical({p: round(float(v) * 1000) for p, v in zip(names, kw)})).hexdigest()
 
 
 def simulate_month(seed: int = 1, n_participants: int = 20, days: int = 30,
@@ -149,7 +149,9 @@ def simulate_month(seed: int = 1, n_participants: int = 20, days: int = 30,
             entries += [LedgerEntry("participant", f"participant-{p}", {
                 "capacity_kw": float(capacity_kw[p]), "pubkey": public_bytes(keys[p]).hex()}, p, day.isoformat())
                 for p in names]
-        t_of = lambda k: (day + timedelta(hours=float(HOURS[k]))).isoformat()  # noqa: E731
+
+        def t_of(k, day=day) -> str:
+            return (day + timedelta(hours=float(HOURS[k]))).isoformat()
 
         # --- day-ahead market ---------------------------------------------------------------
         # load flexibility in its windows plus batteries' symmetric flexibility all day; energy
