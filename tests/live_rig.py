@@ -23,7 +23,7 @@ name: dash_live
 start: 2026-01-15T16:00:00Z
 duration_s: {duration_s}
 seed: 3
-feeder: {{kind: cigre_lv}}
+feeder: {{kind: cigre_lv, limits: {{v_min_pu: 0.90, v_max_pu: 1.10}}}}  # EN 50160 LV band
 fleet:
   - {{name: home_batteries, kind: battery, count: {n_bat}, params: {{e_cap_kwh: 10, p_max_kw: 4, soc_init_pct: 80}}}}
   - {{name: ev_chargers, kind: ev, count: {n_ev}, placement: {{rule: load_buses}},

@@ -96,8 +96,8 @@ def test_operator_sees_updates_and_creates_dr_event(rig):
                            what="bus voltages to update")
         now = {b["id"]: b["v_pu"] for b in api.get("/api/grid").json()["buses"]}
         assert max(abs(a - b) for a, b in zip(changed, first)) > 1e-5 and len(now) == n_bus
-        # device table pages on the server: 20 of 41 rows (40 DERs + the RTU), 3 pages
-        wait_for(drv, lambda d: "41 devices" in d.find_element(By.ID, "live-dev-msg").text, what="device count")
+        # device table pages on the server: 20 of 42 rows (40 DERs, the RTU, the head meter), 3 pages
+        wait_for(drv, lambda d: "42 devices" in d.find_element(By.ID, "live-dev-msg").text, what="device count")
         assert len(drv.find_elements(By.CSS_SELECTOR, "#live-devices tbody tr")) == 21  # header + 20
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         drv.save_screenshot(str(ARTIFACTS / "dashboard_live.png"))
