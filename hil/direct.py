@@ -24,6 +24,9 @@ RATINGS = {
     "pv": ("s_rated_kva", "p_peak_kw"),
     "ev": ("p_max_kw", "eta"),
     "flex_load": ("p_nom_kw", "flex_share"),
+    # TCL units: what a smart thermostat / gateway can state about itself (no R, C or COP:
+    # the controller identifies the thermal model from telemetry, controller.aggregation)
+    "tcl": ("p_rated_kw", "t_set_c", "deadband_c", "comfort_c", "min_on_s", "min_off_s", "mode"),
 }
 
 
@@ -31,7 +34,10 @@ class TwinPort:
     """The duck-typed port DirectLink reads and writes (no twin import in controller/).
     Besides the fleets it offers the feeder RTU's measurements as one 'rtu' device, with
     the same quantity names the IEC 104 link uses (v_pu.<k>, line_loading_pct.<k>, ...), and
-    the feeder-head meter as one 'meter' device (p_kw, q_kvar: import positive)."""
+    the feeder-head meter as one 'meter' device (p_kw, q_kvar: import positive).
+    TCL groups report the tcl gateway map's quantities (p_kw, on, t_in_c, t_offset_c, force,
+    as ModbusLink reads them) plus t_set_c and the outdoor temperature t_out_c the thermostat
+    shows (the controller's identification needs it)."""
 
     def __init__(self, twin):
         self.twin = twin
@@ -73,8 +79,14 @@ class TwinPort:
         q = r.q_head_kvar + (der_q_now - der_q_pf if der_q_pf is not None else 0.0)
         return {"p_kw": [r.p_head_kw + der_now - r.der_p_kw], "q_kvar": [q]}
 
+    def _telemetry(self, f) -> dict:
+        tel = f.telemetry()
+        if f.KIND == "tcl":
+            tel = {**tel, "t_out_c": np.full(f.n, self.twin.weather.t_out_c(self.twin.t_s))}
+        return tel
+
     def read(self) -> dict:
-        return {**{name: f.telemetry() for name, f in self.fleets.items()}, RTU: self.rtu_values(),
+        return {**{name: self._telemetry(f) for name, f in self.fleets.items()}, RTU: self.rtu_values(),
                 METER: self.meter_values()}
 
     def available(self) -> dict:
