@@ -41,7 +41,20 @@ def real_endpoint_rows(scenario) -> list[dict]:
             rows.append({"device_id": f"{g.name}/{i}", "group": g.name, "kind": g.kind,
                          "protocol": "modbus", "host": ep.host, "port": ep.port, "unit": ep.unit + i,
                          "map": ep.map, "real": True})
+            if getattr(ep, "secure", None) is not None:
+                rows[-1]["secure"] = _secure_row(scenario, ep.secure)
     return rows
+
+
+def _secure_row(scenario, sec) -> dict:
+    """The endpoint row's `secure` block with key paths made absolute (scenario-relative)."""
+    from scenarios.load import resolve_path
+
+    row = sec.model_dump()
+    for k in ("key_file", "gateway_pubkey_file"):
+        if row.get(k):
+            row[k] = str(resolve_path(scenario, row[k]))
+    return row
 
 
 def make_modbus_link(rows: list[dict], clock):

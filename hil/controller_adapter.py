@@ -39,7 +39,19 @@ def make_links(endpoints: list[dict], clock) -> dict[str, object]:
     if by_proto.get("modbus"):
         from controller.links.modbus import ModbusLink
 
-        links["modbus"] = ModbusLink.from_endpoints(by_proto["modbus"], clock)
+        plain = [r for r in by_proto["modbus"] if not r.get("secure")]
+        if plain:
+            links["modbus"] = ModbusLink.from_endpoints(plain, clock)
+        secure: dict[str, list[dict]] = {}  # writes through a command gateway, one link per gateway
+        for r in by_proto["modbus"]:
+            if r.get("secure"):
+                secure.setdefault(str(r["secure"].get("gateway")), []).append(r)
+        if secure:
+            from controller.links.secure import secure_link_from_config
+
+            for gw, rows in secure.items():
+                links[f"secure@{gw}"] = secure_link_from_config(ModbusLink.from_endpoints(rows, clock),
+                                                                rows[0]["secure"])
     if by_proto.get("iec104"):
         from controller.links.iec104 import Iec104Link
 

@@ -105,6 +105,17 @@ class Placement(Strict):
         return self
 
 
+class SecureChannel(Strict):
+    """Setpoints for a real device go as signed envelopes through a lab command gateway
+    (hil/command_gateway.py); key files are relative to the scenario file, never in the repo."""
+
+    gateway: str = Field(description="host:port of the command gateway (loopback)")
+    key_file: str | None = Field(None, description="controller's Ed25519 private key (PEM, mode 600)")
+    gateway_pubkey_file: str | None = Field(None, description="JSON {gateway name: hex public key}, mode 600")
+    encrypt: bool = True
+    name: str = Field("controller", description="controller name the gateway trusts")
+
+
 class RealEndpoint(Strict):
     """A physical (or separately started) device the twin reads back instead of emulating."""
 
@@ -112,6 +123,7 @@ class RealEndpoint(Strict):
     port: int = Field(ge=1, le=65535)
     unit: int = Field(1, ge=0, le=255)
     map: str = Field(description="register map name or file")
+    secure: SecureChannel | None = Field(None, description="controller writes go through a command gateway")
 
     @field_validator("host")
     @classmethod

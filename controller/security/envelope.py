@@ -104,13 +104,18 @@ class Verifier:
     """Bridge side: accepts each genuine envelope exactly once, within its time window."""
 
     def __init__(self, trusted: dict[str, Ed25519PublicKey], window_s: float = 30.0,
-                 aes_key: bytes | None = None, clock=time.time, nonce_memory: int = 100_000):
+                 aes_key: bytes | None = None, clock=time.time, nonce_memory: int = 100_000,
+                 not_before: float | None = None):
         self.trusted, self.window_s, self.aes, self.clock = trusted, window_s, aes_key, clock
+        self.not_before = not_before  # e.g. the bridge's start: older envelopes are refused
         self.last_seq: dict[str, int] = {}
         self.nonces: OrderedDict[str, None] = OrderedDict()
         self.nonce_memory = nonce_memory
 
-    def open(self, wire: str) -> dict:
+    def open(self, wire: str, aes_key: bytes | None | object = ...) -> dict:
+        """The command inside `wire`; `aes_key` overrides the verifier's key for this call (one
+        verifier, hence one replay memory, shared by several sessions)."""
+        aes = self.aes if aes_key is ... else aes_key
         try:
             env = json.loads(wire)
             sig = bytes.fromhex(env.pop("sig"))
@@ -127,19 +132,24 @@ class Verifier:
         now = self.clock()
         if abs(now - t) > self.window_s:
             raise EnvelopeRefused(f"stale envelope: {now - t:.1f} s old, window {self.window_s:g} s")
+        if self.not_before is not None and t < self.not_before:
+            raise EnvelopeRefused(f"envelope from {sender!r} predates this verifier's start (replay?)")
         if seq <= self.last_seq.get(sender, 0) or nonce in self.nonces:
             raise EnvelopeRefused(f"replayed envelope from {sender!r} (seq {seq})")
         body = env.pop("body")
         if env.get("enc"):
-            if self.aes is None:
+            if aes is None:
                 raise EnvelopeRefused("encrypted envelope but no session key")
-            raw = bytes.fromhex(body)
             try:
-                body = AESGCM(self.aes).decrypt(raw[:12], raw[12:], _canonical({**env})).decode()
-            except InvalidTag:
+                raw = bytes.fromhex(body)
+                body = AESGCM(aes).decrypt(raw[:12], raw[12:], _canonical({**env})).decode()
+            except (InvalidTag, ValueError, TypeError):
                 raise EnvelopeRefused("decryption failed (wrong session key or altered)") from None
         self.last_seq[sender] = seq
         self.nonces[nonce] = None
         while len(self.nonces) > self.nonce_memory:
             self.nonces.popitem(last=False)
-        return json.loads(body)
+        try:
+            return json.loads(body)
+        except (ValueError, TypeError):
+            raise EnvelopeRefused(f"envelope from {sender!r} carries no JSON command") from None
