@@ -15,6 +15,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from scenarios.model import DrEvent, Feeder
+
 ROLES = ("viewer", "operator", "admin")
 
 
@@ -26,28 +28,107 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+PLAIN_KINDS = ("ev", "flex_load", "tcl")  # plain register maps (controller/links/regmaps.py)
+SUNSPEC_KINDS = ("pv", "battery", "meter")
+
+
 class DeviceGroup(Strict):
-    """A group of same-kind devices: one endpoint per device (`ports`, or `units` on one port)."""
+    """A group of same-kind Modbus devices. Endpoints: `ports` (one device per port, `units`
+    optional per device), or `port` with `units` (a gateway: one unit id per device), or
+    `first_port` with `count` (consecutive ports, as `gridtwin emulate --port-base` assigns)."""
 
     group: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    kind: Literal["pv", "battery", "meter"]
+    kind: Literal["pv", "battery", "meter", "ev", "flex_load", "tcl"]
     link: Literal["modbus"] = "modbus"
     host: str = "127.0.0.1"
-    ports: list[int] = Field(min_length=1)
+    ports: list[int] | None = Field(None, min_length=1)
+    port: int | None = Field(None, ge=1, le=65535)
+    first_port: int | None = Field(None, ge=1, le=65535)
+    count: int | None = Field(None, ge=1)
     units: list[int] | None = None  # per device; default 1 each
+    map_file: str | None = Field(None, description="plain register map YAML (ev, flex_load, tcl)")
     poll_s: float = Field(1.0, gt=0)
 
     @model_validator(mode="after")
     def _shape(self):
-        if self.units is not None and len(self.units) != len(self.ports):
-            raise ValueError(f"units has {len(self.units)} entries, ports {len(self.ports)}")
+        forms = [self.ports is not None, self.port is not None, self.first_port is not None]
+        if sum(forms) != 1:
+            raise ValueError("give exactly one of ports, port (+ units) or first_port (+ count)")
+        if self.first_port is not None and self.count is None:
+            raise ValueError("first_port needs count")
+        if self.count is not None and self.first_port is None:
+            raise ValueError("count goes with first_port")
+        if self.port is not None and not self.units:
+            raise ValueError("port (one gateway) needs units, one unit id per device")
+        n = len(self.port_list())
+        if self.units is not None and len(self.units) != n:
+            raise ValueError(f"units has {len(self.units)} entries for {n} devices")
+        if self.map_file is not None and self.kind not in PLAIN_KINDS:
+            raise ValueError(f"map_file is for plain-map kinds {PLAIN_KINDS}, not {self.kind!r}")
         return self
 
-    def rows(self) -> list[dict]:
-        units = self.units or [1] * len(self.ports)
+    def port_list(self) -> list[int]:
+        if self.ports is not None:
+            return list(self.ports)
+        if self.port is not None:
+            return [self.port] * len(self.units or [])
+        return list(range(self.first_port, self.first_port + (self.count or 0)))
+
+    def rows(self, resolve=lambda p: p) -> list[dict]:
+        ports = self.port_list()
+        units = self.units or [1] * len(ports)
+        extra = {"map_file": str(resolve(self.map_file))} if self.map_file else {}
         return [{"device_id": f"{self.group}/{i}", "group": self.group, "kind": self.kind,
-                 "host": self.host, "port": p, "unit": u, "poll_s": self.poll_s}
-                for i, (p, u) in enumerate(zip(self.ports, units))]
+                 "host": self.host, "port": p, "unit": u, "poll_s": self.poll_s, **extra}
+                for i, (p, u) in enumerate(zip(ports, units))]
+
+
+class Iec104Rtu(Strict):
+    """A feeder RTU over IEC 60870-5-104 (one device, id = group, kind 'rtu')."""
+
+    group: str = Field("rtu", pattern=r"^[A-Za-z0-9_.-]+$")
+    host: str = "127.0.0.1"
+    port: int = Field(2404, ge=1, le=65535)
+    common_address: int = Field(1, ge=1, le=65534)
+    sbo: bool = Field(True, description="select-before-operate for switch commands")
+    stale_s: float = Field(120.0, gt=0, description="no update within this (wall) time: stale")
+    connect_timeout_s: float = Field(5.0, gt=0, le=60)
+
+    def row(self) -> dict:
+        return {"device_id": self.group, "group": self.group, "host": self.host, "port": self.port,
+                "unit": self.common_address, "sbo": self.sbo}
+
+
+class ServiceFeeder(Feeder):
+    """The controller's network model: scenarios.model.Feeder plus whether the safety gate
+    checks commands on it (default: yes)."""
+
+    safety_gate: bool = True
+
+
+class ConfigDrEvent(DrEvent):
+    """A DR event known when the service starts (scenarios.model.DrEvent: id, start UTC,
+    duration_s, reduction_kw, groups)."""
+
+
+class OpenAdrSettings(Strict):
+    """The controller as an OpenADR 2.0b VEN. Keys and certificates come from files (paths
+    here) or the environment, never from this file."""
+
+    vtn_url: str = Field(pattern=r"^https?://")
+    ven_name: str = "gridtwin-vpp"
+    ven_id: str | None = None
+    poll_s: float = Field(10.0, gt=0, le=3600, description="own poll period besides the VTN's")
+    contracted_kw: float = Field(100.0, gt=0)
+    start_timeout_s: float = Field(10.0, gt=0, le=120)
+    retry_s: float = Field(5.0, gt=0, le=3600, description="registration retry period")
+    down_after_s: float = Field(30.0, gt=0, description="no VTN answer this long: alarm")
+    report_sampling_s: float = Field(10.0, gt=0)
+    cert_file: str | None = None
+    key_file: str | None = None
+    ca_file: str | None = None
+    passphrase_env: str | None = Field(None, description="env variable holding the key passphrase")
+    vtn_fingerprint_env: str | None = Field(None, description="env variable with the VTN's fingerprint")
 
 
 class LinkSettings(Strict):
@@ -79,7 +160,11 @@ class ServiceConfig(Strict):
     name: str = "vpp"
     cycle_s: float = Field(60.0, gt=0)
     optimize_every_s: float = Field(0.0, ge=0, description="0: no battery schedule")
-    devices: list[DeviceGroup] = Field(min_length=1)
+    devices: list[DeviceGroup] = Field(default_factory=list)
+    iec104: list[Iec104Rtu] = Field(default_factory=list)
+    feeder: ServiceFeeder | None = None
+    dr_events: list[ConfigDrEvent] = Field(default_factory=list)
+    openadr: OpenAdrSettings | None = None
     link: LinkSettings = LinkSettings()
     historian: HistorianSettings = HistorianSettings()
     api: ApiSettings = ApiSettings()
@@ -88,11 +173,21 @@ class ServiceConfig(Strict):
 
     @model_validator(mode="after")
     def _unique(self):
-        names = [d.group for d in self.devices]
+        if not self.devices and not self.iec104:
+            raise ValueError("no devices: give at least one group under devices or iec104")
+        names = [d.group for d in self.devices] + [r.group for r in self.iec104]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"device group names must be unique, repeated: {sorted(dup)}")
+        ids = [e.id for e in self.dr_events]
+        dup = {n for n in ids if ids.count(n) > 1}
+        if dup:
+            raise ValueError(f"dr_events ids must be unique, repeated: {sorted(dup)}")
         return self
+
+    @property
+    def safety_gate(self) -> bool:
+        return self.feeder is not None and self.feeder.safety_gate
 
     def resolve(self, p: str) -> Path:
         q = Path(p)
@@ -119,14 +214,42 @@ def load_config(path: str | Path) -> ServiceConfig:
         raise ConfigError(f"{p}: file not found") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{p}: expected a mapping of settings at the top, got {type(raw).__name__}")
     try:
         cfg = ServiceConfig.model_validate(raw or {})
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"]) or "(top)"
-        raise ConfigError(f"{p}: {loc}: {err['msg']} (got {err.get('input')!r:.60})") from None
+        msg = err["msg"].removeprefix("Value error, ")
+        got = "" if err["type"] == "missing" else f" (got {err.get('input')!r:.60})"
+        raise ConfigError(f"{p}: {loc}: {msg}{got}") from None
     cfg._dir = p.resolve().parent
+    _check_references(cfg, p)
     return cfg
+
+
+def _check_references(cfg: ServiceConfig, p: Path) -> None:
+    """Checks across sections and against files: DR groups exist, referenced files exist."""
+    groups = {d.group for d in cfg.devices}
+    for i, ev in enumerate(cfg.dr_events):
+        for g in ev.groups or []:
+            if g not in groups:
+                raise ConfigError(f"{p}: dr_events.{i}.groups: unknown device group {g!r} "
+                                  f"(known: {sorted(groups)})")
+    for i, d in enumerate(cfg.devices):
+        if d.map_file and not cfg.resolve(d.map_file).is_file():
+            raise ConfigError(f"{p}: devices.{i}.map_file: {cfg.resolve(d.map_file)} not found")
+    if cfg.feeder is not None and cfg.feeder.path and not cfg.resolve(cfg.feeder.path).is_file():
+        raise ConfigError(f"{p}: feeder.path: {cfg.resolve(cfg.feeder.path)} not found")
+    oa = cfg.openadr
+    if oa is not None:
+        for key in ("cert_file", "key_file", "ca_file"):
+            f = getattr(oa, key)
+            if f and not cfg.resolve(f).is_file():
+                raise ConfigError(f"{p}: openadr.{key}: {cfg.resolve(f)} not found")
+        if bool(oa.cert_file) != bool(oa.key_file):
+            raise ConfigError(f"{p}: openadr: cert_file and key_file go together")
 
 
 def load_tokens(cfg: ServiceConfig) -> dict[str, dict]:
