@@ -85,4 +85,11 @@ class BatteryScheduler:
                 vals[i] = np.clip(sched.p_kw[g.ids[i]], -g.rating("p_max_kw")[i], g.rating("p_max_kw")[i])
             data["setpoints"][g.group] = {"setpoint": "p_set_kw",
                                           "values": np.round(vals, 4).tolist()}
+        if self.net_load_fn is not None:  # the planned feeder-head P: forecast net load + batteries
+            data["head_p_kw"] = np.round(net + sched_total(sched, ids, self.n_steps), 3).tolist()
         return {"t0": float(t0), "step_s": self.step_s, "kind": "battery_rolling", "data": data}
+
+
+def sched_total(sched, ids, n_steps: int) -> np.ndarray:
+    """Sum of the scheduled battery power (kW, load +) per interval."""
+    return sum((np.asarray(sched.p_kw[i], float) for i in ids), np.zeros(n_steps))

@@ -119,9 +119,9 @@ def head_series(data, history: HeadHistory) -> dict[str, list]:
     """{t, p_kw, q_kvar, schedule_p_kw} lists from a series payload, else from `history`."""
     if isinstance(data, dict) and isinstance(data.get("t"), list):
         n = len(data["t"])
-        return {"t": data["t"], "p_kw": data.get("p_kw", [None] * n),
-                "q_kvar": data.get("q_kvar", [None] * n),
-                "schedule_p_kw": data.get("schedule_p_kw", [None] * n),
+        return {"t": data["t"], "p_kw": data.get("p_kw") or [None] * n,
+                "q_kvar": data.get("q_kvar") or [None] * n,
+                "schedule_p_kw": data.get("schedule_p_kw") or [None] * n,
                 "schedule_t": data.get("schedule_t")}
     rows = items(data)
     if rows:
@@ -132,6 +132,12 @@ def head_series(data, history: HeadHistory) -> dict[str, list]:
         history.add(data.get("t"), data.get("p_kw"), data.get("q_kvar"), data.get("schedule_p_kw"))
     return {"t": list(history.t), "p_kw": list(history.p), "q_kvar": list(history.q),
             "schedule_p_kw": list(history.sched), "schedule_t": None}
+
+
+def window(t: list, y: list, lo: float, hi: float) -> tuple[list, list]:
+    """Only the schedule steps around what is on screen."""
+    keep = [i for i, x in enumerate(t) if lo <= x <= hi]
+    return [t[i] for i in keep], [y[i] for i in keep]
 
 
 def head_figure(s: dict, p_name: str = "P measured (kW)", sched_name: str = "P schedule (kW)") -> dict:

@@ -127,7 +127,13 @@ class LiveSnapshot:
 
     def head_panel(self, head: Reply, fleet: Reply) -> dict:
         if head.ok:
-            return ld.head_figure(ld.head_series(head.data, self.history))
+            s = ld.head_series(head.data, self.history)
+            kind = head.data.get("schedule_kind") if isinstance(head.data, dict) else None
+            if s["t"] and s.get("schedule_t"):
+                s.update(zip(("schedule_t", "schedule_p_kw"),
+                             ld.window(s["schedule_t"], s["schedule_p_kw"], s["t"][0] - 900.0, s["t"][-1] + 3600.0)))
+            sched_name = {"head": "head P schedule (kW)", "battery_total": "battery schedule (kW)"}.get(kind, "P schedule (kW)")
+            return ld.head_figure(s, p_name="head P metered (kW)", sched_name=sched_name)
         if not head.missing or not fleet.ok:
             return ld.message_figure("feeder head: " + (head.error if not head.missing else fleet.error), 380)
         # no feeder-head endpoint: the controller's own view, fleet net P against its schedule
@@ -135,11 +141,8 @@ class LiveSnapshot:
         self.history.add(t, p)
         s = {"t": list(self.history.t), "p_kw": list(self.history.p), "q_kvar": [None] * len(self.history.t),
              "schedule_t": self.sched[0], "schedule_p_kw": self.sched[1]}
-        if s["t"] and self.sched[0]:  # only the schedule steps around what is on screen
-            lo, hi = s["t"][0] - 900.0, s["t"][-1] + 3600.0
-            keep = [i for i, x in enumerate(self.sched[0]) if lo <= x <= hi]
-            s["schedule_t"] = [self.sched[0][i] for i in keep]
-            s["schedule_p_kw"] = [self.sched[1][i] for i in keep]
+        if s["t"] and self.sched[0]:
+            s["schedule_t"], s["schedule_p_kw"] = ld.window(*self.sched, s["t"][0] - 900.0, s["t"][-1] + 3600.0)
         fig = ld.head_figure(s, p_name="fleet net P (kW)", sched_name="battery schedule (kW)")
         if s["t"]:
             fig["layout"]["title"]["text"] = "fleet net P vs battery schedule (feeder head not available from this API)"

@@ -78,6 +78,11 @@ def test_operator_sees_updates_and_creates_dr_event(rig):
         wait_for(drv, lambda d: (_plot(d, "live-head", "t.x.length") or [0])[0] >= (n_head or [0])[0] + 2,
                  what="fleet P series to grow")
         assert api.get("/api/fleet").json()["t"] > ctl_t0  # the controller moved on meanwhile
+        # the head panel draws the controller's metered feeder head (GET /api/head), not the fleet sum
+        assert _plot(drv, "live-head", "t.name")[0] == "head P metered (kW)"
+        head_p = api.get("/api/head").json()["p_kw"]
+        drawn = _plot(drv, "live-head")[0]
+        assert len(drawn) >= 3 and all(min(abs(y - v) for v in head_p) < 1e-6 for y in drawn[-3:])
         ev = api.get("/api/dr/events").json()[0]
         assert abs(_plot(drv, "live-dr")[1][0] - ev["delivered_kw"]) < 0.5 and 90 < ev["delivery_pct"] < 110
         trend = _plot(drv, "live-dr-trend")[0]
