@@ -26,10 +26,12 @@ from controller.state import (
     fill_from_values,
     group_infos,
 )
+from controller.tcl_dispatch import TclDispatcher
 
 log = logging.getLogger("controller.cycle")
 
 PRIORITY = {"emergency": 0, "operator": 1, "dr": 2, "dispatch": 3}
+DR_ALL = (*flex.DR_KINDS, "tcl")  # kinds a DR event may use (TCL groups via tcl_dispatch)
 
 
 @dataclass
@@ -102,6 +104,7 @@ class Controller:
             raise ValueError(f"links name groups without devices: {missing}")
         self.state = FleetState(clock.now(), {g: empty_group(g, infos[g]) for g in links})
         self._index = {d: (g, j) for g, gs in self.state.groups.items() for j, d in enumerate(gs.ids)}
+        self.tcl = TclDispatcher(self.state)  # TCL groups: baseline, margin, switching law
         self.n_cycle = self.hist.last_cycle()
         self.last_sent: dict[tuple[str, str], tuple[float, float]] = {}
         self.dirty: dict[tuple[str, str], str] = {}  # setpoints changed by DR/emergency -> source
@@ -227,7 +230,8 @@ class Controller:
         from controller.emergency import plan_emergency
 
         try:
-            plan = plan_emergency(self.resources(), self.clock.now(), reason=reason)
+            plan = plan_emergency(self.resources(), self.clock.now(), reason=reason,
+                                  tcl_groups=self.tcl.tcl_groups(self.clock.now()))
         except Exception as e:  # planning is reporting: a failure must not block the shed
             log.warning("emergency plan failed: %s", e)
             return {"plan_error": str(e)[:200]}
@@ -257,7 +261,9 @@ class Controller:
                 soc = np.nan_to_num(g.get("soc_kwh"))
                 bat_kwh += float(np.maximum(soc - np.nan_to_num(g.rating("soc_min_kwh", 0.0)), 0)
                                  [g.usable()].sum())
-        return {"margin_kw": round(total, 3), "battery_kw": round(bat_kw, 3),
+        tcl_kw = self.tcl.margin_kw()
+        total += tcl_kw
+        return {"margin_kw": round(total, 3), "battery_kw": round(bat_kw, 3), "tcl_kw": round(tcl_kw, 3),
                 "battery_hold_s": round(3600.0 * bat_kwh / bat_kw, 1) if bat_kw > 0 else 0.0}
 
     # --- the cycle --------------------------------------------------------------------------------
@@ -274,6 +280,7 @@ class Controller:
         tm["read_ms"] = 1e3 * (t1 - t0)
         self.state.t = t
         n_unavail = self._estimate(t)
+        self.tcl.observe(t, self.state)
         t2 = time.perf_counter()
         tm["estimate_ms"] = 1e3 * (t2 - t1)
         cmds: list[Command] = []
@@ -462,7 +469,7 @@ class Controller:
 
     def _dr_groups(self, ev: DrState) -> list[GroupState]:
         return [g for g in self.state.groups.values()
-                if g.kind in flex.DR_KINDS and (ev.groups is None or g.group in ev.groups)]
+                if g.kind in DR_ALL and (ev.groups is None or g.group in ev.groups)]
 
     def _metered(self, ev: DrState) -> float:
         total = 0.0
@@ -470,7 +477,7 @@ class Controller:
             mask = ev.participants.get(g.group)
             if mask is None:
                 continue
-            base = ev.last_base.get(g.group) if g.kind in ("ev", "battery") else None
+            base = ev.last_base.get(g.group) if g.kind in ("ev", "battery", "tcl") else None
             if base is None:
                 base = flex.baseline_kw(g, self.base_set.get(g.group))
             total += flex.delivered_kw(g, base, mask & g.usable())
@@ -486,16 +493,28 @@ class Controller:
                 ev.ev_cf[g.group] = cf = flex.ev_counterfactual(g, ev.ev_cf.get(g.group))
                 base[g.group] = flex.baseline_kw(g, cf_need_kwh=cf, dt_h=dt_h)
                 ev.ev_cf[g.group] = cf - np.nan_to_num(base[g.group]) * dt_h
+            elif g.kind == "tcl":  # pre-event mean, frozen at the event's first cycle
+                b = ev.last_base.get(g.group)
+                base[g.group] = self.tcl.baseline(g.group) if b is None else b
             else:
                 base[g.group] = flex.baseline_kw(g, self.base_set.get(g.group))
             ev.last_base[g.group] = base[g.group]
-        head = {g.group: flex.headroom_kw(g, base[g.group], hold_h) for g in groups}
+        head = {g.group: self.tcl.models[g.group].headroom_kw(base[g.group], hold_h) if g.kind == "tcl"
+                else flex.headroom_kw(g, base[g.group], hold_h) for g in groups}
         need = ev.reduction_kw + ev.correction_kw
         cut = flex.allocate(need, head)
         cmds = []
         for g in groups:
             usable = g.usable()
             ev.participants[g.group] = usable.copy()
+            if g.kind == "tcl":
+                tcmds = self.tcl.models[g.group].dispatch(t, base[g.group], float(cut[g.group].sum()),
+                                                          "dr", ev.id)
+                self.tcl.record(ev.id, g.group, t, float(cut[g.group].sum()), base[g.group])
+                for c in tcmds:
+                    self.dirty[(c.device_id, c.setpoint)] = "dr"
+                cmds += tcmds
+                continue
             vals = flex.setpoint_for_cut(g, base[g.group], cut[g.group])
             name = flex.SETPOINT[g.kind]
             for j in np.flatnonzero(usable):
@@ -512,6 +531,11 @@ class Controller:
             if gname in busy or self.emergency:
                 continue
             g = self.state.groups[gname]
+            if g.kind == "tcl":
+                for c in self.tcl.models[gname].release_all("dr", why):
+                    self.dirty.pop((c.device_id, c.setpoint), None)
+                    cmds.append(c)
+                continue
             vals = flex.release_value(g, self.base_set.get(gname))
             name = flex.SETPOINT[g.kind]
             for j in np.flatnonzero(mask & g.usable()):
@@ -524,8 +548,12 @@ class Controller:
         if not self.emergency:
             if any(src == "emergency" for src in self.dirty.values()):
                 out = []
+                for m in self.tcl.models.values():  # TCLs back in cohorts (cold-load pickup)
+                    for c in m.release_all("emergency", "released", cohort=max(1, -(-m.n // 4))):
+                        out.append(c)
+                        self.dirty.pop((c.device_id, c.setpoint), None)
                 for (dev, name), src in list(self.dirty.items()):
-                    if src == "emergency":
+                    if src == "emergency" and name != "force":
                         g, j = self._index[dev]
                         gs = self.state.groups[g]
                         out.append(Command(dev, name, float(flex.release_value(gs, self.base_set.get(g))[j]),
@@ -545,6 +573,13 @@ class Controller:
                 if np.isfinite(vals[j]):
                     out.append(Command(g.ids[j], name, float(vals[j]), "emergency", "shed"))
                     self.dirty[(g.ids[j], name)] = "emergency"
+        for m in self.tcl.models.values():
+            for c in m.emergency_commands(self.state.t):
+                out.append(c)
+                if c.value < 0:
+                    self.dirty[(c.device_id, c.setpoint)] = "emergency"
+                else:
+                    self.dirty.pop((c.device_id, c.setpoint), None)
         return out
 
     @staticmethod
@@ -582,15 +617,11 @@ class Controller:
         return rows
 
     def _telemetry_rows(self, t: float) -> list[tuple]:
-        """Every cycle the feeder-head meter and RTU (a few values, the operator's head trend);
-        every `telemetry_every_s` all devices (0: never)."""
-        due = self.cfg.telemetry_every_s > 0 and t - self._last_tel_t >= self.cfg.telemetry_every_s - 1e-9
-        if due:
-            self._last_tel_t = t
+        if self.cfg.telemetry_every_s <= 0 or t - self._last_tel_t < self.cfg.telemetry_every_s - 1e-9:
+            return []
+        self._last_tel_t = t
         rows = []
         for g in self.state.groups.values():
-            if not due and g.kind not in ("meter", "rtu"):
-                continue
             for name, v in g.values.items():
                 q = g.quality[name]
                 for j, dev in enumerate(g.ids):

@@ -1,0 +1,141 @@
+"""TCL groups in the controller cycle (controller/tcl_dispatch.py), in-process (hil/direct.py):
+1,000 air conditioners and 4 batteries on CIGRE MV on a hot afternoon.
+
+One twin run without any event is the counterfactual (same seed: the TCL physics do not
+depend on the grid, so its TCL power is exactly what the population draws untouched); a run
+with a 300 kW DR event (batteries alone offer 100 kW, so TCLs must carry most of it) and a
+run with an emergency shed are compared against it.
+"""
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from controller.api.app import create_app
+from hil.direct import attach_controller
+from scenarios.model import Scenario
+from twin.simulation import Twin
+
+N_TCL = 1000
+EVENT_START_S, EVENT_S, REDUCTION_KW = 45 * 60, 1200, 300.0
+SHED_S, RESTORE_S = 50 * 60, 62 * 60
+
+
+def _scenario(dr: bool) -> Scenario:
+    d = {"name": "tcl_dr", "start": "2026-07-15T12:30:00Z", "duration_s": 70 * 60,
+         "device_step_s": 4, "power_flow_interval_s": 300, "seed": 5,
+         "feeder": {"kind": "cigre_mv"},
+         "fleet": [{"name": "acs", "kind": "tcl", "count": N_TCL, "placement": {"rule": "load_buses"},
+                    "params": {"r_c_per_kw": {"dist": "uniform", "low": 4.0, "high": 6.0},
+                               "c_kwh_per_c": {"dist": "uniform", "low": 0.5, "high": 0.8},
+                               "p_rated_kw": {"dist": "uniform", "low": 1.2, "high": 2.0}}},
+                   {"name": "batteries", "kind": "battery", "count": 4,
+                    "params": {"e_cap_kwh": 50, "p_max_kw": 25, "soc_init_pct": 60}}],
+         "weather": {"kind": "synthetic", "latitude_deg": 35.0, "longitude_deg": 11.0,
+                     "cloudiness": 0.1, "t_out_mean_c": 29, "t_out_swing_c": 5},
+         "base_load": {"profile": "residential", "noise_pct": 0},
+         # no safety gate: it does not model TCL `force` setpoints yet (it would reject them)
+         "controller": {"enabled": True, "cycle_s": 60, "optimize_every_s": 86400, "safety_gate": False},
+         "outputs": {"timeseries_every_s": 300, "report": False}, "assertions": []}
+    if dr:
+        d["dr_events"] = [{"id": "hot", "start": "2026-07-15T13:15:00Z", "duration_s": EVENT_S,
+                           "reduction_kw": REDUCTION_KW}]
+    return Scenario.model_validate(d)
+
+
+def _run(dr: bool, shed: bool = False):
+    tw = Twin(_scenario(dr))
+    att = attach_controller(tw)
+    c = att.controller
+    rows, info = [], {}
+
+    def hook(t):
+        if shed and abs(t.t_s - SHED_S) < 1e-6:
+            info["plan"] = c.set_emergency(True, reason="test")
+        if shed and abs(t.t_s - RESTORE_S) < 1e-6:
+            c.set_emergency(False)
+        if dr and abs(t.t_s - (EVENT_START_S + EVENT_S // 2)) < 1e-6:
+            info["fleet"] = TestClient(create_app(c, {"v": {"user": "v", "role": "viewer"}})).get(
+                "/api/fleet", headers={"Authorization": "Bearer v"}).json()
+        rows.append((t.t_s, float(t.fleets["acs"].p_kw.sum()), int(c.tcl.models["acs"].held.sum())))
+
+    tw.after_step.append(hook)
+    tw.run()
+    att.finish(tw)
+    return tw, c, np.array(rows), info
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return {"ref": _run(False), "dr": _run(True), "shed": _run(False, shed=True)}
+
+
+def _mean(s, t0, t1):
+    w = (s[:, 0] >= t0) & (s[:, 0] < t1)
+    return float(s[w, 1].mean())
+
+
+def test_dr_event_shared_with_tcls_and_metered_against_pre_event_baseline(runs):
+    tw_ref, _, s_ref, _ = runs["ref"]
+    tw, c, s, _ = runs["dr"]
+    total = c.dr_summary()["hot"]
+    assert total["status"] == "completed" and abs(total["delivery_pct"] - 100.0) < 5.0, total
+    share = c.tcl.event_report("hot")["acs"]
+    # batteries offer 100 kW at most: the TCLs must be asked for the bulk of the 300 kW
+    assert share["requested_kw"] > 0.6 * REDUCTION_KW, share
+    # the controller's metered TCL delivery (baseline: per-unit mean of the 15 min before)
+    assert abs(share["delivered_kw"] - share["requested_kw"]) < 0.15 * share["requested_kw"], share
+    # ground truth: TCL power without the event minus with it, after the first cycle
+    truth = (_mean(s_ref, EVENT_START_S + 60, EVENT_START_S + EVENT_S)
+             - _mean(s, EVENT_START_S + 60, EVENT_START_S + EVENT_S))
+    assert abs(truth - share["delivered_kw"]) < 0.10 * share["delivered_kw"], (truth, share)
+    # before the event both worlds are the same
+    assert abs(_mean(s_ref, 0, EVENT_START_S) - _mean(s, 0, EVENT_START_S)) < 1e-6
+    f, f_ref = tw.fleets["acs"], tw_ref.fleets["acs"]
+    assert int(f.lockout_violations.sum()) == 0
+    assert not [r for r in c.hist.query("setpoints", limit=100_000) if r["setpoint"] == "override"]
+    # comfort: held units are released before their comfort limit
+    assert f.comfort_dm.sum() <= f_ref.comfort_dm.sum() + 0.01 * N_TCL, (f.comfort_dm.sum(), f_ref.comfort_dm.sum())
+    # no chatter: the event adds few switchings (each held unit switches off and back on once)
+    assert f.switches.sum() < 1.5 * f_ref.switches.sum(), (f.switches.sum(), f_ref.switches.sum())
+    assert not c.tcl.models["acs"].held.any()  # all handed back at the event's end
+
+
+def test_api_fleet_reports_tcl_comfort_and_flexibility(runs):
+    _, c, _, info = runs["dr"]
+    g = info["fleet"]["groups"]["acs"]
+    assert g["kind"] == "tcl" and g["count"] == N_TCL
+    assert 21.0 <= g["t_in_c"] <= 25.5 and g["comfort_pct"] >= 95.0
+    assert 0.0 < g["on_pct"] < 100.0 and g["held_off"] > 0
+    fl = g["flexibility"]
+    assert fl["energy_kwh"] > 0 and fl["e_max_kwh"] >= fl["energy_kwh"]
+    assert fl["down_kw"] == pytest.approx(g["p_kw"], rel=0.02)
+    assert fl["up_kw"] > 0
+    assert info["fleet"]["margin"]["tcl_kw"] == pytest.approx(g["p_kw"], rel=0.02)
+    assert "p_kw" in info["fleet"]["groups"]["batteries"]  # other groups unchanged
+
+
+def test_emergency_sheds_tcls_within_response_time_and_holds_inside_comfort(runs):
+    _, _, s_ref, _ = runs["ref"]
+    tw, c, s, info = runs["shed"]
+    plan = info["plan"]
+    assert plan["by_kind"]["tcl"] > 0.5 * _mean(s_ref, SHED_S - 60, SHED_S)
+    resp, hold = plan["response_s"], plan["hold_s"]
+    assert resp <= 60.0 + 300.0  # controller's TCL response plus the longest lockout
+    # within the plan's response time (+ one device step) the TCL power is shed
+    after = s[(s[:, 0] >= SHED_S + resp + 4) & (s[:, 0] < SHED_S + hold)]
+    assert after.size and after[:, 1].max() < 0.05 * _mean(s_ref, SHED_S, SHED_S + hold)
+    # the hold time reflects the comfort band: TCL units (not batteries) limit it, and units
+    # leave the shed (released at their comfort limit) only after about that long
+    assert hold < plan["battery_hold_s"]
+    held = s[:, 2]
+    n_shed = held[(s[:, 0] >= SHED_S + 60) & (s[:, 0] < SHED_S + 120)].max()
+    early = held[(s[:, 0] >= SHED_S + 60) & (s[:, 0] <= SHED_S + 0.8 * hold)]
+    assert early.min() >= 0.99 * n_shed
+    assert held[(s[:, 0] >= RESTORE_S - 60) & (s[:, 0] < RESTORE_S)].min() < n_shed
+    f = tw.fleets["acs"]
+    assert int(f.lockout_violations.sum()) == 0 and f.comfort_dm.sum() < 0.01 * N_TCL
+    # restore: TCLs go back in cohorts over 4 cycles, not all at once
+    rel = held[(s[:, 0] >= RESTORE_S + 60) & (s[:, 0] < RESTORE_S + 120)]
+    assert 0 < rel.max() < n_shed
+    assert held[-1] == 0
