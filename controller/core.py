@@ -617,11 +617,15 @@ class Controller:
         return rows
 
     def _telemetry_rows(self, t: float) -> list[tuple]:
-        if self.cfg.telemetry_every_s <= 0 or t - self._last_tel_t < self.cfg.telemetry_every_s - 1e-9:
-            return []
-        self._last_tel_t = t
+        """Every cycle the feeder-head meter and RTU (a few values, the operator's head trend);
+        every `telemetry_every_s` all devices (0: never)."""
+        due = self.cfg.telemetry_every_s > 0 and t - self._last_tel_t >= self.cfg.telemetry_every_s - 1e-9
+        if due:
+            self._last_tel_t = t
         rows = []
         for g in self.state.groups.values():
+            if not due and g.kind not in ("meter", "rtu"):
+                continue
             for name, v in g.values.items():
                 q = g.quality[name]
                 for j, dev in enumerate(g.ids):

@@ -147,6 +147,44 @@ def create_app(controller, tokens: dict[str, dict]) -> FastAPI:
                                             for k, v in g.values.items()}})
         return {"total": len(rows), "items": rows[offset:offset + max(0, min(limit, 1000))]}
 
+    @app.get("/api/head")
+    def head(window_s: float = 6 * 3600.0, user: dict = Depends(viewer)):
+        """Feeder-head P/Q as the controller metered it (historian telemetry of the head meter,
+        else the RTU's head measurement) over the last `window_s`, beside the schedule in force:
+        the planned head P where the scheduler had a net-load forecast (`schedule_kind` "head"),
+        else the planned battery total ("battery_total")."""
+        with controller.lock:
+            groups = list(controller.state.groups.values())
+            sched = controller.schedule
+            now = controller.state.t
+        src = next(((g.ids[0], "p_kw", "q_kvar") for g in groups if g.kind == "meter" and g.n), None)
+        src = src or next(((g.ids[0], "head_p_kw", "head_q_kvar") for g in groups
+                           if g.kind == "rtu" and g.n), None)
+        if src is None:
+            raise HTTPException(404, "no feeder-head meter or RTU in this controller")
+        dev, p_name, q_name = src
+        window_s = float(min(max(window_s, 60.0), 7 * 86400.0))
+        rows = controller.hist.query("telemetry", since=now - window_s, device_id=dev, limit=100_000)
+        by_t: dict[float, dict] = {}
+        for r in rows:
+            if r["name"] in (p_name, q_name) and r["quality"] == "good":
+                by_t.setdefault(r["t"], {})[r["name"]] = r["value"]
+        ts = sorted(by_t)
+        out = {"device_id": dev, "t": ts, "p_kw": [by_t[t].get(p_name) for t in ts],
+               "q_kvar": [by_t[t].get(q_name) for t in ts],
+               "schedule_kind": None, "schedule_t": None, "schedule_p_kw": None}
+        data = (sched or {}).get("data") or {}
+        if sched and (data.get("head_p_kw") or data.get("setpoints")):
+            if data.get("head_p_kw"):
+                plan, kind = np.asarray(data["head_p_kw"], float), "head"
+            else:
+                plan = sum(np.asarray(v["values"], float).sum(axis=0) for v in data["setpoints"].values())
+                kind = "battery_total"
+            out.update(schedule_kind=kind,
+                       schedule_t=(sched["t0"] + sched["step_s"] * np.arange(len(plan))).tolist(),
+                       schedule_p_kw=np.round(plan, 3).tolist())
+        return out
+
     @app.get("/api/schedule")
     def schedule(user: dict = Depends(viewer)):
         """The schedule in force (battery setpoint series per group), or null."""
