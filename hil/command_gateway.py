@@ -134,7 +134,7 @@ class CommandGateway:
             sock.close()
 
     def _session(self, sock: socket.socket, peer) -> None:
-        first = recv_frame(sock, self.hello_timeout_s)
+        first = recv_frame(sock, self.hello_timeout_s, body_timeout_s=self.frame_timeout_s)
         if first.get("op") != "hello" or not isinstance(first.get("hello"), str):
             raise FrameError("expected a session hello first")
         name, peer_eph = accept_hello(first["hello"], self.trusted, self.window_s)
@@ -152,7 +152,7 @@ class CommandGateway:
         log.info("session with %r from %s:%s", name, peer[0], peer[1])
         while True:
             try:
-                frame = recv_frame(sock, self.idle_timeout_s)
+                frame = recv_frame(sock, self.idle_timeout_s, body_timeout_s=self.frame_timeout_s)
             except (TimeoutError, ConnectionError):
                 return
             if frame["op"] != "cmd" or not isinstance(frame.get("env"), str):
@@ -253,7 +253,7 @@ def build(args) -> CommandGateway:
         raise GatewayError(f"--listen {args.listen!r}: expected host:port") from None
     rows = [parse_device(s, i) for i, s in enumerate(args.device)]
     try:
-        link = ModbusLink(rows, WallClock(), timeout_s=args.device_timeout_s, poll_s=1e-3, stale_factor=1e6)
+        link = ModbusLink(rows, WallClock(), timeout_s=args.device_timeout_s, poll_s=1e-6, stale_factor=1e9)
     except ModbusLinkError as e:
         raise GatewayError(str(e)) from None
     return CommandGateway(link, identity, trusted, host, port, name=args.name, window_s=args.window_s,

@@ -7,9 +7,9 @@ acknowledgement carrying the device's read-back. A refused, unanswered or unveri
 returns False like any other failed link write, so the controller's cycle goes on.
 
 Envelope times are wall-clock (time.time), never the controller's Clock, which in lockstep HIL
-is simulated time. Sequence numbers start at the wall clock in microseconds, so they keep
-rising across reconnects and controller restarts (the gateway's replay memory outlives
-sessions). Wire format and threat model: hil/README.md, "Secure command channel".
+is simulated time. A sequence number is at least the wall clock in microseconds, so it keeps
+rising across reconnects, controller restarts and several links with the same identity (the
+gateway's replay memory outlives sessions and refuses anything not above the last one). Wire format and threat model: hil/README.md, "Secure command channel".
 """
 
 from __future__ import annotations
@@ -54,7 +54,6 @@ class SecureCommandLink(DeviceLink):
         self.gateway_pub = gateway_pubkey
         self.gateway_trusted = {gateway_name: gateway_pubkey}
         self.signer = Signer(name, identity_key)
-        self.signer.seq = time.time_ns() // 1000
         self._sock: socket.socket | None = None
         self._aes: bytes | None = None
         self._lock = threading.Lock()
@@ -104,6 +103,7 @@ class SecureCommandLink(DeviceLink):
             try:
                 if self._sock is None:
                     self._connect()
+                self.signer.seq = max(self.signer.seq, time.time_ns() // 1000)  # seal adds 1
                 wire = self.signer.seal({"device_id": device_id, "setpoint": setpoint, "value": float(value)})
                 req = request_id(wire)
                 send_frame(self._sock, {"op": "cmd", "env": wire})

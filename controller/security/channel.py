@@ -52,11 +52,16 @@ def _recv_exact(sock: socket.socket, n: int, deadline: float) -> bytes:
     return bytes(buf)
 
 
-def recv_frame(sock: socket.socket, timeout_s: float, max_bytes: int = MAX_FRAME_BYTES) -> dict:
+def recv_frame(sock: socket.socket, timeout_s: float, max_bytes: int = MAX_FRAME_BYTES,
+               body_timeout_s: float | None = None) -> dict:
     """One JSON object; FrameError for oversized or non-JSON frames, TimeoutError/ConnectionError
-    when nothing (complete) arrives in `timeout_s`."""
+    when nothing (complete) arrives in `timeout_s`. With `body_timeout_s`, a frame once begun
+    must be complete within that time (an idle wait may be long, a trickled frame may not)."""
     deadline = time.monotonic() + timeout_s
-    (n,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size, deadline))
+    first = _recv_exact(sock, 1, deadline)
+    if body_timeout_s is not None:
+        deadline = min(deadline, time.monotonic() + body_timeout_s)
+    (n,) = _HEADER.unpack(first + _recv_exact(sock, _HEADER.size - 1, deadline))
     if n > max_bytes:
         raise FrameError(f"frame of {n} bytes exceeds the {max_bytes}-byte limit")
     raw = _recv_exact(sock, n, deadline)

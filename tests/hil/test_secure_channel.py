@@ -55,7 +55,7 @@ def _row(port):
 
 def _fresh_link(port) -> ModbusLink:
     """A plain ModbusLink that polls on every read (the gateway's and the observer's view)."""
-    return ModbusLink([_row(port)], WallClock(), timeout_s=1.0, poll_s=1e-3, stale_factor=1e6)
+    return ModbusLink([_row(port)], WallClock(), timeout_s=1.0, poll_s=1e-6, stale_factor=1e9)
 
 
 @pytest.fixture(scope="module")
