@@ -321,3 +321,55 @@ def test_cli_gateway_endpoint_wiring_and_key_file_checks(rig):
     finally:
         os.chmod(d / "controller.pem", 0o600)
     assert load_private_key(d / "controller.pem") is not None
+
+
+LAB_BAT = LAB.replace("name: lab_bench", "name: lab_bench_bat").replace(
+    "{name: lab_pv, kind: pv, count: 1, placement: {rule: buses, buses: [5]},\n"
+    "     params: {p_peak_kw: 400, s_rated_kva: 400}}",
+    "{name: lab_bat, kind: battery, count: 1, placement: {rule: buses, buses: [5]},\n"
+    "     params: {p_max_kw: 100, e_cap_kwh: 200, soc_init_pct: 80}}")
+
+
+def test_controller_dispatches_a_dr_event_to_a_battery_through_the_gateway(rig):
+    """The real controller (controller.core) sees the battery through a SecureCommandLink; its
+    DR dispatch reaches the lab battery only as verified envelopes, and the battery delivers."""
+    from controller.core import Controller
+
+    d, port = rig["dir"], free_port("127.0.0.2")
+    assert "lab_bat" in LAB_BAT
+    (d / "lab_bat.yaml").write_text(LAB_BAT)
+    proc = subprocess.Popen([sys.executable, "-m", "hil.lab_device", str(d / "lab_bat.yaml"), "--group", "lab_bat",
+                             "--host", "127.0.0.2", "--port", str(port)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    row = {"device_id": "lab_bat/0", "group": "lab_bat", "kind": "battery", "host": "127.0.0.2", "port": port,
+           "unit": 1}
+    gw = None
+    try:
+        assert proc.stdout.readline().startswith("READY")
+        fresh = {"timeout_s": 1.0, "poll_s": 1e-6, "stale_factor": 1e9}
+        gw = CommandGateway(ModbusLink([row], WallClock(), **fresh), rig["gw_key"],
+                            {"controller": rig["ctl_key"].public_key()}, "127.0.0.2", 0).start()
+        link = SecureCommandLink(ModbusLink([row], WallClock()), f"{gw.host}:{gw.port}", rig["ctl_key"],
+                                 rig["gw_key"].public_key())
+        obs = ModbusLink([row], WallClock(), **fresh)
+        ctl = Controller({"lab_bat": link}, WallClock())
+        assert ctl.cycle()["commands"] == 0 and gw.stats()["accepted"] == 0
+        assert obs.read()["lab_bat/0"]["p_kw"].value == pytest.approx(0.0, abs=0.5)
+        ctl.add_dr_event("ev1", time.time() - 1.0, 600.0, 100.0, ["lab_bat"], source="test")
+        assert ctl.cycle()["commands"] == 1
+        assert gw.stats()["accepted"] == 1 and link.secure_writes == 1 and link.refused == 0
+        assert link.last_ack["confirmed"] and link.last_ack["readback"]["soc_pct"] == pytest.approx(80.0, abs=1.0)
+        p_kw = 0.0
+        for _ in range(50):  # the lab battery's own twin steps once a second
+            p_kw = obs.read()["lab_bat/0"]["p_kw"].value
+            if p_kw < -99.0:
+                break
+            time.sleep(0.1)
+        assert p_kw == pytest.approx(-100.0, abs=1.0), "the battery discharges its full 100 kW for the event"
+        obs.close()
+        link.close()
+    finally:
+        if gw is not None:
+            gw.stop()
+        proc.terminate()
+        proc.wait(timeout=20)
