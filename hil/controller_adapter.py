@@ -52,6 +52,8 @@ def make_links(endpoints: list[dict], clock) -> dict[str, object]:
             for gw, rows in secure.items():
                 links[f"secure@{gw}"] = secure_link_from_config(ModbusLink.from_endpoints(rows, clock),
                                                                 rows[0]["secure"])
+    if any(r.get("secure") for r in by_proto.get("iec104", [])):
+        raise ValueError("endpoint table: 'secure' (command gateway) is for modbus endpoints only")
     if by_proto.get("iec104"):
         from controller.links.iec104 import Iec104Link
 

@@ -115,6 +115,14 @@ class SecureChannel(Strict):
     encrypt: bool = True
     name: str = Field("controller", description="controller name the gateway trusts")
 
+    @field_validator("gateway")
+    @classmethod
+    def _loopback_host_port(cls, v: str) -> str:
+        host, _, port = v.rpartition(":")
+        if not host.startswith("127.") or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"gateway must be a loopback host:port (127.0.0.0/8), got {v!r}")
+        return v
+
 
 class RealEndpoint(Strict):
     """A physical (or separately started) device the twin reads back instead of emulating."""
