@@ -58,7 +58,9 @@ class CommandGateway:
         self.window_s, self.require_encryption, self.max_clients = window_s, require_encryption, max_clients
         self.hello_timeout_s, self.idle_timeout_s, self.frame_timeout_s = hello_timeout_s, idle_timeout_s, frame_timeout_s
         self.started_at = time.time()
-        self.verifier = Verifier(trusted, window_s, None, not_before=self.started_at)
+        # envelopes made before this gateway started are refused (its replay memory is new);
+        # 0.5 s of slack for clock skew and the envelope's millisecond rounding
+        self.verifier = Verifier(trusted, window_s, None, not_before=self.started_at - 0.5)
         self.device_ids = {d.device_id for d in link.devices()}
         self._lock = threading.Lock()  # one command at a time: verify, write, read back
         self._hello_nonces: OrderedDict[str, None] = OrderedDict()
@@ -185,6 +187,8 @@ class CommandGateway:
             return no("sender", f"envelope from {env.get('sender')!r} inside {session_peer!r}'s session")
         if self.require_encryption and not env.get("enc"):
             return no("plaintext", "this gateway accepts encrypted envelopes only")
+        if not isinstance(cmd, dict):
+            return no("command", "command must be a JSON object")
         dev, sp, value = cmd.get("device_id"), cmd.get("setpoint"), cmd.get("value")
         if not (isinstance(dev, str) and isinstance(sp, str) and isinstance(value, (int, float))
                 and not isinstance(value, bool) and math.isfinite(value)):

@@ -250,9 +250,17 @@ def test_encrypted_session_hides_commands_and_gateway_survives_hostile_clients(r
 
 
 def test_gateway_requiring_encryption_refuses_plain_envelopes(rig):
+    # made (and perhaps captured) a second before this gateway started: its replay memory is new
+    key = os.urandom(32)
+    old = Signer("controller", rig["ctl_key"], key, clock=lambda: time.time() - 1.0).seal(
+        {"device_id": DEV, "setpoint": "p_limit_pct", "value": 12.0})
     gw2 = CommandGateway(_fresh_link(rig["port"]), rig["gw_key"], {"controller": rig["ctl_key"].public_key()},
                          "127.0.0.2", free_port("127.0.0.2"), require_encryption=True).start()
     try:
+        from controller.security.channel import open_ack
+
+        _, payload = open_ack(gw2.handle(old, key, "controller"), rig["gw_key"].public_key(), key)
+        assert not payload["accepted"] and "predates" in payload["reason"]
         plain = link_to(rig, f"{gw2.host}:{gw2.port}", encrypt=False)
         assert plain.write(DEV, "p_limit_pct", 33.0) is False
         assert plain.refused == 1 and "encrypted envelopes only" in plain.last_error
