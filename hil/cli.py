@@ -1,4 +1,5 @@
-"""`gridtwin hil run | scenario | replay`: regression suites, single HIL runs, replays."""
+"""`gridtwin hil run | scenario | replay | gateway`: regression suites, single HIL runs, replays,
+and the lab-side secure command gateway."""
 
 from __future__ import annotations
 
@@ -33,6 +34,16 @@ def register(sub) -> None:
     rp.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="override a controller setting (e.g. dr_gain=0.3): a changed version")
     rp.set_defaults(func=cmd_replay)
+    gw = hs.add_parser("gateway", help="lab-side secure command gateway in front of real devices "
+                       "(signed/encrypted envelopes; options: gridtwin hil gateway -- --help)")
+    gw.add_argument("gateway_args", nargs="*", help="hil.command_gateway options (--listen, --device, --key, --trust, ...)")
+    gw.set_defaults(func=cmd_gateway)
+
+
+def cmd_gateway(args) -> int:
+    from hil.command_gateway import main
+
+    return main(args.gateway_args)
 
 
 def cmd_run(args) -> int:

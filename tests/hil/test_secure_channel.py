@@ -286,8 +286,9 @@ def test_cli_gateway_endpoint_wiring_and_key_file_checks(rig):
     cmd = [sys.executable, "-m", "hil.command_gateway", "--listen", f"127.0.0.2:{gw_port}",
            "--device", f"{DEV}=127.0.0.2:{rig['port']}:1:pv", "--key", str(d / "gateway.pem"),
            "--trust", str(d / "trust.json")]
-    os.chmod(d / "gateway.pem", 0o644)
-    bad = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    os.chmod(d / "gateway.pem", 0o644)  # through the `gridtwin hil gateway` front end this time
+    bad = subprocess.run([sys.executable, "-m", "gridtwin_cli", "hil", "gateway", "--", *cmd[3:]],
+                         check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
     os.chmod(d / "gateway.pem", 0o600)
     assert bad.returncode == 2
     assert bad.stderr.count("\n") == 1 and "world-readable" in bad.stderr and "gateway.pem" in bad.stderr
