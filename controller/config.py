@@ -30,6 +30,7 @@ class Strict(BaseModel):
 
 PLAIN_KINDS = ("ev", "flex_load", "tcl")  # plain register maps (controller/links/regmaps.py)
 SUNSPEC_KINDS = ("pv", "battery", "meter")
+GATED_KINDS = ("pv", "battery", "ev", "flex_load", "tcl")  # commanded: the gate needs their bus
 
 
 class DeviceGroup(Strict):
@@ -47,6 +48,8 @@ class DeviceGroup(Strict):
     count: int | None = Field(None, ge=1)
     units: list[int] | None = None  # per device; default 1 each
     map_file: str | None = Field(None, description="plain register map YAML (ev, flex_load, tcl)")
+    buses: list[int] | None = Field(None, description="feeder-model bus index per device")
+    bus: int | None = Field(None, ge=0, description="one bus for every device of the group")
     poll_s: float = Field(1.0, gt=0)
 
     @model_validator(mode="after")
@@ -63,6 +66,10 @@ class DeviceGroup(Strict):
         n = len(self.port_list())
         if self.units is not None and len(self.units) != n:
             raise ValueError(f"units has {len(self.units)} entries for {n} devices")
+        if self.buses is not None and self.bus is not None:
+            raise ValueError("give buses (one per device) or bus (all devices), not both")
+        if self.buses is not None and len(self.buses) != n:
+            raise ValueError(f"buses has {len(self.buses)} entries for {n} devices")
         if self.map_file is not None and self.kind not in PLAIN_KINDS:
             raise ValueError(f"map_file is for plain-map kinds {PLAIN_KINDS}, not {self.kind!r}")
         return self
@@ -77,10 +84,11 @@ class DeviceGroup(Strict):
     def rows(self, resolve=lambda p: p) -> list[dict]:
         ports = self.port_list()
         units = self.units or [1] * len(ports)
+        buses = self.buses or [self.bus] * len(ports)
         extra = {"map_file": str(resolve(self.map_file))} if self.map_file else {}
         return [{"device_id": f"{self.group}/{i}", "group": self.group, "kind": self.kind,
-                 "host": self.host, "port": p, "unit": u, "poll_s": self.poll_s, **extra}
-                for i, (p, u) in enumerate(zip(ports, units))]
+                 "host": self.host, "port": p, "unit": u, "poll_s": self.poll_s, "bus": b, **extra}
+                for i, (p, u, b) in enumerate(zip(ports, units, buses))]
 
 
 class Iec104Rtu(Strict):
@@ -170,6 +178,7 @@ class ServiceConfig(Strict):
     api: ApiSettings = ApiSettings()
     prices: PriceSettings = PriceSettings()
     _dir: Path = Path(".")
+    _path: str = "config"
 
     @model_validator(mode="after")
     def _unique(self):
@@ -225,6 +234,7 @@ def load_config(path: str | Path) -> ServiceConfig:
         got = "" if err["type"] == "missing" else f" (got {err.get('input')!r:.60})"
         raise ConfigError(f"{p}: {loc}: {msg}{got}") from None
     cfg._dir = p.resolve().parent
+    cfg._path = str(p)
     _check_references(cfg, p)
     return cfg
 
@@ -242,6 +252,11 @@ def _check_references(cfg: ServiceConfig, p: Path) -> None:
             raise ConfigError(f"{p}: devices.{i}.map_file: {cfg.resolve(d.map_file)} not found")
     if cfg.feeder is not None and cfg.feeder.path and not cfg.resolve(cfg.feeder.path).is_file():
         raise ConfigError(f"{p}: feeder.path: {cfg.resolve(cfg.feeder.path)} not found")
+    if cfg.safety_gate:
+        for i, d in enumerate(cfg.devices):
+            if d.kind in GATED_KINDS and d.buses is None and d.bus is None:
+                raise ConfigError(f"{p}: devices.{i}: group {d.group!r} needs buses (or bus): the "
+                                  f"safety gate places its devices on the feeder model")
     oa = cfg.openadr
     if oa is not None:
         for key in ("cert_file", "key_file", "ca_file"):

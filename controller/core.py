@@ -62,6 +62,7 @@ class DrState:
     participants: dict[str, np.ndarray] = field(default_factory=dict)  # group -> mask
     ev_cf: dict[str, np.ndarray] = field(default_factory=dict)  # EV counterfactual need, kWh
     last_base: dict[str, np.ndarray] = field(default_factory=dict)  # baseline of the last interval
+    meter: dict = field(default_factory=dict)  # meter-level performance at completion (dr/metered.py)
 
     @property
     def end_t(self) -> float:
@@ -76,7 +77,7 @@ class DrState:
         d = float(np.mean(self.samples)) if self.samples else 0.0
         return {"requested_kw": self.reduction_kw, "delivered_kw": round(d, 3),
                 "delivery_pct": round(100.0 * d / self.reduction_kw, 2), "cycles": len(self.samples),
-                "status": self.status}
+                "status": self.status, **self.meter}
 
 
 class Controller:
@@ -455,6 +456,7 @@ class Controller:
             if t >= ev.end_t:
                 ev.status = "completed"
                 self.hist.set_dr_status(ev.id, "completed", t)
+                self._assess(ev)
                 self.hist.log_event(t, "dr_event_completed", event_id=ev.id, **ev.performance())
                 cmds += self._release(ev, "dr_end")
                 continue
@@ -466,6 +468,19 @@ class Controller:
                 self.hist.log_event(t, "dr_event_active", event_id=ev.id, reduction_kw=ev.reduction_kw)
             cmds += self._dr_allocate(ev, t)
         return cmds, perf
+
+    def _assess(self, ev: DrState) -> None:
+        """Meter-level performance (10-of-10 baseline from the historian) into ev.meter."""
+        from controller.dr.metered import assess
+
+        meters = [d for g in self.state.groups.values() if g.kind == "meter" for d in g.ids]
+        fleet = [d for g in self._dr_groups(ev) for d in g.ids]
+        try:
+            ev.meter = assess(self.hist, ev.id, ev.start_t, ev.end_t, ev.reduction_kw, meters, fleet,
+                              ev.performance())
+        except Exception as e:  # noqa: BLE001 - reporting only: never stops the cycle
+            log.warning("meter-level assessment of %s failed: %s", ev.id, e)
+            ev.meter = {"baseline_method": "device-level", "baseline_note": f"assessment failed: {e}"[:200]}
 
     def _dr_groups(self, ev: DrState) -> list[GroupState]:
         return [g for g in self.state.groups.values()

@@ -30,7 +30,7 @@ def make_links(cfg: ServiceConfig, clock) -> dict:
             link = ModbusLink(rows, clock, timeout_s=ls.timeout_s, max_failures=ls.max_failures,
                               backoff_s=ls.backoff_s, backoff_max_s=ls.backoff_max_s)
         except ModbusLinkError as e:
-            raise ConfigError(f"devices: {e}") from None
+            raise ConfigError(f"{cfg._path}: devices: {e}") from None
         for g in cfg.devices:
             links[g.group] = link
     for rtu in cfg.iec104:
@@ -52,7 +52,12 @@ def feeder_model(cfg: ServiceConfig):
     try:
         net = build_feeder(fd.kind, fd.code, cfg.resolve(fd.path) if fd.path else None, fd.with_der)
     except FeederError as e:
-        raise ConfigError(f"feeder: {e}") from None
+        raise ConfigError(f"{cfg._path}: feeder: {e}") from None
+    for i, g in enumerate(cfg.devices):
+        bad = [b for b in (g.buses or [g.bus]) if b is not None and b not in net.bus.index]
+        if bad:
+            raise ConfigError(f"{cfg._path}: devices.{i}.buses: bus {bad[0]} is not in the {fd.kind} feeder model "
+                              f"(buses {int(net.bus.index.min())}..{int(net.bus.index.max())})")
     if fd.base_load_scale != 1.0:
         net.load["p_mw"] *= fd.base_load_scale
         net.load["q_mvar"] *= fd.base_load_scale
@@ -105,7 +110,7 @@ def openadr_client_options(cfg: ServiceConfig) -> dict:
         var = getattr(oa, key)
         if var:
             if var not in os.environ:
-                raise ConfigError(f"openadr.{key}: environment variable {var} is not set")
+                raise ConfigError(f"{cfg._path}: openadr.{key}: environment variable {var} is not set")
             out[arg] = os.environ[var]
     return out
 

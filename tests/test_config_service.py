@@ -31,8 +31,9 @@ def test_example_config_matches_the_emulators_port_layout():
     cfg = load_config(EXAMPLE)
     twin = Twin(load_scenario(ROOT / "controller/examples/field_twin.yaml"))
     host = EmulatorHost(twin, port_base=15100)  # assigns ports without binding them
-    served = {(e.group, e.kind, e.port, e.unit) for e in host.endpoints}
-    configured = {(r["group"], r["kind"], r["port"], r["unit"]) for g in cfg.devices for r in g.rows()}
+    served = {(e.group, e.kind, e.port, e.unit, e.bus) for e in host.endpoints}
+    configured = {(r["group"], r["kind"], r["port"], r["unit"], r["bus"]) for g in cfg.devices
+                  for r in g.rows()}
     # the emulator names the head meter meter/head; the controller calls it meter/0
     assert configured == served
     n_ports = len({e.port for e in host.endpoints})
@@ -66,6 +67,9 @@ def test_endpoint_forms_give_rows(tmp_path):
      "devices.0: map_file is for plain-map kinds"),
     ({"iec104": [{"port": 99999}]}, "iec104.0.port"),
     ({"feeder": {"kind": "simbench"}}, "feeder: kind 'simbench' needs 'code'"),
+    ({"feeder": {"kind": "cigre_lv"}}, "devices.0: group 'bat' needs buses"),
+    ({"devices": [{"group": "bat", "kind": "battery", "ports": [1, 2], "buses": [3]}]},
+     "devices.0: buses has 1 entries for 2 devices"),
     ({"feeder": {"kind": "cigre_lv", "limits": {"v_min_pu": 1.1, "v_max_pu": 1.0}}}, "feeder.limits"),
     ({"dr_events": [{"id": "a", "start": "2026-11-23T10:00:00Z", "duration_s": 600,
                      "reduction_kw": 10, "groups": ["nope"]}]}, "dr_events.0.groups: unknown device group 'nope'"),

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -50,7 +51,7 @@ class OpenAdrVen:
                  headroom_kw: Callable[[], float] | None = None,
                  telemetry_kw: Callable[[], float] | None = None,
                  decide: Callable[[list[dict], dict], str] | None = None,
-                 report_sampling_s: float = 10.0):
+                 report_sampling_s: float = 10.0, client_options: dict | None = None):
         self.manager = manager
         self.vtn_url = vtn_url
         self.ven_name = ven_name
@@ -61,6 +62,8 @@ class OpenAdrVen:
         self.telemetry_kw = telemetry_kw
         self.decide = decide
         self.report_sampling_s = report_sampling_s
+        self.client_options = dict(client_options or {})  # cert, key, passphrase, ca_file, ...
+        self.last_answer_mono: float | None = None  # monotonic time of the VTN's last answer
         self.responses: list[tuple[str, str]] = []  # (event_id, optIn/optOut) as answered
         self.errors: list[str] = []
         self.client = None
@@ -156,6 +159,14 @@ class OpenAdrVen:
     async def _on_update_event(self, event):
         return self.handle_event(event)
 
+    def _answered(self, _content) -> None:
+        self.last_answer_mono = time.monotonic()
+
+    def silent_s(self) -> float:
+        """Seconds since the VTN last answered an HTTP request (inf before the first)."""
+        t = self.last_answer_mono
+        return float("inf") if t is None else time.monotonic() - t
+
     def _report_value(self):
         return float(self.telemetry_kw()) if self.telemetry_kw is not None else 0.0
 
@@ -167,7 +178,9 @@ class OpenAdrVen:
         asyncio.set_event_loop(loop)
         try:
             self.client = OpenADRClient(ven_name=self.ven_name, vtn_url=self.vtn_url,
-                                        ven_id=self.ven_id, show_fingerprint=False)
+                                        ven_id=self.ven_id, show_fingerprint=False,
+                                        **self.client_options)
+            self.client.add_hook("after_receive_xml", self._answered)
             self.client.add_handler("on_event", self._on_event)
             self.client.add_handler("on_update_event", self._on_update_event)
             if self.telemetry_kw is not None:
