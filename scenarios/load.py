@@ -35,11 +35,11 @@ def format_validation_error(path: str | Path, err: ValidationError) -> str:
     errors = err.errors()
     # A mapping tried against a scalar branch of a union is noise when another branch says more.
     meaningful = [e for e in errors if not (isinstance(e.get("input"), (dict, list))
-                                            and e["type"].endswith(("_type", "_parsing")))]
+                                            and e["type"].endswith(("_type", "_parsing", "literal_error", "enum")))]
     first = (meaningful or errors)[0]
     got = first.get("input")
-    got_s = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
     msg = first["msg"].removeprefix("Value error, ")
+    got_s = "" if isinstance(got, dict) or got is None or "got " in msg else f" (got {got!r})"
     more = f" [+{len(errors) - 1} more]" if len(errors) > 1 else ""
     return f"{path}: {_key_path(first['loc'])}: {msg}{got_s}{more}"
 

@@ -34,6 +34,10 @@ def test_shipped_scenarios_validate():
     (("count: 5", "count: many"), "fleet[0].count", "valid integer"),
     (("kind: pv", "kind: pv, colour: red"), "fleet[0].colour", "Extra inputs are not permitted"),
     (("start: 2026-06-21T10:00:00Z", "start: yesterday"), "start", "datetime"),
+    # a mapping for a union of a literal and a model: the model's own reason, not "expected 'emulated'"
+    (("count: 5", "count: 5, endpoint: {host: 127.0.0.2, port: 1502, unit: 1, map: sunspec_pv, "
+                  "secure: {gateway: '10.0.0.1:7700', key_file: a.pem, gateway_pubkey_file: b.pub}}"),
+     "fleet[0].endpoint.secure.gateway", "loopback"),
 ])
 def test_bad_scenario_one_line_error(tmp_path, mutation, key, expected):
     bad = tmp_path / "bad.yaml"
