@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from controller.dr.allocation import SETPOINT as _ALL_SETPOINTS
 from controller.state import GroupState
 
-# setpoint each kind is steered with, and the value that releases the device
-SETPOINT = {"battery": "p_set_kw", "ev": "p_max_set_kw", "flex_load": "curtail_pct"}
+# setpoint each per-device kind is steered with (TCL groups go through controller/tcl_dispatch.py)
+SETPOINT = {k: v for k, v in _ALL_SETPOINTS.items() if k != "tcl"}
 DR_KINDS = tuple(SETPOINT)
 
 

@@ -54,6 +54,11 @@ class VenBridge:
             known = set(ctl.state.groups)
             opt = "optIn"
             why = "fits the margin"
+            prev = [ctl.dr.get(s["id"]) for s in specs]
+            if specs and all(_same(p, s) for p, s in zip(prev, specs)):
+                # the VTN repeats an event already answered (re-delivery, our restart): keep it
+                opt = "optIn" if all(p.opt == "in" for p in prev) else "optOut"
+                why, specs = "unchanged event: answer kept", []
             for s in specs:
                 other = sum(e.reduction_kw for e in ctl.dr.values()
                             if e.id != s["id"] and e.opt == "in" and e.status in ("pending", "active")
@@ -122,6 +127,10 @@ class VenBridge:
         self._down = False
 
     def _supervise(self) -> None:
+        # opt decisions need the fleet's margin: let the cycle read the devices once first
+        deadline = time.monotonic() + max(3 * self.ctl.cfg.cycle_s, 10.0)
+        while not self.ctl.last_report and time.monotonic() < deadline and not self._stop.is_set():
+            self._stop.wait(0.1)
         while not self._stop.is_set():
             if self.ven is None or not self.ven.registered:
                 ven = OpenAdrVen(self.mgr, self.vtn_url, ven_name=self.ven_name, ven_id=self.ven_id,
@@ -165,6 +174,12 @@ class VenBridge:
             self._thread.join(timeout_s + self.start_timeout_s)
         if self.ven is not None:
             self.ven.stop(timeout_s)
+
+
+def _same(e, spec: dict) -> bool:
+    return (e is not None and e.status in ("pending", "active")
+            and abs(e.reduction_kw - spec["reduction_kw"]) < 1e-9 and abs(e.start_t - spec["start_t"]) < 1e-6
+            and abs(e.end_t - spec["end_t"]) < 1e-6 and e.groups == spec["groups"])
 
 
 def _as_manager_dict(e) -> dict:
