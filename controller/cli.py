@@ -24,6 +24,10 @@ def _serve(args) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         cfg = load_config(args.config)
+        if cfg.openadr is not None:
+            import openleadr.client  # noqa: F401 - it sets its logger to INFO on import; ours wins
+        for noisy in ("apscheduler", "openleadr"):  # a line per poll/report; -v shows them
+            logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
         if args.port:
             cfg.api.port = args.port
         return serve(cfg)

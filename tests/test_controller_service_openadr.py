@@ -154,7 +154,7 @@ def test_vtn_event_is_served_by_the_field_service(world):
     assert get(api, "/api/gate/summary")["gate"] == "SafetyGate"
 
     now = datetime.now(UTC).replace(microsecond=0)
-    start = now + timedelta(seconds=4)
+    start = now + timedelta(seconds=5)
     vtn.add_event("E1", -REQ_KW, start, minutes=EVENT_S / 60)
     vtn.add_event("BIG", -(margin + 50.0), start, minutes=EVENT_S / 60)
     vtn.add_event("LATER", -10.0, now + timedelta(hours=1), minutes=30)

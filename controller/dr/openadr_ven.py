@@ -186,7 +186,8 @@ class OpenAdrVen:
             if self.telemetry_kw is not None:
                 self.client.add_report(callback=self._report_value, resource_id="vpp",
                                        measurement="power_real", unit="W", scale="k",
-                                       sampling_rate=timedelta(seconds=self.report_sampling_s))
+                                       sampling_rate=timedelta(seconds=self.report_sampling_s),
+                                       report_duration=timedelta(hours=1))
             loop.run_until_complete(asyncio.wait_for(self.client.run(), timeout_s))
             if not self.client.registration_id:
                 raise VenError(f"openadr: no registration from VTN {self.vtn_url}")
