@@ -2,8 +2,9 @@
 solves it with the dispatch helper's `Dispatcher`, and returns per-group setpoint series the
 cycle applies step by step (and the historian keeps, so a restart resumes them).
 
-Batteries are scheduled (arbitrage / peak shaving at the scenario's prices); EVs, flexible
-loads and PV stay with their owners unless DR or an emergency needs them.
+Batteries are scheduled (arbitrage at the scenario's prices, or peak shaving at the feeder
+head against the head-load forecast); EVs, flexible loads and PV stay with their owners
+unless DR or an emergency needs them.
 """
 
 from __future__ import annotations
@@ -18,15 +19,19 @@ log = logging.getLogger("controller.schedule")
 
 
 class BatteryScheduler:
-    """price_fn(t_epoch_array) -> EUR/MWh; net_load_fn(t_array) -> kW head forecast (optional)."""
+    """price_fn(t_epoch_array) -> EUR/MWh; net_load_fn(t_array) -> kW head forecast (optional).
+    With a `head_forecast` (forecasting.head.HeadLoadForecast) each optimisation first observes
+    the head meter minus the batteries and uses that forecast as the net load: what the
+    'peak' objective shaves and what the planned head P (data["head_p_kw"]) is built on."""
 
     def __init__(self, price_fn, step_s: float = 900.0, n_steps: int = 96, net_load_fn=None,
-                 objective: str = "cost", deg_cost_eur_per_kwh: float = 0.02):
+                 objective: str = "cost", deg_cost_eur_per_kwh: float = 0.02, head_forecast=None):
         from controller.dispatch.dispatcher import Dispatcher
 
         self.dispatcher = Dispatcher()
         self.price_fn = price_fn
-        self.net_load_fn = net_load_fn
+        self.head_forecast = head_forecast
+        self.net_load_fn = net_load_fn if net_load_fn is not None else head_forecast
         self.step_s, self.n_steps = step_s, n_steps
         self.objective = objective
         self.deg = deg_cost_eur_per_kwh
@@ -35,6 +40,8 @@ class BatteryScheduler:
     def optimize(self, t: float, state: FleetState) -> dict | None:
         from controller.dispatch import Batteries, DispatchProblem, Weights
 
+        if self.head_forecast is not None:
+            self.head_forecast.observe_state(t, state)
         groups = [g for g in state.groups.values() if g.kind == "battery"]
         if not groups:
             return None

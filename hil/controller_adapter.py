@@ -124,6 +124,7 @@ class HilController:
         if not (spec.optimize_every_s > 0 and spec.objective in ("cost", "peak")
                 and any(g.kind == "battery" for g in self.s.fleet)):
             return None
+        from controller.forecasting.head import HeadLoadForecast
         from controller.scheduling import BatteryScheduler
         from scenarios.load import resolve_path
         from twin.profiles import Prices  # exogenous price data, the same file the twin reads
@@ -131,7 +132,7 @@ class HilController:
         prices = Prices(self.s.prices, self.s.start, lambda p: resolve_path(self.s, p))
         t0 = self.start_epoch
         return BatteryScheduler(lambda times: np.array([prices.at(float(x) - t0) for x in times]),
-                                objective=spec.objective)
+                                objective=spec.objective, head_forecast=HeadLoadForecast())
 
     # --- agent interface -------------------------------------------------------------------------
     def device_count(self) -> int:

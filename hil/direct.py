@@ -139,12 +139,13 @@ def attach_controller(twin, historian=None) -> Attached:
     scheduler = None
     if spec.optimize_every_s > 0 and spec.objective in ("cost", "peak") and any(
             f.KIND == "battery" for f in twin.fleets.values()):
+        from controller.forecasting.head import HeadLoadForecast
         from controller.scheduling import BatteryScheduler
 
         prices = twin.prices
         scheduler = BatteryScheduler(
             lambda times: np.array([prices.at(float(x) - t_start) for x in times]),
-            objective=spec.objective)
+            objective=spec.objective, head_forecast=HeadLoadForecast())
     net = feeder_model(s)  # the controller's own network model (gate, API one-line)
     gate = snapshot_fn = None
     if spec.safety_gate:

@@ -1,0 +1,68 @@
+"""Feeder-head load forecast from the controller's own metering, for the rolling schedule.
+
+The scheduler needs the head's net load without the batteries it is about to schedule (what
+peak shaving shaves). Each optimisation observes head meter P minus the batteries' measured
+P at that moment; the forecast for a time of day is the mean of the same quarter-hour over
+the last `days` days seen, else the latest observation (persistence), else 0 kW. After a
+restart the series can be seeded from the historian's head-meter telemetry (`seed`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+DAY_S = 86400.0
+
+
+class HeadLoadForecast:
+    """Quarter-hour-of-day means of the uncontrolled head load over the last `days` days."""
+
+    def __init__(self, step_s: float = 900.0, days: int = 7):
+        self.step_s = float(step_s)
+        self.slots = round(DAY_S / self.step_s)
+        self.samples: deque[tuple[float, float]] = deque(maxlen=days * self.slots * 4)
+        self.days = days
+
+    def observe(self, t: float, uncontrolled_kw: float) -> None:
+        if np.isfinite(uncontrolled_kw) and (not self.samples or t > self.samples[-1][0]):
+            self.samples.append((float(t), float(uncontrolled_kw)))
+
+    def observe_state(self, t: float, state) -> bool:
+        """Head meter P minus the batteries' P from a FleetState; False when the head is unknown."""
+        meter = next((g for g in state.groups.values() if g.kind == "meter" and g.n), None)
+        if meter is None:
+            return False
+        head = float(np.nansum(meter.get("p_kw")))
+        if not meter.usable().any() or not np.isfinite(meter.get("p_kw")).any():
+            return False
+        bat = sum(float(np.nansum(g.get("p_kw"))) for g in state.groups.values()
+                  if g.kind == "battery" and "p_kw" in g.values)
+        self.observe(t, head - bat)
+        return True
+
+    def seed(self, hist, until: float, device_id: str) -> int:
+        """Observations from the historian's head-meter rows (batteries not subtracted: a
+        restart loses that split, the forecast is a little high where they were charging)."""
+        rows = hist.query("telemetry", since=until - self.days * DAY_S, until=until,
+                          device_id=device_id, limit=100_000)
+        n = 0
+        for r in rows:
+            if r["name"] == "p_kw" and r["quality"] == "good" and r["value"] is not None:
+                self.observe(r["t"], r["value"])
+                n += 1
+        return n
+
+    def __call__(self, times) -> np.ndarray:
+        times = np.asarray(times, float)
+        if not self.samples:
+            return np.zeros(times.shape)
+        t, p = np.array(self.samples).T
+        recent = t >= t[-1] - self.days * DAY_S
+        t, p = t[recent], p[recent]
+        slot = ((t % DAY_S) // self.step_s).astype(int)
+        total = np.bincount(slot, p, self.slots)
+        count = np.bincount(slot, minlength=self.slots)
+        mean = np.where(count > 0, total / np.maximum(count, 1), p[-1])
+        return mean[((times % DAY_S) // self.step_s).astype(int)]

@@ -1,0 +1,71 @@
+"""Head-load forecast from the controller's own metering, and peak shaving against it."""
+
+import numpy as np
+
+from controller.forecasting.head import DAY_S, HeadLoadForecast
+from controller.historian import Historian
+from controller.links.base import DeviceInfo
+from controller.scheduling import BatteryScheduler
+from controller.state import FleetState, empty_group
+
+T0 = 1_768_435_200.0  # 2026-01-15 00:00 UTC
+
+
+def profile_kw(t):
+    """Feeder head without batteries: 300 kW base, an evening peak to 500 kW 17:00-20:00."""
+    h = (np.asarray(t, float) % DAY_S) / 3600.0
+    return 300.0 + 200.0 * ((h >= 17) & (h < 20))
+
+
+def fleet(t, head_kw, bat_kw=0.0, n_bat=4):
+    bi = [DeviceInfo(f"bat/{i}", "bat", "battery", 1, {"p_max_kw": 25.0, "e_cap_kwh": 100.0}) for i in range(n_bat)]
+    g = empty_group("bat", bi)
+    g.values.update(soc_kwh=np.full(n_bat, 90.0), p_kw=np.full(n_bat, bat_kw / n_bat))
+    g.quality.update(soc_kwh=np.zeros(n_bat, np.int8), p_kw=np.zeros(n_bat, np.int8))
+    m = empty_group("meter", [DeviceInfo("meter/0", "meter", "meter", 0)])
+    m.values["p_kw"] = np.array([head_kw])
+    m.quality["p_kw"] = np.zeros(1, np.int8)
+    return FleetState(t, {"bat": g, "meter": m})
+
+
+def test_forecast_learns_the_daily_profile_and_falls_back_to_persistence():
+    f = HeadLoadForecast()
+    assert np.all(f([T0, T0 + 3600]) == 0.0)  # nothing seen yet
+    f.observe(T0 + 10 * 3600, 321.0)
+    assert np.all(f(T0 + DAY_S + np.arange(96) * 900.0) == 321.0)  # one sample: persistence
+    f = HeadLoadForecast()
+    for t in T0 + np.arange(2 * 96) * 900.0:  # two days, batteries discharging 40 kW at the meter
+        assert f.observe_state(t, fleet(t, profile_kw(t) - 40.0, bat_kw=-40.0))
+    times = T0 + 2 * DAY_S + np.arange(96) * 900.0
+    assert np.allclose(f(times), profile_kw(times))  # batteries taken out: the uncontrolled head
+    m = empty_group("meter", [DeviceInfo("meter/0", "meter", "meter", 0)])
+    assert not f.observe_state(T0, FleetState(T0, {"meter": m}))  # no reading: nothing learnt
+
+
+def test_peak_objective_shaves_the_forecast_evening_peak():
+    f = HeadLoadForecast()
+    for t in T0 + np.arange(2 * 96) * 900.0:
+        f.observe(t, profile_kw(t))
+    t_now = T0 + 2 * DAY_S + 6 * 3600.0  # 06:00 on day 3
+    flat = lambda times: np.full(np.shape(times), 80.0)  # flat price: only the peak matters
+    sched = BatteryScheduler(flat, objective="peak", head_forecast=f).optimize(t_now, fleet(t_now, 300.0))
+    times = sched["t0"] + 900.0 * np.arange(96)
+    head = np.asarray(sched["data"]["head_p_kw"])
+    forecast = profile_kw(times)
+    assert forecast.max() == 500.0
+    # four 25 kW batteries with 90 kWh each hold 3 h x 100 kW: the evening peak drops by ~100 kW
+    assert head.max() < 500.0 - 0.9 * 100.0, head.max()
+    battery = head - forecast
+    evening = (((times % DAY_S) / 3600.0) >= 17) & (((times % DAY_S) / 3600.0) < 20)
+    assert battery[evening].mean() < -90.0 and battery[~evening].max() < 101.0
+
+
+def test_seed_from_historian_head_meter_rows(tmp_path):
+    hist = Historian(tmp_path / "h.sqlite", "NORMAL")
+    for n, t in enumerate(T0 + np.arange(96) * 900.0):
+        hist.record_cycle(n + 1, t, {}, [("meter/0", "p_kw", float(profile_kw(t)), "good")], [], [], [], (0, 0, 0))
+    f = HeadLoadForecast()
+    assert f.seed(hist, T0 + DAY_S, "meter/0") == 96
+    times = T0 + DAY_S + np.arange(96) * 900.0
+    assert np.allclose(f(times), profile_kw(times))
+    hist.close()
