@@ -97,3 +97,37 @@ def test_cli_bad_key_exits_2_with_one_line(tmp_path):
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and str(p) in lines[0] and "cylce_s" in lines[0], r.stderr
+
+
+def test_build_controller_wires_feeder_gate_and_config_events(tmp_path):
+    from controller.clock import SteppedClock
+    from controller.service import build_controller
+
+    cfg_dict = {"devices": [{"group": "bat", "kind": "battery", "first_port": 1, "count": 2,
+                             "buses": [3, 4]}],  # nothing listens: links connect lazily
+                "feeder": {"kind": "cigre_lv", "base_load_scale": 0.5},
+                "dr_events": [{"id": "peak", "start": "2026-11-23T17:00:00Z", "duration_s": 900,
+                               "reduction_kw": 5, "groups": ["bat"]}],
+                "historian": {"path": "h.sqlite", "synchronous": "NORMAL"}}
+    cfg = load_config(write(tmp_path, cfg_dict))
+    ctl = build_controller(cfg, SteppedClock(1.79e9))
+    try:
+        assert ctl.gate_name() == "SafetyGate" and ctl.feeder_limits.v_max_pu == 1.05
+        from grid_models.feeders import build_feeder
+
+        full = build_feeder("cigre_lv").load.p_mw.sum()
+        assert ctl.feeder_net.load.p_mw.sum() == pytest.approx(0.5 * full)
+        ev = ctl.dr["peak"]
+        assert (ev.source, ev.reduction_kw, ev.groups, ev.start_t) == ("config", 5.0, ["bat"], 1795453200.0)
+        assert list(ctl.state.groups["bat"].bus) == [3, 4]
+    finally:
+        ctl.links["bat"].close()
+        ctl.hist.close()
+    # restarted: the event is resumed from the historian, not added twice
+    ctl = build_controller(load_config(tmp_path / "svc.yaml"), SteppedClock(1.79e9))
+    assert [r["id"] for r in ctl.hist.dr_events()] == ["peak"] and ctl.dr["peak"].status == "pending"
+    ctl.hist.close()
+    # a bus the feeder model does not have is a config error naming file and key
+    cfg_dict["devices"][0]["buses"] = [3, 999]
+    with pytest.raises(ConfigError, match=r"svc2\.yaml: devices\.0\.buses: bus 999 is not in the cigre_lv"):
+        build_controller(load_config(write(tmp_path, cfg_dict, "svc2.yaml")), SteppedClock(1.79e9))
