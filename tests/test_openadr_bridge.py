@@ -98,6 +98,9 @@ def test_restart_matches_the_repeated_vtn_event(world):
     assert not ctl2.hist.alarms(active_only=True) or all(
         al["kind"] != "openadr_event_refused" for al in ctl2.hist.alarms(active_only=True))
     assert ctl2.dr["oadr:A"].reduction_kw == 25.0 and bridge2.mgr.get("oadr:A").status == "active"
+    # an event that ended before the restart, repeated by the VTN, is not dispatched again
+    ven2.handle_event(event("OLD", 5.0, START - timedelta(hours=1)))
+    assert "oadr:OLD" not in ctl2.dr
 
 
 def test_unreachable_vtn_raises_an_alarm_and_the_cycle_goes_on(world):

@@ -85,6 +85,10 @@ class VenBridge:
             if action in ("created", "modified"):
                 with ctl.lock:
                     cur = ctl.dr.get(eid)
+                    if cur is None and (d["end_t"] <= ctl.clock.now() or any(
+                            r["id"] == eid for r in ctl.hist.dr_events(("completed", "cancelled")))):
+                        log.info("openadr: event %s is over or already settled here; ignored", eid)
+                        return
                     if cur is None or cur.status == "pending":
                         ctl.add_dr_event(eid, d["start_t"], d["end_t"] - d["start_t"], d["reduction_kw"],
                                          d["groups"], source="openadr", opt=d["opt"])
