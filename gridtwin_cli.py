@@ -55,5 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     return int(rc or 0)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m gridtwin_cli`: run the importable module's copy, so
+    import gridtwin_cli  # UserError raised by subcommands is the class main() catches
+
+    sys.exit(gridtwin_cli.main())

@@ -168,6 +168,8 @@ class ServiceConfig(Strict):
     name: str = "vpp"
     cycle_s: float = Field(60.0, gt=0)
     optimize_every_s: float = Field(0.0, ge=0, description="0: no battery schedule")
+    objective: Literal["cost", "peak"] = Field(
+        "cost", description="battery schedule: arbitrage at the prices, or feeder-head peak shaving")
     devices: list[DeviceGroup] = Field(default_factory=list)
     iec104: list[Iec104Rtu] = Field(default_factory=list)
     feeder: ServiceFeeder | None = None

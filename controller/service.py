@@ -71,9 +71,14 @@ def build_controller(cfg: ServiceConfig, clock=None) -> Controller:
     hist = Historian(cfg.resolve(hs.path), hs.synchronous)
     scheduler = None
     if cfg.optimize_every_s > 0 and any(g.kind == "battery" for g in cfg.devices):
+        from controller.forecasting.head import HeadLoadForecast
         from controller.scheduling import BatteryScheduler
 
-        scheduler = BatteryScheduler(cfg.price_fn())
+        forecast = HeadLoadForecast()  # learnt from the head meter; refilled from the historian
+        meter = next((r["device_id"] for g in cfg.devices if g.kind == "meter" for r in g.rows()), None)
+        if meter is not None:
+            forecast.seed(hist, clock.now(), meter)
+        scheduler = BatteryScheduler(cfg.price_fn(), objective=cfg.objective, head_forecast=forecast)
     net = feeder_model(cfg)
     gate = snapshot_fn = None
     if cfg.safety_gate:

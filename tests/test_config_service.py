@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -131,3 +132,34 @@ def test_build_controller_wires_feeder_gate_and_config_events(tmp_path):
     cfg_dict["devices"][0]["buses"] = [3, 999]
     with pytest.raises(ConfigError, match=r"svc2\.yaml: devices\.0\.buses: bus 999 is not in the cigre_lv"):
         build_controller(load_config(write(tmp_path, cfg_dict, "svc2.yaml")), SteppedClock(1.79e9))
+
+
+def test_peak_objective_schedules_against_the_head_forecast_seeded_from_the_historian(tmp_path):
+    """A restarted service refills its head-load forecast from the historian's head meter rows
+    and its battery scheduler plans the feeder head against it."""
+    from controller.clock import SteppedClock
+    from controller.historian import Historian
+    from controller.service import build_controller
+
+    t0 = 1_795_392_000.0  # 2026-11-23 00:00 UTC
+    hist = Historian(tmp_path / "h.sqlite", "NORMAL")
+    for n in range(96):  # yesterday: 100 kW, 200 kW from 18:00 to 20:00
+        t = t0 - 86400.0 + 900.0 * n
+        hist.record_cycle(n + 1, t, {}, [("head/0", "p_kw", 200.0 if 72 <= n < 80 else 100.0, "good")],
+                          [], [], [], (0, 0, 0))
+    hist.close()
+    cfg = load_config(write(tmp_path, {
+        "devices": [{"group": "bat", "kind": "battery", "ports": [1]},
+                    {"group": "head", "kind": "meter", "ports": [2]}],
+        "optimize_every_s": 900, "objective": "peak",
+        "historian": {"path": "h.sqlite", "synchronous": "NORMAL"}}))
+    ctl = build_controller(cfg, SteppedClock(t0))
+    try:
+        f = ctl.scheduler.head_forecast
+        times = t0 + 900.0 * np.arange(96)
+        assert ctl.scheduler.objective == "peak"
+        assert np.allclose(f(times), np.where((np.arange(96) >= 72) & (np.arange(96) < 80), 200.0, 100.0))
+    finally:
+        for link in {id(x): x for x in ctl.links.values()}.values():
+            link.close()
+        ctl.hist.close()
