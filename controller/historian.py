@@ -197,6 +197,16 @@ class Historian:
         return {r["device_id"] for r in self._rows("SELECT device_id FROM service WHERE in_service=0")}
 
     # --- queries (API) -------------------------------------------------------------------------
+    def good_values(self, name: str, device_ids: list[str], since_t: float, until_t: float) -> list[dict]:
+        """Good, non-null telemetry rows {t, device_id, value} of quantity `name` for the
+        devices in [since_t, until_t) (baselines, forecasts)."""
+        if not device_ids:
+            return []
+        marks = ",".join("?" * len(device_ids))
+        return self._rows("SELECT t, device_id, value FROM telemetry WHERE name=? AND quality='good'"
+                          f" AND value IS NOT NULL AND t >= ? AND t < ? AND device_id IN ({marks})",
+                          (name, since_t, until_t, *device_ids))
+
     def query(self, table: str, since: float | None = None, until: float | None = None,
               device_id: str | None = None, limit: int = 1000) -> list[dict]:
         if table not in QUERYABLE:

@@ -31,10 +31,7 @@ def load_series(hist, device_ids: list[str], since_t: float, until_t: float, ste
     device has no good value is NaN."""
     if not device_ids:
         return pd.Series(dtype=float)
-    marks = ",".join("?" * len(device_ids))
-    rows = hist._rows(f"SELECT t, device_id, value FROM telemetry WHERE name='p_kw' AND quality='good'"
-                      f" AND value IS NOT NULL AND t >= ? AND t < ? AND device_id IN ({marks})",
-                      (since_t, until_t, *device_ids))
+    rows = hist.good_values("p_kw", device_ids, since_t, until_t)
     if not rows:
         return pd.Series(dtype=float)
     df = pd.DataFrame(rows)

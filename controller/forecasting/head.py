@@ -45,14 +45,10 @@ class HeadLoadForecast:
     def seed(self, hist, until: float, device_id: str) -> int:
         """Observations from the historian's head-meter rows (batteries not subtracted: a
         restart loses that split, the forecast is a little high where they were charging)."""
-        rows = hist.query("telemetry", since=until - self.days * DAY_S, until=until,
-                          device_id=device_id, limit=100_000)
-        n = 0
-        for r in rows:
-            if r["name"] == "p_kw" and r["quality"] == "good" and r["value"] is not None:
-                self.observe(r["t"], r["value"])
-                n += 1
-        return n
+        rows = hist.good_values("p_kw", [device_id], until - self.days * DAY_S, until)
+        for r in sorted(rows, key=lambda r: r["t"]):
+            self.observe(r["t"], r["value"])
+        return len(rows)
 
     def __call__(self, times) -> np.ndarray:
         times = np.asarray(times, float)
