@@ -66,6 +66,8 @@ class TclGroupModel:
         self.vb: VirtualBattery | None = None
         self.t_out_c = np.nan
         self.t_set_c = self.r["t_set_c"].copy()
+        self._t_sum = np.zeros(self.n)  # running mean of t_in_c: the setpoint where none is reported
+        self._t_cnt = np.zeros(self.n)
         self.t_in_c = np.full(self.n, np.nan)
         self.on = np.zeros(self.n, bool)
         self.p_kw = np.zeros(self.n)
@@ -84,9 +86,13 @@ class TclGroupModel:
         self.p_kw, self.on = np.nan_to_num(p), on
         self.t_in_c = g.get("t_in_c")
         ts = g.get("t_set_c")
-        self.t_set_c = np.where(np.isfinite(ts), ts, self.t_set_c)
-        unknown = ~np.isfinite(self.t_set_c) & np.isfinite(self.t_in_c)
-        self.t_set_c[unknown] = self.t_in_c[unknown]  # first guess: where the room is held
+        seen = np.isfinite(self.t_in_c)
+        self._t_sum[seen] += self.t_in_c[seen]
+        self._t_cnt[seen] += 1
+        with np.errstate(invalid="ignore"):
+            held_at = self._t_sum / self._t_cnt  # a thermostat holds the room's mean at its setpoint
+        self.t_set_c = np.where(np.isfinite(ts), ts, np.where(np.isfinite(self.r["t_set_c"]),
+                                                              self.r["t_set_c"], held_at))
         running = on & np.isfinite(p) & (p > 0)
         est = np.where(running, p, np.nan)
         self.p_rated_kw = np.where(np.isfinite(self.r["p_rated_kw"]), self.r["p_rated_kw"],

@@ -110,6 +110,9 @@ class Attached:
     def finish(self, twin) -> None:
         c = self.controller
         twin.kpi_extra["dr"] = c.dr_summary()
+        tcl = {ev_id: rep for ev_id in c.dr for rep in [c.tcl.event_report(ev_id)] if rep}
+        if tcl:  # per DR event: each TCL group's requested share and metered delivery
+            twin.kpi_extra["dr_tcl"] = tcl
         k = c.kpis()
         k["writes"] = self.link.writes
         k["writes_refused"] = self.link.refused

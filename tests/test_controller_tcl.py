@@ -99,10 +99,11 @@ def test_dr_event_shared_with_tcls_and_metered_against_pre_event_baseline(runs):
     # no chatter: the event adds few switchings (each held unit switches off and back on once)
     assert f.switches.sum() < 1.5 * f_ref.switches.sum(), (f.switches.sum(), f_ref.switches.sum())
     assert not c.tcl.models["acs"].held.any()  # all handed back at the event's end
+    assert tw.kpi_extra["dr_tcl"]["hot"]["acs"] == share  # in summary.json
 
 
 def test_api_fleet_reports_tcl_comfort_and_flexibility(runs):
-    _, c, _, info = runs["dr"]
+    _, _, _, info = runs["dr"]
     g = info["fleet"]["groups"]["acs"]
     assert g["kind"] == "tcl" and g["count"] == N_TCL
     assert 21.0 <= g["t_in_c"] <= 25.5 and g["comfort_pct"] >= 95.0
@@ -117,7 +118,7 @@ def test_api_fleet_reports_tcl_comfort_and_flexibility(runs):
 
 def test_emergency_sheds_tcls_within_response_time_and_holds_inside_comfort(runs):
     _, _, s_ref, _ = runs["ref"]
-    tw, c, s, info = runs["shed"]
+    tw, _, s, info = runs["shed"]
     plan = info["plan"]
     assert plan["by_kind"]["tcl"] > 0.5 * _mean(s_ref, SHED_S - 60, SHED_S)
     resp, hold = plan["response_s"], plan["hold_s"]
@@ -139,3 +140,51 @@ def test_emergency_sheds_tcls_within_response_time_and_holds_inside_comfort(runs
     rel = held[(s[:, 0] >= RESTORE_S + 60) & (s[:, 0] < RESTORE_S + 120)]
     assert 0 < rel.max() < n_shed
     assert held[-1] == 0
+
+
+def test_modbus_tcl_gateway_feeds_the_same_model_and_takes_the_shed():
+    """Over the emulators' tcl gateway map (p_kw, on, t_in_c only: no ratings, no setpoint,
+    no outdoor temperature) the controller still builds the group's picture (setpoint from
+    the held mean temperature, rated power from running units) and its emergency shed
+    reaches the units as `force` -1."""
+    from controller.clock import SteppedClock
+    from controller.core import Controller, CycleSettings
+    from controller.links.modbus import ModbusLink
+    from device_emulators import EmulatorHost
+
+    sc = _scenario(False).model_copy(update={"duration_s": 1800, "device_step_s": 10})
+    sc.fleet[0] = sc.fleet[0].model_copy(update={"count": 12})
+    sc.fleet = sc.fleet[:1]
+    tw = Twin(sc)
+    f = tw.fleets["acs"]
+    host = EmulatorHost(tw, rtu=False, meter=False)
+    rows = host.start()
+    t0 = sc.start.timestamp()
+    clock = SteppedClock(t0)
+    link = None
+    try:
+        link = ModbusLink.from_endpoints(rows, clock, timeout_s=0.5, poll_s=30)
+        ctl = Controller({"acs": link}, clock, settings=CycleSettings(cycle_s=60, optimize_every_s=0))
+        for k in range(1, 21):
+            host.step(60.0 * k)
+            clock.advance_to(t0 + 60.0 * k)
+            ctl.cycle()
+        m = ctl.tcl.models["acs"]
+        seen_on = np.isfinite(m.p_rated_kw)
+        assert seen_on.sum() >= 6
+        assert np.allclose(m.p_rated_kw[seen_on], f.p_rated_kw[seen_on], atol=0.011)
+        assert np.max(np.abs(m.t_set_c - f.t_set_c)) < 0.35  # within the thermostat band
+        s = ctl.tcl.summary()["acs"]
+        assert abs(s["t_in_c"] - float(f.t_in_c.mean())) < 0.02 and s["comfort_pct"] == 100.0
+        plan = ctl.set_emergency(True, reason="test")
+        assert plan["by_kind"]["tcl"] == pytest.approx(float(f.p_kw.sum()), abs=0.1)
+        host.step(21 * 60.0)
+        clock.advance_to(t0 + 21 * 60.0)
+        ctl.cycle()
+        assert np.all(f.force == -1)  # every unit had comfort room: all held off
+        host.step(21 * 60.0 + plan["response_s"] + 8)
+        assert float(f.p_kw.sum()) == 0.0 and int(f.lockout_violations.sum()) == 0
+    finally:
+        if link is not None:
+            link.close()
+        host.stop()
