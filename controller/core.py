@@ -308,6 +308,8 @@ class Controller:
         t4 = time.perf_counter()
         tm["dr_ms"] = 1e3 * (t4 - t3)
         result = self._gate(t, cmds)
+        for g in self.tcl.note_gate(result):  # a gate without a TCL model: keep them out
+            self.hist.raise_alarm(t, "tcl_refused_by_gate", g, "safety gate rejects TCL force setpoints")
         t5 = time.perf_counter()
         tm["gate_ms"] = 1e3 * (t5 - t4)
         sp_rows = self._write(t, result.to_send())

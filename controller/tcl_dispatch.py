@@ -75,6 +75,7 @@ class TclGroupModel:
         self.t = np.nan
         self.n_obs = 0
         self.log: dict[str, list] = {}  # event id -> [(t, requested cut, metered)]
+        self.refused = False  # the safety gate rejects `force` (unknown setpoint): stay out
 
     # --- telemetry ---------------------------------------------------------------------------
     def observe(self, t: float, g) -> None:
@@ -159,7 +160,7 @@ class TclGroupModel:
     def headroom_kw(self, base: np.ndarray, hold_h: float) -> np.ndarray:
         """Reduction per unit that can be held hold_h hours: the baseline, limited by the energy
         between each unit's temperature and its comfort limit (fallback: a fixed share)."""
-        b = np.where(self.usable, np.nan_to_num(base), 0.0)
+        b = np.where(self.usable & ~self.refused, np.nan_to_num(base), 0.0)
         k = self.kwh_per_c()
         if k is None:
             return self.cfg.fallback_share * b
@@ -194,12 +195,16 @@ class TclGroupModel:
                 "comfort_pct": round(100.0 * float(inside[u].mean()), 2) if n_u else None,
                 "on_pct": round(100.0 * float(self.on[self.usable].mean()), 2) if self.usable.any() else None,
                 "held_off": int(self.held.sum()),
+                "gate_refused": self.refused,
                 "flexibility": self.flexibility()}
 
     # --- dispatch ---------------------------------------------------------------------------------
     def dispatch(self, t: float, base: np.ndarray, cut_kw: float, source: str, reason: str
                  ) -> list[Command]:
         """Commands that move the group's power toward sum(base) - cut_kw."""
+        if self.refused:
+            self.held[:] = False
+            return []
         u = self.usable
         room = self.comfort_room_c()
         release = self.held & (~u | (room <= self.cfg.guard_c))
@@ -254,6 +259,8 @@ class TclGroupModel:
 
     def emergency_commands(self, t: float) -> list[Command]:
         """Hold every usable unit off that still has comfort room; release the rest."""
+        if self.refused:
+            return []
         room = self.comfort_room_c()
         want = self.usable & (room > self.cfg.guard_c)
         release = self.held & ~want
@@ -291,11 +298,27 @@ class TclDispatcher:
         return np.where(np.isfinite(b), b, m.p_kw)
 
     def tcl_groups(self, t: float) -> list[TclGroup]:
-        return [m.tcl_group(t) for m in self.models.values()]
+        return [m.tcl_group(t) for m in self.models.values() if not m.refused]
 
     def margin_kw(self) -> float:
         """Reduction available now: the power of usable running units."""
-        return float(sum(m.p_kw[m.usable & m.on].sum() for m in self.models.values()))
+        return float(sum(m.p_kw[m.usable & m.on].sum() for m in self.models.values() if not m.refused))
+
+    def note_gate(self, result) -> list[str]:
+        """Groups whose `force` commands the safety gate rejects as an unknown setpoint or device
+        (a gate that does not model TCLs): they leave DR and emergency use; returns the newly refused."""
+        new = []
+        for d in result.decisions:
+            c = d.command
+            if (c.setpoint != "force" or d.verdict != "rejected"
+                    or not {"unknown_setpoint", "unknown_device"} & set(d.reasons)):
+                continue
+            m = self.models.get(c.device_id.rpartition("/")[0])
+            if m is not None and not m.refused:
+                m.refused = True
+                m.held[:] = False
+                new.append(m.group)
+        return new
 
     def summary(self) -> dict:
         return {name: m.summary() for name, m in self.models.items()}

@@ -188,3 +188,23 @@ def test_modbus_tcl_gateway_feeds_the_same_model_and_takes_the_shed():
         if link is not None:
             link.close()
         host.stop()
+
+
+def test_gate_without_tcl_model_keeps_tcls_out_of_dr():
+    """The SafetyGate does not model TCLs yet (unknown_device): the first rejection takes the TCL group out
+    of DR (alarm raised, nothing held, no further force commands); batteries still deliver."""
+    sc = _scenario(True).model_copy(update={"duration_s": 50 * 60})
+    sc.controller = sc.controller.model_copy(update={"safety_gate": True})
+    tw = Twin(sc)
+    att = attach_controller(tw)
+    tw.run()
+    c = att.controller
+    m = c.tcl.models["acs"]
+    assert m.refused and not m.held.any() and c.tcl.summary()["acs"]["gate_refused"]
+    assert any(a["kind"] == "tcl_refused_by_gate" for a in c.hist.alarms())
+    rejected = [r for r in c.hist.query("decisions", limit=100_000) if r["setpoint"] == "force"]
+    first_t = min(r["t"] for r in rejected)
+    assert all(r["t"] == first_t for r in rejected)  # one cycle of rejections, then none sent
+    assert int(np.sum(tw.fleets["acs"].force != 0)) == 0
+    bat = c.dr["hot"].performance()
+    assert 50.0 < bat["delivered_kw"] <= REDUCTION_KW  # batteries still deliver their part
