@@ -542,6 +542,7 @@ class Controller:
 
     def _release(self, ev: DrState, why: str) -> list[Command]:
         cmds = []
+        keep = {}  # TCL groups still releasing in cohorts
         busy = {g for e in self.dr.values() if e.status == "active" and e is not ev
                 for g in (e.participants or {})}
         for gname, mask in ev.participants.items():
@@ -549,16 +550,19 @@ class Controller:
                 continue
             g = self.state.groups[gname]
             if g.kind == "tcl":
-                for c in self.tcl.models[gname].release_all("dr", why):
+                m = self.tcl.models[gname]
+                for c in m.release_staged("dr", why):
                     self.dirty.pop((c.device_id, c.setpoint), None)
                     cmds.append(c)
+                if m.held.any():
+                    keep[gname] = mask
                 continue
             vals = flex.release_value(g, self.base_set.get(gname))
             name = flex.SETPOINT[g.kind]
             for j in np.flatnonzero(mask & g.usable()):
                 cmds.append(Command(g.ids[j], name, float(vals[j]), "dr", why))
                 self.dirty.pop((g.ids[j], name), None)
-        ev.participants = {}
+        ev.participants = keep
         return cmds
 
     def _emergency_commands(self) -> list[Command]:

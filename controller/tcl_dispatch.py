@@ -257,6 +257,16 @@ class TclGroupModel:
         self.held &= ~rel
         return [Command(f"{self.group}/{int(j)}", "force", 0.0, source, reason) for j in idx]
 
+    def release_staged(self, source: str, reason: str, steps: int = 4) -> list[Command]:
+        """One of `steps` cohorts of the units held when the release began (call once per
+        cycle until none is held): spreads the payback of held-off units over several cycles."""
+        if getattr(self, "_cohort", None) is None:
+            self._cohort = max(1, -(-int(self.held.sum()) // steps))
+        out = self.release_all(source, reason, cohort=self._cohort)
+        if not self.held.any():
+            self._cohort = None
+        return out
+
     def emergency_commands(self, t: float) -> list[Command]:
         """Hold every usable unit off that still has comfort room; release the rest."""
         if self.refused:
