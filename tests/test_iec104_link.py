@@ -106,7 +106,11 @@ def test_interrogation_spontaneous_and_quality(twin):
 @pytest.mark.parametrize("sbo", [True, False])
 def test_commands_confirmed_or_refused(twin, sbo):
     rtu = start_rtu(twin, sbo=sbo)
-    link = Iec104Link.from_endpoints([row(rtu, sbo=sbo)], SteppedClock(T0))
+    # generous waits: on a loaded 2-core CI box the first select-before-operate round trip
+    # has been seen to take longer than the 3 s default confirmation timeout
+    link = Iec104Link.from_endpoints([row(rtu, sbo=sbo)], SteppedClock(T0), command_timeout_ms=10_000,
+                                     connect_timeout_s=15.0)
+    assert link.wait_connected(timeout_s=15.0)
     net = twin.net
     tap0, closed0 = net.trafo.tap_pos.iloc[0], bool(net.switch.closed.iloc[1])
     try:

@@ -317,3 +317,46 @@ def test_gate_value_on_pv_overvoltage():
     assert free["violation_intervals"] >= 15
     assert gated["violation_intervals"] == 0
     assert 0.5 < gated["revenue_eur"] / free["revenue_eur"] < 1.0
+
+
+def test_tcl_force_commands_are_kept_whole_or_rejected_and_never_violate():
+    """TCL on/off commands: a hold-off takes the unit's load off its bus; forcing units on at a
+    weak far bus is limited by the voltage band, and what the gate keeps are whole units (never
+    a scaled 'force'), confirmed by a plain pandapower power flow."""
+    import pandapower as pp
+
+    from grid_models.feeders import build_feeder
+
+    net = build_feeder("cigre_lv")
+    net.load["p_mw"] *= 0.5  # an evening at half the nominal load: room for some units, not all
+    net.load["q_mvar"] *= 0.5
+    limits = Limits(v_min_pu=0.90, v_max_pu=1.10)
+    gate = SafetyGate(net, limits, SafetyConfig(ramp_frac_per_s={}))
+    base_bus, base_p = net.load.bus.to_numpy(), net.load.p_mw.to_numpy() * 1000
+    base_q = net.load.q_mvar.to_numpy() * 1000
+    far = int(net.bus.index[net.bus.name == "Bus R18"][0])
+    n = 60  # 60 x 4 kW units at the end of the residential feeder: 20 on, 40 off
+    on = np.arange(n) < 20
+    snap = GridSnapshot.from_groups(0, 1, base_bus, base_p, base_q, [{
+        "name": "acs", "kind": "tcl", "bus": np.full(n, far), "p_kw": np.where(on, 4.0, 0.0),
+        "ratings": {"p_rated_kw": np.full(n, 4.0)}}])
+    off = gate.check([Command(f"acs/{i}", "force", -1.0) for i in range(20)], snap)
+    assert [d.verdict for d in off.decisions] == ["accepted"] * 20
+    res = gate.check([Command(f"acs/{i}", "force", 1.0) for i in range(20, n)], snap)
+    verdicts = [d.verdict for d in res.decisions]
+    kept = [i for i, v in zip(range(20, n), verdicts) if v == "accepted"]
+    assert "curtailed" not in verdicts and 0 < len(kept) < 40, verdicts
+    assert all(d.reasons and d.reasons[0].startswith(("v_low:bus", "line_overload", "trafo_overload"))
+               for d in res.decisions if d.verdict == "rejected")
+    check = copy.deepcopy(net)
+    pp.create_load(check, far, p_mw=(20 + len(kept)) * 4.0 / 1000)
+    pp.runpp(check)
+    assert check.res_bus.vm_pu.min() >= limits.v_min_pu - 1e-4
+    assert check.res_line.loading_percent.max() <= limits.line_loading_max_pct + 1e-3
+    assert check.res_trafo.loading_percent.max() <= limits.trafo_loading_max_pct + 1e-3
+    check2 = copy.deepcopy(net)
+    pp.create_load(check2, far, p_mw=(20 + len(kept) + 2) * 4.0 / 1000)  # and the gate kept close to the limit
+    pp.runpp(check2)
+    assert (check2.res_bus.vm_pu.min() < limits.v_min_pu + 0.01
+            or check2.res_line.loading_percent.max() > limits.line_loading_max_pct - 3
+            or check2.res_trafo.loading_percent.max() > limits.trafo_loading_max_pct - 3)

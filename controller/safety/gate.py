@@ -29,6 +29,7 @@ from grid_models.power_flow import PowerFlow
 from grid_models.sensitivity import NetModel, linearize
 
 AXIS_Q = {"q_set_kvar"}
+ALL_OR_NOTHING = {"force"}  # on/off commands: kept whole or rejected, never scaled
 TAP = "tap_pos"
 
 
@@ -182,6 +183,8 @@ class SafetyGate:
 
         if sp in ("p_limit_pct", "curtail_pct"):
             return 0.0, 100.0
+        if sp == "force":
+            return -1.0, 1.0
         if sp == "p_set_kw":
             p = rat("p_max_kw")
             return -p, p
@@ -194,7 +197,7 @@ class SafetyGate:
 
     @staticmethod
     def _rating_kw(st: GridSnapshot, r: int, kind: str) -> float:
-        name = {"pv": "s_rated_kva", "flex_load": "p_nom_kw"}.get(kind, "p_max_kw")
+        name = {"pv": "s_rated_kva", "flex_load": "p_nom_kw", "tcl": "p_rated_kw"}.get(kind, "p_max_kw")
         v = st.rating(name)[r]
         return float(v) if np.isfinite(v) else np.inf
 
@@ -228,6 +231,14 @@ class SafetyGate:
                 demand = p_max if not np.isfinite(conn) else conn * p_max
                 demand = v if not np.isfinite(demand) else demand
                 req[j] = min(v, demand)
+            elif sp == "force":
+                # hold off: the unit stops; force on: it runs at its rating; release: back to its
+                # thermostat, which the controller does not command (no change attributed)
+                v = round(rows["target"][j])
+                p_rated = self._rating_kw(st, r, kind)
+                p_rated = cur[j] if not np.isfinite(p_rated) else p_rated
+                req[j] = 0.0 if v < 0 else (p_rated if v > 0 else cur[j])
+                null[j] = cur[j]
             elif sp == "curtail_pct":
                 base = st.tel("p_base_kw")[r]
                 base = cur[j] if not np.isfinite(base) else base
@@ -386,6 +397,16 @@ class SafetyGate:
                 d[:] = 0.0
                 for j in range(n):
                     binding.setdefault(j, ("unconfirmed", -1, 0.0))
+        # on/off commands the LP could only keep in part are dropped whole; re-confirm without them
+        cut = [j for j, i in enumerate(rows["idx"]) if commands[i].setpoint in ALL_OR_NOTHING
+               and abs(d[j] - d_req[j]) > 1e-6 * (1 + abs(d_req[j])) and d[j] != 0.0]
+        if cut:
+            d[cut] = 0.0
+            res = self._apply(base, slots, axis, d, report)
+            if self._confirm_violations(res, res0):
+                d[:] = 0.0
+                for j in range(n):
+                    binding.setdefault(j, ("unconfirmed", -1, 0.0))
         report["v_max_pu"] = float(np.nanmax(res.v_pu)) if res.converged else float("nan")
         report["v_min_pu"] = float(np.nanmin(res.v_pu)) if res.converged else float("nan")
         tol = 1e-6
@@ -397,7 +418,8 @@ class SafetyGate:
                                   _reason(kind, el) if el >= 0 else "grid_unconfirmed")
             if not reasons[j]:
                 decisions[i] = Decision(c, "accepted", float(c.value), [])
-            elif abs(d[j]) <= tol and abs(req[j] - cur[j]) > tol and reasons[j] != ["device_limit"]:
+            elif (abs(d[j]) <= tol and abs(req[j] - cur[j]) > tol and reasons[j] != ["device_limit"]) \
+                    or c.setpoint in ALL_OR_NOTHING:
                 decisions[i] = Decision(c, "rejected", None, reasons[j])
             else:
                 exact = abs(d[j] - (req[j] - cur[j])) <= tol * (1 + abs(req[j]))

@@ -31,6 +31,7 @@ SETPOINTS = {
     "battery": ("p_set_kw", "q_set_kvar"),
     "ev": ("p_max_set_kw",),
     "flex_load": ("curtail_pct",),
+    "tcl": ("force",),  # -1 hold off (p -> 0), 0 release to the thermostat, +1 force on (p -> p_rated_kw)
 }
 
 
@@ -39,7 +40,8 @@ class GridSnapshot:
     """Estimated feeder state plus managed devices as arrays (see module docstring).
 
     Device arrays share one row order (`device_ids`). Ratings: p_max_kw (battery, ev),
-    s_rated_kva (pv), p_nom_kw (flex_load), q_max_kvar (pv, battery), flex_share (flex_load).
+    s_rated_kva (pv), p_nom_kw (flex_load), q_max_kvar (pv, battery), flex_share (flex_load),
+    p_rated_kw (tcl).
     Telemetry, NaN when unknown: p_avail_kw (pv), p_base_kw (flex_load), connected (ev, 0/1).
     """
 
