@@ -551,7 +551,10 @@ class Controller:
             g = self.state.groups[gname]
             if g.kind == "tcl":
                 m = self.tcl.models[gname]
-                for c in m.release_staged("dr", why):
+                base = ev.last_base.get(gname)
+                released = (m.release_capped(base, "dr", why) if base is not None
+                            else m.release_staged("dr", why))
+                for c in released:
                     self.dirty.pop((c.device_id, c.setpoint), None)
                     cmds.append(c)
                 if m.held.any():

@@ -44,6 +44,7 @@ class TclSettings:
     fallback_tau_s: float = 4 * 3600.0  # thermal time constant before identification
     fallback_share: float = 0.3  # share of baseline offered before a model is identified
     min_identified: float = 0.5  # share of identified units needed to trust the model
+    rebound_cap_frac: float = 0.1  # after an event, power may exceed its baseline by this share
 
 
 class TclGroupModel:
@@ -266,6 +267,28 @@ class TclGroupModel:
         if not self.held.any():
             self._cohort = None
         return out
+
+    def release_capped(self, base: np.ndarray, source: str, reason: str) -> list[Command]:
+        """After an event (call once per cycle until none is held): release held units only as
+        fast as keeps the group under its baseline plus `rebound_cap_frac` (the payback of the
+        deferred cooling is spread out instead of arriving at once); a unit at its comfort
+        guard, or no longer usable, is released regardless, so comfort always wins."""
+        u = self.usable
+        room = self.comfort_room_c()
+        held = self.held & u & (room > self.cfg.guard_c)
+        forced = self.held & ~held
+        edge = self.t_set_c + self.mode * self.r["deadband_c"] / 2.0
+        adds = np.where(self.mode * (self.t_in_c - edge) >= 0, self.p_rated_kw, 0.0)  # comes on when released
+        b = float(np.nan_to_num(base)[u].sum())
+        room_kw = b * (1.0 + self.cfg.rebound_cap_frac) - float(self.p_kw[u].sum()) - float(adds[forced].sum())
+        cand = np.flatnonzero(held)
+        order = cand[np.argsort(room[cand])]  # closest to the comfort limit first
+        k = int(np.searchsorted(np.cumsum(adds[order]), max(room_kw, 0.0), side="right"))
+        held[order[:k]] = False
+        held &= adds > 0  # a unit inside its deadband adds nothing when released: let it go now
+        release = self.held & ~held
+        self.held = held
+        return [Command(f"{self.group}/{int(j)}", "force", 0.0, source, reason) for j in np.flatnonzero(release)]
 
     def emergency_commands(self, t: float) -> list[Command]:
         """Hold every usable unit off that still has comfort room; release the rest."""

@@ -22,7 +22,7 @@ SHED_S, RESTORE_S = 50 * 60, 62 * 60
 
 
 def _scenario(dr: bool) -> Scenario:
-    d = {"name": "tcl_dr", "start": "2026-07-15T12:30:00Z", "duration_s": 70 * 60,
+    d = {"name": "tcl_dr", "start": "2026-07-15T12:30:00Z", "duration_s": 85 * 60,
          "device_step_s": 4, "power_flow_interval_s": 300, "seed": 5,
          "feeder": {"kind": "cigre_mv"},
          "fleet": [{"name": "acs", "kind": "tcl", "count": N_TCL, "placement": {"rule": "load_buses"},
@@ -34,7 +34,7 @@ def _scenario(dr: bool) -> Scenario:
          "weather": {"kind": "synthetic", "latitude_deg": 35.0, "longitude_deg": 11.0,
                      "cloudiness": 0.1, "t_out_mean_c": 29, "t_out_swing_c": 5},
          "base_load": {"profile": "residential", "noise_pct": 0},
-         # no safety gate: it does not model TCL `force` setpoints yet (it would reject them)
+         # the safety gate's own TCL test is test_safety_gate_checks_tcl_hold_offs_...
          "controller": {"enabled": True, "cycle_s": 60, "optimize_every_s": 86400, "safety_gate": False},
          "outputs": {"timeseries_every_s": 300, "report": False}, "assertions": []}
     if dr:
@@ -43,10 +43,12 @@ def _scenario(dr: bool) -> Scenario:
     return Scenario.model_validate(d)
 
 
-def _run(dr: bool, shed: bool = False):
+def _run(dr: bool, shed: bool = False, rebound_cap_frac: float | None = None):
     tw = Twin(_scenario(dr))
     att = attach_controller(tw)
     c = att.controller
+    if rebound_cap_frac is not None:
+        c.tcl.models["acs"].cfg.rebound_cap_frac = rebound_cap_frac
     rows, info = [], {}
 
     def hook(t):
@@ -67,7 +69,8 @@ def _run(dr: bool, shed: bool = False):
 
 @pytest.fixture(scope="module")
 def runs():
-    return {"ref": _run(False), "dr": _run(True), "shed": _run(False, shed=True)}
+    return {"ref": _run(False), "dr": _run(True), "shed": _run(False, shed=True),
+            "dr_burst": _run(True, rebound_cap_frac=100.0)}
 
 
 def _mean(s, t0, t1):
@@ -212,3 +215,19 @@ def test_safety_gate_checks_tcl_hold_offs_and_the_event_is_delivered():
     delivered = [r["delivered_kw"] for r in c.hist.dr_performance("hot")]
     assert len(delivered) == 4 and abs(delivered[-1] - REDUCTION_KW) < 0.05 * REDUCTION_KW, delivered
     assert np.all(np.diff(delivered) > 0)
+
+
+def test_release_after_the_event_spreads_the_rebound_without_costing_comfort(runs):
+    """Held units go back only as fast as keeps the group near baseline + 10 % (units at their
+    comfort guard regardless): the post-event peak is far below releasing them all at once."""
+    _, _, s_ref, _ = runs["ref"]
+    tw, _, s, _ = runs["dr"]
+    _, _, s_b, _ = runs["dr_burst"]
+    end = EVENT_START_S + EVENT_S
+    post = [(x[:, 0] >= end) & (x[:, 0] < end + 20 * 60) for x in (s_ref, s, s_b)]
+    peak_ref, peak, peak_burst = (float(x[w, 1].max()) for x, w in zip((s_ref, s, s_b), post))
+    # 2026-11-23: 856 kW untouched, 1,189 kW capped, 1,298 kW all at once
+    assert peak_burst - peak > 80.0, (peak_ref, peak, peak_burst)
+    assert peak < peak_burst and peak_ref < peak
+    assert s[-1, 2] == 0  # every unit handed back before the run ends
+    assert tw.fleets["acs"].comfort_dm.sum() == 0.0 and tw.fleets["acs"].lockout_violations.sum() == 0
