@@ -129,6 +129,11 @@ class Controller:
         for r in self.hist.dr_events(("pending", "active")):
             self.dr[r["id"]] = DrState(r["id"], r["start_t"], r["duration_s"], r["reduction_kw"],
                                        r["groups"], r["source"], r["status"], r["opt"])
+        for r in self.hist.events_of("dr_tcl_baseline"):
+            ev = self.dr.get(r["event_id"])
+            g = self.state.groups.get(r["group"])
+            if ev is not None and g is not None and len(r["p_kw"]) == g.n:
+                ev.last_base[r["group"]] = np.asarray(r["p_kw"], float)
         for dev in self.hist.out_of_service():
             if dev in self._index:
                 g, j = self._index[dev]
@@ -512,7 +517,11 @@ class Controller:
                 ev.ev_cf[g.group] = cf - np.nan_to_num(base[g.group]) * dt_h
             elif g.kind == "tcl":  # pre-event mean, frozen at the event's first cycle
                 b = ev.last_base.get(g.group)
-                base[g.group] = self.tcl.baseline(g.group) if b is None else b
+                if b is None:  # kept in the historian: a restarted controller meters against it
+                    b = self.tcl.baseline(g.group)
+                    self.hist.log_event(t, "dr_tcl_baseline", event_id=ev.id, group=g.group,
+                                        p_kw=np.round(np.nan_to_num(b), 4).tolist())
+                base[g.group] = b
             else:
                 base[g.group] = flex.baseline_kw(g, self.base_set.get(g.group))
             ev.last_base[g.group] = base[g.group]

@@ -116,6 +116,11 @@ class Historian:
         self._tx(lambda db: db.execute("INSERT INTO events (t, kind, data) VALUES (?,?,?)",
                                        (t, kind, json.dumps(data, default=str))))
 
+    def events_of(self, kind: str) -> list[dict]:
+        """Logged events of one kind, oldest first, with their data decoded."""
+        return [{"t": r["t"], **json.loads(r["data"] or "{}")}
+                for r in self._rows("SELECT t, data FROM events WHERE kind=? ORDER BY id", (kind,))]
+
     def raise_alarm(self, t: float, kind: str, device_id: str | None, message: str) -> int | None:
         """New alarm unless the same (kind, device) is already active; returns its id."""
 

@@ -231,3 +231,24 @@ def test_release_after_the_event_spreads_the_rebound_without_costing_comfort(run
     assert peak < peak_burst and peak_ref < peak
     assert s[-1, 2] == 0  # every unit handed back before the run ends
     assert tw.fleets["acs"].comfort_dm.sum() == 0.0 and tw.fleets["acs"].lockout_violations.sum() == 0
+
+
+def test_frozen_tcl_baseline_survives_a_controller_restart(tmp_path):
+    """The pre-event TCL baseline is kept in the historian: a controller restarted mid-event
+    meters against it, not against the held-down power it sees after the restart."""
+    from controller.core import Controller
+    from controller.historian import Historian
+
+    tw = Twin(_scenario(True))
+    att = attach_controller(tw, historian=Historian(tmp_path / "h.sqlite", "NORMAL"))
+    tw.run_until(EVENT_START_S + 300)
+    c = att.controller
+    frozen = c.dr["hot"].last_base["acs"]
+    assert frozen.sum() - tw.fleets["acs"].p_kw.sum() > 150.0  # the event holds the group down
+    c.hist.close()
+    c2 = Controller(c.links, c.clock, historian=Historian(tmp_path / "h.sqlite", "NORMAL"), settings=c.cfg)
+    try:
+        assert c2.dr["hot"].status == "active"
+        assert np.allclose(c2.dr["hot"].last_base["acs"], frozen, atol=1e-4)
+    finally:
+        c2.hist.close()
