@@ -33,19 +33,7 @@ from hil.command_gateway import CommandGateway
 
 pytestmark = pytest.mark.timeout(120)
 
-LAB = """
-name: lab_bench
-start: 2026-06-21T11:00:00Z
-duration_s: 3600
-device_step_s: 1
-power_flow_interval_s: 5
-seed: 3
-feeder: {kind: cigre_mv, with_der: false}
-fleet:
-  - {name: lab_pv, kind: pv, count: 1, placement: {rule: buses, buses: [5]},
-     params: {p_peak_kw: 400, s_rated_kva: 400}}
-weather: {cloudiness: 0}
-"""
+LAB = (ROOT / "scenarios/hil/lab_bench_pv.yaml").read_text()  # the lab bench twin
 DEV = "lab_pv/0"
 
 
