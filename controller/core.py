@@ -551,7 +551,7 @@ class Controller:
 
     def _release(self, ev: DrState, why: str) -> list[Command]:
         cmds = []
-        keep = {}  # TCL groups still releasing in cohorts
+        keep = {}  # TCL groups still handing units back (rebound-capped, several cycles)
         busy = {g for e in self.dr.values() if e.status == "active" and e is not ev
                 for g in (e.participants or {})}
         for gname, mask in ev.participants.items():
@@ -560,10 +560,7 @@ class Controller:
             g = self.state.groups[gname]
             if g.kind == "tcl":
                 m = self.tcl.models[gname]
-                base = ev.last_base.get(gname)
-                released = (m.release_capped(base, "dr", why) if base is not None
-                            else m.release_staged("dr", why))
-                for c in released:
+                for c in m.release_capped(ev.last_base[gname], "dr", why):
                     self.dirty.pop((c.device_id, c.setpoint), None)
                     cmds.append(c)
                 if m.held.any():

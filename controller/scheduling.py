@@ -86,17 +86,14 @@ class BatteryScheduler:
                 "stats": {"variables": sched.stats.variables, "constraints": sched.stats.constraints,
                           "build_s": round(sched.stats.build_s, 4),
                           "solve_s": round(sched.stats.solve_s, 4)}}
+        battery_kw = np.zeros(self.n_steps)
         for g in groups:
             vals = np.zeros((g.n, self.n_steps))
             for i in slices[g.group]:
                 vals[i] = np.clip(sched.p_kw[g.ids[i]], -g.rating("p_max_kw")[i], g.rating("p_max_kw")[i])
             data["setpoints"][g.group] = {"setpoint": "p_set_kw",
                                           "values": np.round(vals, 4).tolist()}
+            battery_kw += vals.sum(axis=0)
         if self.net_load_fn is not None:  # the planned feeder-head P: forecast net load + batteries
-            data["head_p_kw"] = np.round(net + sched_total(sched, ids, self.n_steps), 3).tolist()
+            data["head_p_kw"] = np.round(net + battery_kw, 3).tolist()
         return {"t0": float(t0), "step_s": self.step_s, "kind": "battery_rolling", "data": data}
-
-
-def sched_total(sched, ids, n_steps: int) -> np.ndarray:
-    """Sum of the scheduled battery power (kW, load +) per interval."""
-    return sum((np.asarray(sched.p_kw[i], float) for i in ids), np.zeros(n_steps))

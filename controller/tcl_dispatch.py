@@ -214,10 +214,8 @@ class TclGroupModel:
         target = float(np.nan_to_num(base)[u].sum()) - max(cut_kw, 0.0)
         # power expected next: held units that are still on go off once unlocked
         expect = float(p[u].sum()) - float(p[held & self.on].sum())
-        # released units above their thermostat edge come back on
-        edge = self.t_set_c + self.mode * self.r["deadband_c"] / 2.0
-        hot = release & (self.mode * (self.t_in_c - edge) >= 0) & ~self.on
-        expect += float(self.p_rated_kw[hot].sum())
+        adds = self.release_adds_kw()
+        expect += float(adds[release & ~self.on].sum())
         err = expect - target
         if err > 0:
             cand = np.flatnonzero(u & ~held & self.on & self.unlocked(t, True)
@@ -230,9 +228,7 @@ class TclGroupModel:
         elif err < 0 and held.any():
             cand = np.flatnonzero(held)
             order = cand[np.argsort(room[cand])]  # closest to the comfort limit first
-            w = np.where(self.mode[order] * (self.t_in_c[order] - edge[order]) >= 0,
-                         self.p_rated_kw[order], 0.0)  # what a release adds
-            cum = np.cumsum(w)
+            cum = np.cumsum(adds[order])
             k = int(np.searchsorted(cum, -err, side="right"))
             held[order[:k]] = False
             release |= self.held & ~held
@@ -258,15 +254,11 @@ class TclGroupModel:
         self.held &= ~rel
         return [Command(f"{self.group}/{int(j)}", "force", 0.0, source, reason) for j in idx]
 
-    def release_staged(self, source: str, reason: str, steps: int = 4) -> list[Command]:
-        """One of `steps` cohorts of the units held when the release began (call once per
-        cycle until none is held): spreads the payback of held-off units over several cycles."""
-        if getattr(self, "_cohort", None) is None:
-            self._cohort = max(1, -(-int(self.held.sum()) // steps))
-        out = self.release_all(source, reason, cohort=self._cohort)
-        if not self.held.any():
-            self._cohort = None
-        return out
+    def release_adds_kw(self) -> np.ndarray:
+        """Power each unit draws once released: its rating where it sits at or past its
+        thermostat's switch-on edge (the thermostat turns it on), else 0."""
+        edge = self.t_set_c + self.mode * self.r["deadband_c"] / 2.0
+        return np.where(self.mode * (self.t_in_c - edge) >= 0, self.p_rated_kw, 0.0)
 
     def release_capped(self, base: np.ndarray, source: str, reason: str) -> list[Command]:
         """After an event (call once per cycle until none is held): release held units only as
@@ -277,8 +269,7 @@ class TclGroupModel:
         room = self.comfort_room_c()
         held = self.held & u & (room > self.cfg.guard_c)
         forced = self.held & ~held
-        edge = self.t_set_c + self.mode * self.r["deadband_c"] / 2.0
-        adds = np.where(self.mode * (self.t_in_c - edge) >= 0, self.p_rated_kw, 0.0)  # comes on when released
+        adds = self.release_adds_kw()
         b = float(np.nan_to_num(base)[u].sum())
         room_kw = b * (1.0 + self.cfg.rebound_cap_frac) - float(self.p_kw[u].sum()) - float(adds[forced].sum())
         cand = np.flatnonzero(held)

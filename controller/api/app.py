@@ -164,14 +164,10 @@ def create_app(controller, tokens: dict[str, dict]) -> FastAPI:
             raise HTTPException(404, "no feeder-head meter or RTU in this controller")
         dev, p_name, q_name = src
         window_s = float(min(max(window_s, 60.0), 7 * 86400.0))
-        rows = controller.hist.query("telemetry", since=now - window_s, device_id=dev, limit=100_000)
-        by_t: dict[float, dict] = {}
-        for r in rows:
-            if r["name"] in (p_name, q_name) and r["quality"] == "good":
-                by_t.setdefault(r["t"], {})[r["name"]] = r["value"]
-        ts = sorted(by_t)
-        out = {"device_id": dev, "t": ts, "p_kw": [by_t[t].get(p_name) for t in ts],
-               "q_kvar": [by_t[t].get(q_name) for t in ts],
+        p, q = ({r["t"]: r["value"] for r in controller.hist.good_values(name, [dev], now - window_s, np.inf)}
+                for name in (p_name, q_name))
+        ts = sorted(p)
+        out = {"device_id": dev, "t": ts, "p_kw": [p[t] for t in ts], "q_kvar": [q.get(t) for t in ts],
                "schedule_kind": None, "schedule_t": None, "schedule_p_kw": None}
         data = (sched or {}).get("data") or {}
         if sched and (data.get("head_p_kw") or data.get("setpoints")):

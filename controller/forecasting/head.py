@@ -34,9 +34,10 @@ class HeadLoadForecast:
         meter = next((g for g in state.groups.values() if g.kind == "meter" and g.n), None)
         if meter is None:
             return False
-        head = float(np.nansum(meter.get("p_kw")))
-        if not meter.usable().any() or not np.isfinite(meter.get("p_kw")).any():
+        p = meter.get("p_kw")
+        if not meter.usable().any() or not np.isfinite(p).any():
             return False
+        head = float(np.nansum(p))
         bat = sum(float(np.nansum(g.get("p_kw"))) for g in state.groups.values()
                   if g.kind == "battery" and "p_kw" in g.values)
         self.observe(t, head - bat)

@@ -344,7 +344,6 @@ class SafetyGate:
         cfg = self.cfg
         base = self._base
         axis, cur, req, null = self._effects(st, rows, commands)
-        n = len(cur)
         reasons = [["device_limit"] if clipped else [] for clipped in rows["clipped"]]
         # feasible range of each command's injection change: between request and null, within ramp
         lo = np.minimum(req, null) - cur
@@ -392,21 +391,13 @@ class SafetyGate:
         else:
             # last resort: no change for every command that worsens a violated element
             d = self._drop_worsening(d, elems, bad, binding)
-            res = self._apply(base, slots, axis, d, report)
-            if self._confirm_violations(res, res0):
-                d[:] = 0.0
-                for j in range(n):
-                    binding.setdefault(j, ("unconfirmed", -1, 0.0))
+            res = self._reconfirm(base, slots, axis, d, binding, res0, report)
         # on/off commands the LP could only keep in part are dropped whole; re-confirm without them
         cut = [j for j, i in enumerate(rows["idx"]) if commands[i].setpoint in ALL_OR_NOTHING
                and abs(d[j] - d_req[j]) > 1e-6 * (1 + abs(d_req[j])) and d[j] != 0.0]
         if cut:
             d[cut] = 0.0
-            res = self._apply(base, slots, axis, d, report)
-            if self._confirm_violations(res, res0):
-                d[:] = 0.0
-                for j in range(n):
-                    binding.setdefault(j, ("unconfirmed", -1, 0.0))
+            res = self._reconfirm(base, slots, axis, d, binding, res0, report)
         report["v_max_pu"] = float(np.nanmax(res.v_pu)) if res.converged else float("nan")
         report["v_min_pu"] = float(np.nanmin(res.v_pu)) if res.converged else float("nan")
         tol = 1e-6
@@ -427,6 +418,16 @@ class SafetyGate:
                 decisions[i] = Decision(c, "curtailed", value, reasons[j])
             if decisions[i].verdict != "rejected":
                 self._last_sent_t[c.device_id] = now
+
+    def _reconfirm(self, base, slots, axis, d, binding, res0, report):
+        """Power flow of the changed batch `d`; if it still violates, nothing is sent (d := 0,
+        in place) and every command not already explained is marked unconfirmed."""
+        res = self._apply(base, slots, axis, d, report)
+        if self._confirm_violations(res, res0):
+            d[:] = 0.0
+            for j in range(len(d)):
+                binding.setdefault(j, ("unconfirmed", -1, 0.0))
+        return res
 
     def _apply(self, base, slots, axis, d, report):
         p, q = base["p"].copy(), base["q"].copy()
