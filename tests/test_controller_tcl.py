@@ -7,40 +7,30 @@ with a 300 kW DR event (batteries alone offer 100 kW, so TCLs must carry most of
 run with an emergency shed are compared against it.
 """
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from controller.api.app import create_app
 from hil.direct import attach_controller
+from scenarios.load import load_scenario
 from scenarios.model import Scenario
 from twin.simulation import Twin
 
-N_TCL = 1000
-EVENT_START_S, EVENT_S, REDUCTION_KW = 45 * 60, 1200, 300.0
+SCENARIO = load_scenario(Path(__file__).resolve().parent.parent / "scenarios/tcl_dr_hot_afternoon.yaml")
+N_TCL = SCENARIO.fleet[0].count
+EVENT = SCENARIO.dr_events[0]
+EVENT_START_S = (EVENT.start - SCENARIO.start).total_seconds()
+EVENT_S, REDUCTION_KW = EVENT.duration_s, EVENT.reduction_kw
 SHED_S, RESTORE_S = 50 * 60, 62 * 60
 
 
 def _scenario(dr: bool) -> Scenario:
-    d = {"name": "tcl_dr", "start": "2026-07-15T12:30:00Z", "duration_s": 85 * 60,
-         "device_step_s": 4, "power_flow_interval_s": 300, "seed": 5,
-         "feeder": {"kind": "cigre_mv"},
-         "fleet": [{"name": "acs", "kind": "tcl", "count": N_TCL, "placement": {"rule": "load_buses"},
-                    "params": {"r_c_per_kw": {"dist": "uniform", "low": 4.0, "high": 6.0},
-                               "c_kwh_per_c": {"dist": "uniform", "low": 0.5, "high": 0.8},
-                               "p_rated_kw": {"dist": "uniform", "low": 1.2, "high": 2.0}}},
-                   {"name": "batteries", "kind": "battery", "count": 4,
-                    "params": {"e_cap_kwh": 50, "p_max_kw": 25, "soc_init_pct": 60}}],
-         "weather": {"kind": "synthetic", "latitude_deg": 35.0, "longitude_deg": 11.0,
-                     "cloudiness": 0.1, "t_out_mean_c": 29, "t_out_swing_c": 5},
-         "base_load": {"profile": "residential", "noise_pct": 0},
-         # the safety gate's own TCL test is test_safety_gate_checks_tcl_hold_offs_...
-         "controller": {"enabled": True, "cycle_s": 60, "optimize_every_s": 86400, "safety_gate": False},
-         "outputs": {"timeseries_every_s": 300, "report": False}, "assertions": []}
-    if dr:
-        d["dr_events"] = [{"id": "hot", "start": "2026-07-15T13:15:00Z", "duration_s": EVENT_S,
-                           "reduction_kw": REDUCTION_KW}]
-    return Scenario.model_validate(d)
+    """The shipped hot afternoon, with or without its DR event (the safety gate's own TCL
+    test is test_safety_gate_checks_tcl_hold_offs_...; here the gate is off)."""
+    return SCENARIO.model_copy(deep=True) if dr else SCENARIO.model_copy(update={"dr_events": []}, deep=True)
 
 
 def _run(dr: bool, shed: bool = False, rebound_cap_frac: float | None = None):
