@@ -112,12 +112,9 @@ class HilController:
         if not self.s.controller.safety_gate:
             return None, None
         from controller.safety.base_load import make_gate
-        from grid_models.feeders import build_feeder
-        from scenarios.load import resolve_path
+        from hil.direct import feeder_model
 
-        fd = self.s.feeder
-        net = build_feeder(fd.kind, fd.code, resolve_path(self.s, fd.path) if fd.path else None, fd.with_der)
-        return make_gate(net, fd.limits, self.clock)
+        return make_gate(feeder_model(self.s), self.s.feeder.limits, self.clock)
 
     def _scheduler(self):
         spec = self.s.controller
