@@ -107,5 +107,8 @@ def write_results(twin, out: Path, wall_s: float) -> dict:
     if twin.scenario.outputs.report:
         from twin.report import write_report
 
-        write_report(out / "report.html", twin.recorder.table().to_pandas(), summary)
+        net = twin.net
+        write_report(out / "report.html", twin.recorder.table().to_pandas(), summary,
+                     bus_names={f"bus{int(b)}": str(net.bus.at[b, "name"]) for b in net.bus.index},
+                     limits=twin.scenario.feeder.limits.model_dump())
     return summary
