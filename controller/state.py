@@ -78,8 +78,18 @@ class FleetState:
             p = g.get("p_kw")
             out[name] = {"kind": g.kind, "count": g.n, "usable": int(g.usable().sum()),
                          "p_kw": round(float(np.nansum(p)), 3),
-                         "p_kw_good": int(np.isfinite(p).sum())}
+                         "p_kw_good": int(np.isfinite(p).sum()),
+                         "telemetry_only": g.kind in TELEMETRY_KINDS}
+            if "soc_kwh" in g.values:  # fleet SOC (good values only), for the dashboard's SOC chart
+                soc, cap = g.get("soc_kwh"), g.ratings.get("e_cap_kwh")
+                ok = np.isfinite(soc)
+                out[name]["soc_kwh"] = round(float(soc[ok].sum()), 3) if ok.any() else None
+                if cap is not None and ok.any() and np.nansum(cap[ok]) > 0:
+                    out[name]["soc_pct"] = round(100.0 * float(soc[ok].sum() / np.nansum(cap[ok])), 2)
         return out
+
+
+TELEMETRY_KINDS = ("meter", "rtu")  # measure the feeder, never dispatched: not fleet classes
 
 
 def group_infos(infos: list[DeviceInfo]) -> dict[str, list[DeviceInfo]]:
