@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 
@@ -52,6 +53,25 @@ def build_feeder(kind: str, code: str | None = None, path: str | Path | None = N
     if len(net.ext_grid) == 0:
         raise FeederError(f"feeder {kind} {code or path or ''}: network has no ext_grid (feeder head)")
     return net
+
+
+def build_feeder_cached(kind: str, code: str | None = None, path: str | Path | None = None,
+                        with_der: bool = True) -> pp.pandapowerNet:
+    """Like build_feeder, but the same spec is built once per process: for checks that only
+    read the net (scenario validation builds SimBench feeders in seconds). Do not modify it."""
+    stamp = None
+    if path is not None:
+        try:
+            st = Path(path).stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = None
+    return _cached_feeder(kind, code, str(path) if path is not None else None, stamp, with_der)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_feeder(kind, code, path, stamp, with_der):
+    return build_feeder(kind, code, path, with_der)
 
 
 def _enable_ratio_taps(net: pp.pandapowerNet) -> None:

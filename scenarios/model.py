@@ -6,17 +6,46 @@ messages by `scenarios.load` (file, key path, what was expected).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+MAX_DEVICE_STEPS = 10**8  # more needs --allow-long: at ~1e5 steps/s that is over 15 minutes
+SEED_MAX = 2**32 - 1  # numpy's legacy seed range; every generator here accepts it
+
+
+class At(ValueError):
+    """A model-level check that names the key it is about (relative to the model that raised
+    it) and its value; scenarios.load puts the path into the one-line message."""
+
+    def __init__(self, path: str, msg: str, value=None, show: bool = True):
+        super().__init__(msg)
+        self.path, self.value, self.show = path, value, show and value is not None
+
+
+def _utc(v: datetime) -> datetime:
+    return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+
+
+Extend = Literal["none", "hold", "cycle"]
+EXTEND_HELP = ("a CSV must cover the run window (none); or hold its first/last value (hold), "
+               "or repeat it (cycle)")
 
 
 class Strict(BaseModel):
     """Base for every scenario section: unknown keys are errors (typos must not pass)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # --- parameter distributions -------------------------------------------------------------
@@ -41,11 +70,28 @@ class Normal(Strict):
     min: float | None = None
     max: float | None = None
 
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.min is not None and self.max is not None and self.max < self.min:
+            raise At("max", f"max ({self.max:g}) must be >= min ({self.min:g})", self.max, show=False)
+        return self
+
 
 class Choice(Strict):
     dist: Literal["choice"]
     values: list[float] = Field(min_length=1)
     weights: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _weights(self):
+        w = self.weights
+        if w is None:
+            return self
+        if len(w) != len(self.values):
+            raise At("weights", f"needs one weight per value ({len(self.values)}), got {len(w)}")
+        if min(w) < 0 or sum(w) <= 0:
+            raise At("weights", "weights must be >= 0 and not all 0", w)
+        return self
 
 
 Distribution = Annotated[Uniform | Normal | Choice, Field(discriminator="dist")]
@@ -96,7 +142,7 @@ class Placement(Strict):
     """How devices of a group are spread over buses."""
 
     rule: Literal["load_buses", "all_buses", "buses", "lv_buses"] = "load_buses"
-    buses: list[int] | None = Field(None, description="bus indices for rule 'buses'")
+    buses: list[Annotated[int, Field(ge=0)]] | None = Field(None, description="bus indices for rule 'buses'")
 
     @model_validator(mode="after")
     def _needs(self):
@@ -166,6 +212,7 @@ class Weather(Strict):
     cloudiness: float = Field(0.2, ge=0, le=1, description="0 clear, 1 overcast")
     t_out_mean_c: float = 20.0
     t_out_swing_c: float = Field(8.0, ge=0)
+    extend: Extend = Field("none", description=EXTEND_HELP)
 
     @model_validator(mode="after")
     def _needs(self):
@@ -176,8 +223,15 @@ class Weather(Strict):
 
 class BaseLoad(Strict):
     profile: Literal["residential", "commercial", "flat", "csv"] = "residential"
-    path: str | None = None
-    noise_pct: float = Field(2.0, ge=0, description="per-bus multiplicative noise, % std")
+    path: str | None = Field(None, description="CSV with columns time, scale (profile 'csv')")
+    noise_pct: float = Field(2.0, ge=0, le=100, description="per-bus multiplicative noise, % std")
+    extend: Extend = Field("none", description=EXTEND_HELP)
+
+    @model_validator(mode="after")
+    def _needs(self):
+        if self.profile == "csv" and not self.path:
+            raise At("path", "profile 'csv' needs 'path' (columns: time, scale)")
+        return self
 
 
 class TouPeriod(Strict):
@@ -185,12 +239,26 @@ class TouPeriod(Strict):
     end_h: float = Field(gt=0, le=24)
     price_eur_per_mwh: float
 
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.end_h <= self.start_h:
+            raise At("end_h", f"end_h ({self.end_h:g}) must exceed start_h ({self.start_h:g}); "
+                     "split a period across midnight in two", show=False)
+        return self
+
 
 class Prices(Strict):
     kind: Literal["tou", "csv"] = "tou"
-    path: str | None = None
+    path: str | None = Field(None, description="CSV with columns time, price_eur_per_mwh (kind 'csv')")
     base_eur_per_mwh: float = 80.0
     periods: list[TouPeriod] = Field(default_factory=list)
+    extend: Extend = Field("none", description=EXTEND_HELP)
+
+    @model_validator(mode="after")
+    def _needs(self):
+        if self.kind == "csv" and not self.path:
+            raise At("path", "kind 'csv' needs 'path' (columns: time, price_eur_per_mwh)")
+        return self
 
 
 class DrEvent(Strict):
@@ -201,6 +269,8 @@ class DrEvent(Strict):
     duration_s: float = Field(gt=0)
     reduction_kw: float = Field(gt=0, description="requested reduction against baseline")
     groups: list[str] | None = Field(None, description="fleet groups to use; all if omitted")
+
+    _utc_start = field_validator("start")(classmethod(lambda cls, v: _utc(v)))
 
 
 class FaultSpec(Strict):
@@ -226,6 +296,13 @@ class Assertion(Strict):
     op: Literal["<", "<=", ">", ">=", "=="]
     value: float
 
+    @field_validator("kpi")
+    @classmethod
+    def _dotted(cls, v: str) -> str:
+        if not v or any(not part for part in v.split(".")):
+            raise ValueError(f"kpi must be a dotted path like voltage.max_pu, got {v!r}")
+        return v
+
 
 class ControllerSpec(Strict):
     """The VPP controller attached to the run (none: the twin runs open loop)."""
@@ -250,7 +327,7 @@ class Regulation(Strict):
     signal_tau_s: float = Field(120.0, gt=0, description="correlation time of the signal")
     lockout_s: float = Field(300.0, ge=0, description="lockout the controller assumes per device")
     bins: int = Field(20, ge=2, le=500, description="temperature bins of the Markov model")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=SEED_MAX)
 
 
 class HilAction(Strict):
@@ -281,7 +358,7 @@ class Scenario(Strict):
     duration_s: float = Field(gt=0, le=366 * 86400)
     device_step_s: float = Field(1.0, gt=0)
     power_flow_interval_s: float = Field(60.0, gt=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="0 .. 2**32-1")
     feeder: Feeder
     fleet: list[FleetGroup] = Field(default_factory=list)
     weather: Weather = Weather()
@@ -297,26 +374,65 @@ class Scenario(Strict):
     hil: HilSpec = HilSpec()
     _source_dir: Path | None = PrivateAttr(None)
 
-    @field_validator("start")
-    @classmethod
-    def _utc(cls, v: datetime) -> datetime:
-        return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+    _utc_start = field_validator("start")(classmethod(lambda cls, v: _utc(v)))
+
+    @model_validator(mode="after")
+    def _bounded(self, info: ValidationInfo):
+        """Refuse runs that would not finish: too many device steps (or controller cycles)."""
+        if (info.context or {}).get("allow_long"):
+            return self
+        counts = [("device_step_s", self.device_step_s)]
+        if self.controller.enabled:
+            counts.append(("controller.cycle_s", self.controller.cycle_s))
+        for key, step in counts:
+            n = self.duration_s / step
+            if n > MAX_DEVICE_STEPS:
+                raise At(key, f"{step:g} s over duration_s {self.duration_s:g} makes {n:.3g} steps, more "
+                         f"than {MAX_DEVICE_STEPS:.0e} (pass --allow-long to run it anyway)", show=False)
+        return self
 
     @model_validator(mode="after")
     def _consistent(self):
         if self.power_flow_interval_s < self.device_step_s:
-            raise ValueError("power_flow_interval_s must be >= device_step_s")
+            raise At("power_flow_interval_s", f"must be >= device_step_s ({self.device_step_s:g})",
+                     self.power_flow_interval_s)
         ratio = self.power_flow_interval_s / self.device_step_s
         if abs(ratio - round(ratio)) > 1e-9:
-            raise ValueError("power_flow_interval_s must be a multiple of device_step_s")
+            raise At("power_flow_interval_s", f"must be a multiple of device_step_s ({self.device_step_s:g})",
+                     self.power_flow_interval_s)
         names = [g.name for g in self.fleet]
-        dup = {n for n in names if names.count(n) > 1}
-        if dup:
-            raise ValueError(f"fleet group names must be unique, repeated: {sorted(dup)}")
-        for ev in self.dr_events:
-            for g in ev.groups or []:
+        for i, n in enumerate(names):
+            if n in names[:i]:
+                raise At(f"fleet[{i}].name", "fleet group names must be unique", n)
+        ids = [ev.id for ev in self.dr_events]
+        end = self.start + timedelta(seconds=self.duration_s)
+        for i, ev in enumerate(self.dr_events):
+            if ev.id in ids[:i]:
+                raise At(f"dr_events[{i}].id", "dr event ids must be unique", ev.id)
+            for j, g in enumerate(ev.groups or []):
                 if g not in names:
-                    raise ValueError(f"dr event {ev.id!r} names unknown fleet group {g!r}")
+                    raise At(f"dr_events[{i}].groups[{j}]", f"unknown fleet group {g!r}; fleet groups: "
+                             f"{', '.join(names) or 'none'}", show=False)
+            ev_end = ev.start + timedelta(seconds=ev.duration_s)
+            if ev_end <= self.start or ev.start >= end:
+                raise At(f"dr_events[{i}].start", f"event {ev.id!r} ({ev.start:%Y-%m-%d %H:%M} UTC for "
+                         f"{ev.duration_s:g} s) lies outside the run window {self.start:%Y-%m-%d %H:%M} .. "
+                         f"{end:%Y-%m-%d %H:%M} UTC", show=False)
+        counts = {g.name: g.count for g in self.fleet}
+        for i, f in enumerate(self.faults):
+            if f.at_s >= self.duration_s:
+                raise At(f"faults[{i}].at_s", f"after the run ends (duration_s {self.duration_s:g})", f.at_s)
+            group, _, index = f.target.partition(":")
+            if group == "rtu" and not index:
+                continue
+            if group not in counts:
+                raise At(f"faults[{i}].target", f"names no fleet group; fleet groups: "
+                         f"{', '.join(names) or 'none'} (or 'rtu')", f.target)
+            if index and (not index.isdigit() or int(index) >= counts[group]):
+                raise At(f"faults[{i}].target", f"index must be 0..{counts[group] - 1}", f.target)
+        for i, a in enumerate(self.hil.actions):
+            if a.at_s >= self.duration_s:
+                raise At(f"hil.actions[{i}].at_s", f"after the run ends (duration_s {self.duration_s:g})", a.at_s)
         return self
 
     @model_validator(mode="after")
@@ -326,10 +442,11 @@ class Scenario(Strict):
             return self
         kinds = {g.name: g.kind for g in self.fleet}
         if kinds.get(r.group) != "tcl":
-            raise ValueError(f"regulation.group {r.group!r} must name a fleet group of kind 'tcl'")
+            raise At("regulation.group", "must name a fleet group of kind 'tcl'", r.group)
         end = r.identify_s + r.holdout_s + r.duration_s
         if end > self.duration_s + 1e-9:
-            raise ValueError(f"regulation windows end at {end:g} s, after duration_s {self.duration_s:g}")
+            raise At("duration_s", f"regulation windows (identify_s + holdout_s + duration_s) end at {end:g} s, "
+                     f"after the run ends", self.duration_s)
         if r.step_s < self.device_step_s:
-            raise ValueError("regulation.step_s must be >= device_step_s")
+            raise At("regulation.step_s", f"must be >= device_step_s ({self.device_step_s:g})", r.step_s)
         return self

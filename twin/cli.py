@@ -5,16 +5,23 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from scenarios.model import MAX_DEVICE_STEPS
+
 
 def register(sub) -> None:
     p = sub.add_parser("run", help="run a scenario and write runs/<scenario>-<utc>/")
     p.add_argument("scenario")
     p.add_argument("--out", default="runs", help="results root folder (default: runs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, only the result line")
-    p.add_argument("--duration-s", type=float, help="override the scenario's duration")
+    p.add_argument("--duration-s", type=float, help="override the scenario's duration (checked like the file's)")
+    p.add_argument("--allow-long", action="store_true",
+                   help=f"allow more than {MAX_DEVICE_STEPS:.0e} device steps")
     p.set_defaults(func=cmd_run)
-    v = sub.add_parser("validate", help="check a scenario file, run nothing")
+    v = sub.add_parser("validate", help="check scenario files as a run would (feeder, fleet, CSV inputs), "
+                                        "run nothing")
     v.add_argument("scenario", nargs="+")
+    v.add_argument("--allow-long", action="store_true",
+                   help=f"allow more than {MAX_DEVICE_STEPS:.0e} device steps")
     v.set_defaults(func=cmd_validate)
     f = sub.add_parser("feeders", help="list built-in feeders")
     f.set_defaults(func=cmd_feeders)
@@ -23,15 +30,45 @@ def register(sub) -> None:
     s.set_defaults(func=cmd_schema)
 
 
-def cmd_validate(args) -> int:
-    from scenarios.load import load_scenario
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """'1 device', '2 devices', '1,000 devices'."""
+    return f"{n:,} {word if n == 1 else many or word + 's'}"
 
+
+def h_mm(seconds: float) -> str:
+    """A duration as h:mm ('1:25'), rounded to the minute; seconds shown when under a minute."""
+    if 0 < seconds < 60:
+        return f"{seconds:g} s"
+    m = int(round(seconds / 60.0))
+    return f"{m // 60}:{m % 60:02d} h"
+
+
+def load_checked(path: str, overrides: dict | None = None, flags: dict | None = None, allow_long: bool = False):
+    """Load a scenario and find everything a run of it would fail on (ScenarioError, one line)."""
+    from scenarios.load import load_scenario
+    from twin.preflight import check_scenario
+
+    s = load_scenario(path, overrides, allow_long=allow_long, override_flags=flags)
+    return s, check_scenario(s, str(path))
+
+
+def cmd_validate(args) -> int:
+    from scenarios.load import ScenarioError
+
+    failed = 0
     for path in args.scenario:
-        s = load_scenario(path)
-        n = sum(g.count for g in s.fleet)
-        print(f"{path}: ok ({s.name}: {s.feeder.kind}, {n} devices in {len(s.fleet)} groups, "
-              f"{s.duration_s / 3600:g} h)")
-    return 0
+        try:
+            s, c = load_checked(path, allow_long=args.allow_long)
+        except ScenarioError as e:
+            if len(args.scenario) == 1:
+                raise
+            print(f"gridtwin: error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        feeder = s.feeder.code if s.feeder.kind == "simbench" else s.feeder.kind
+        print(f"{path}: ok ({s.name}: {feeder}, {plural(c.n_buses, 'bus', 'buses')}, "
+              f"{plural(c.n_devices, 'device')} in {plural(c.n_groups, 'group')}, {h_mm(s.duration_s)})")
+    return 2 if failed else 0
 
 
 def cmd_feeders(args) -> int:
@@ -52,14 +89,22 @@ def cmd_schema(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from scenarios.load import load_scenario
+    from grid_models.feeders import FeederError
+    from scenarios.load import ScenarioError
+    from twin.params import ParamError
 
-    scenario = load_scenario(args.scenario)
-    if args.duration_s:
-        scenario.duration_s = args.duration_s
+    overrides, flags = {}, {}
+    if args.duration_s is not None:
+        overrides["duration_s"], flags["duration_s"] = args.duration_s, "--duration-s"
+    scenario, _ = load_checked(args.scenario, overrides, flags, allow_long=args.allow_long)
     from hil.runner import run_scenario  # the run may attach the controller (hil wires it)
 
-    summary, out = run_scenario(scenario, out_root=args.out, quiet=args.quiet)
+    try:
+        summary, out = run_scenario(scenario, out_root=args.out, quiet=args.quiet)
+    except ScenarioError:
+        raise
+    except (FeederError, ParamError) as e:  # what preflight missed still names the file
+        raise ScenarioError(f"{args.scenario}: {e}") from None
     return report_outcome(summary, out)
 
 

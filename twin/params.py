@@ -33,8 +33,8 @@ def draw_all(group, defaults: dict[str, object], rng: np.random.Generator,
     """Every parameter of a fleet class: scenario values over class defaults, range-checked."""
     unknown = set(group.params) - set(defaults)
     if unknown:
-        raise ParamError(f"fleet '{group.name}' ({group.kind}): unknown params {sorted(unknown)}; "
-                         f"known: {sorted(defaults)}")
+        raise ParamError(f"fleet '{group.name}': params.{sorted(unknown)[0]}: unknown params {sorted(unknown)} "
+                         f"for kind {group.kind}; known: {', '.join(sorted(defaults))}")
     out = {}
     for key, default in defaults.items():
         arr = draw(group.params.get(key, default), group.count, rng)
@@ -44,3 +44,12 @@ def draw_all(group, defaults: dict[str, object], rng: np.random.Generator,
             raise ParamError(f"fleet '{group.name}': params.{key}: value {bad:g} outside [{lo:g}, {hi:g}]")
         out[key] = arr
     return out
+
+
+def check_order(group, p: dict[str, np.ndarray], lo_key: str, hi_key: str) -> None:
+    """Per device, p[lo_key] must be below p[hi_key] (e.g. soc_min_pct < soc_max_pct)."""
+    bad = np.flatnonzero(p[lo_key] >= p[hi_key])
+    if bad.size:
+        i = int(bad[0])
+        raise ParamError(f"fleet '{group.name}': params.{lo_key}: {p[lo_key][i]:g} must be below "
+                         f"{hi_key} ({p[hi_key][i]:g}) (device {i})")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
+
+from twin.csv_inputs import BASE_LOAD_COLUMNS, PRICE_COLUMNS, Column, read_series
 
 # Hourly shapes, normalised to a peak of 1.0 (typical European residential / commercial days).
 _SHAPES = {
@@ -24,21 +25,20 @@ def load_shape(profile: str, hour_of_day: float) -> float:
     return shape[i] * (1 - f) + shape[(i + 1) % 24] * f
 
 
-class CsvProfile:
-    """A time series from CSV (column `time` in ISO 8601 UTC plus value columns), sampled by
-    linear interpolation at seconds since the scenario start."""
+_KNOWN = {c.name: c for c in (*BASE_LOAD_COLUMNS, *PRICE_COLUMNS)}
 
-    def __init__(self, path, start, columns: list[str]):
-        df = pd.read_csv(path)
-        missing = [c for c in ["time", *columns] if c not in df.columns]
-        if missing:
-            raise ValueError(f"{path}: missing columns {missing} (has {list(df.columns)})")
-        t = pd.to_datetime(df["time"], utc=True)
-        self.t_s = ((t - pd.Timestamp(start)).dt.total_seconds()).to_numpy()
-        self.values = {c: df[c].to_numpy(dtype=float) for c in columns}
+
+class CsvProfile:
+    """A time series from CSV (column `time` in ISO 8601 UTC plus value columns), checked by
+    twin.csv_inputs and sampled by linear interpolation at seconds since the scenario start."""
+
+    def __init__(self, path, start, columns: list, duration_s: float | None = None, extend: str = "hold"):
+        cols = [c if isinstance(c, Column) else _KNOWN.get(c, c) for c in columns]
+        self.series = read_series(path, cols, start, duration_s, extend)
+        self.t_s, self.values = self.series.t_s, self.series.values
 
     def at(self, column: str, t_s: float) -> float:
-        return float(np.interp(t_s, self.t_s, self.values[column]))
+        return self.series.at(column, t_s)
 
 
 class Prices:
@@ -47,7 +47,8 @@ class Prices:
     def __init__(self, spec, start, resolve):
         self.spec = spec
         self.start = start
-        self.csv = (CsvProfile(resolve(spec.path), start, ["price_eur_per_mwh"])
+        self.csv = (CsvProfile(resolve(spec.path), start, list(PRICE_COLUMNS),
+                               extend=getattr(spec, "extend", "hold"))
                     if spec.kind == "csv" else None)
 
     def at(self, t_s: float) -> float:

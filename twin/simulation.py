@@ -59,7 +59,8 @@ class Twin:
         self.events = EventLog(s.start)
         self.weather = Weather(s.weather, s.start, s.duration_s, s.seed, lambda p: resolve_path(s, p))
         self.prices = Prices(s.prices, s.start, lambda p: resolve_path(s, p))
-        self._base_csv = (CsvProfile(resolve_path(s, s.base_load.path), s.start, ["scale"])
+        self._base_csv = (CsvProfile(resolve_path(s, s.base_load.path), s.start, ["scale"],
+                                     s.duration_s, s.base_load.extend)
                           if s.base_load.profile == "csv" else None)
         self._n_own_loads = len(self.pf._own_load_rows)
         self.grid = GridState()

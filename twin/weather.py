@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from twin.profiles import CsvProfile
+from twin.csv_inputs import WEATHER_COLUMNS, read_series
 
 
 def clear_sky_ghi_w_m2(t_utc_h: np.ndarray, day_of_year: np.ndarray, lat_deg: float,
@@ -31,9 +31,9 @@ class Weather:
         n = int(math.ceil(duration_s / 60.0)) + 2
         self.t_s = np.arange(n) * 60.0
         if spec.kind == "csv":
-            csv = CsvProfile(resolve(spec.path), start, ["ghi_w_m2", "t_out_c"])
-            self.ghi = np.array([csv.at("ghi_w_m2", t) for t in self.t_s])
-            self.t_out = np.array([csv.at("t_out_c", t) for t in self.t_s])
+            csv = read_series(resolve(spec.path), WEATHER_COLUMNS, start, duration_s, spec.extend)
+            self.ghi = csv.sample("ghi_w_m2", self.t_s)
+            self.t_out = csv.sample("t_out_c", self.t_s)
             return
         rng = np.random.default_rng(seed + 7919)
         t_utc_h = start.hour + start.minute / 60.0 + start.second / 3600.0 + self.t_s / 3600.0

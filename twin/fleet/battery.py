@@ -6,7 +6,7 @@ import numpy as np
 from numba import njit
 
 from twin.fleet.base import Ambient, Fleet
-from twin.params import draw_all
+from twin.params import check_order, draw_all
 
 DEFAULTS = {"e_cap_kwh": 10.0, "p_max_kw": 5.0, "eta_ch": 0.95, "eta_dis": 0.95,
             "soc_min_pct": 10.0, "soc_max_pct": 95.0, "soc_init_pct": 50.0}
@@ -42,6 +42,7 @@ class BatteryFleet(Fleet):
     def __init__(self, group, bus, rng):
         super().__init__(group.name, bus)
         p = draw_all(group, DEFAULTS, rng, BOUNDS)
+        check_order(group, p, "soc_min_pct", "soc_max_pct")
         self.e_cap_kwh, self.p_max_kw = p["e_cap_kwh"], p["p_max_kw"]
         self.p_min_kw = -self.p_max_kw
         self.q_max_kvar = self.p_max_kw.copy()
