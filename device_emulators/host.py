@@ -1,7 +1,7 @@
 """EmulatorHost: every device of a twin behind its protocol, on loopback.
 
-Modbus servers run on one asyncio loop in a background thread; the IEC 104 RTU runs in
-c104's own threads. `lock` guards twin state: the code that steps the twin holds it while
+Modbus servers run on one asyncio loop in a background thread; the IEC 104 RTU runs on its
+own asyncio thread (device_emulators.iec104). `lock` guards twin state: the code that steps the twin holds it while
 stepping, the servers take it while they read or write twin arrays.
 """
 

@@ -11,9 +11,11 @@ import pytest
 from ports import free_port
 
 from controller.clock import SteppedClock
+from controller.commands import PassThroughGate
 from controller.core import Controller, CycleSettings
 from controller.links.base import Quality
 from controller.links.iec104 import Iec104Link, Iec104LinkError
+from device_emulators.iec104 import M_ME_NC_1, SPONTANEOUS
 from device_emulators.rtu import FeederRtu
 from scenarios.model import Scenario
 from twin.simulation import Twin
@@ -84,13 +86,13 @@ def test_interrogation_spontaneous_and_quality(twin):
         clock.advance_to(T0 + 100)
         assert link.read()["rtu"]["tap_pos.0"].quality == Quality.GOOD
         # ... silence from the RTU for longer than stale_s (wall clock, its time base) does
-        time.sleep(1.2)
+        assert wait(lambda: link.read()["rtu"]["tap_pos.0"].quality == Quality.STALE)
         v = link.read()["rtu"]
         assert v["tap_pos.0"].quality == Quality.STALE and v["head_p_kw"].quality == Quality.STALE
         # NT bit on one point: stale although just received; IV on all: invalid
         pt, _ = rtu.measured[1000]
-        pt.quality = c104.Quality.NonTopical
-        pt.transmit(cause=c104.Cot.SPONTANEOUS)
+        pt.not_topical = True
+        rtu.outstation.send(M_ME_NC_1, SPONTANEOUS, [pt])
         assert wait(lambda: link.read()["rtu"]["v_pu.0"].t == T0 + 100)
         assert link.read()["rtu"]["v_pu.0"].quality == Quality.STALE
         rtu.set_invalid(True)
@@ -138,7 +140,8 @@ def test_link_loss_is_missing_alarmed_and_reconnects(twin):
     rtu = start_rtu(twin)
     clock = SteppedClock(T0)
     link = Iec104Link.from_endpoints([row(rtu)], clock, backoff_min_s=0.2, backoff_max_s=1.0)
-    ctl = Controller({"rtu": link}, clock, settings=CycleSettings(cycle_s=60, optimize_every_s=0))
+    ctl = Controller({"rtu": link}, clock, PassThroughGate(),
+                     settings=CycleSettings(cycle_s=60, optimize_every_s=0))
     try:
         ctl.cycle(T0)
         g = ctl.state.groups["rtu"]
