@@ -7,14 +7,14 @@ naming the file, the key path and what was expected.
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from controller.api_settings import ApiSettings  # the `api:` section (owned with the API)
+from controller.kinds import CONTROLLABLE
 from scenarios.model import DrEvent, Feeder
 
 ROLES = ("viewer", "operator", "admin")
@@ -30,7 +30,7 @@ class Strict(BaseModel):
 
 PLAIN_KINDS = ("ev", "flex_load", "tcl")  # plain register maps (controller/links/regmaps.py)
 SUNSPEC_KINDS = ("pv", "battery", "meter")
-GATED_KINDS = ("pv", "battery", "ev", "flex_load", "tcl")  # commanded: the gate needs their bus
+GATED_KINDS = CONTROLLABLE  # commanded: the gate needs their bus
 
 
 class DeviceGroup(Strict):
@@ -152,12 +152,6 @@ class HistorianSettings(Strict):
     telemetry_every_s: float = Field(1.0, ge=0)
 
 
-class ApiSettings(Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=1, le=65535)
-    tokens_file: str | None = Field(None, description="YAML/JSON {token: {user, role}}")
-
-
 class PriceSettings(Strict):
     base_eur_per_mwh: float = 80.0
     periods: list[tuple[float, float, float]] = Field(default_factory=list,
@@ -269,25 +263,13 @@ def _check_references(cfg: ServiceConfig, p: Path) -> None:
             raise ConfigError(f"{p}: openadr: cert_file and key_file go together")
 
 
-def load_tokens(cfg: ServiceConfig) -> dict[str, dict]:
-    """{token: {"user", "role"}} from api.tokens_file and/or GRIDTWIN_API_TOKENS
-    ("token:user:role,..."). No tokens at all means every request is refused."""
-    out: dict[str, dict] = {}
-    if cfg.api.tokens_file:
-        f = cfg.resolve(cfg.api.tokens_file)
-        try:
-            data = yaml.safe_load(f.read_text()) if f.suffix != ".json" else json.loads(f.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"api.tokens_file: {f} not found") from None
-        for tok, v in (data or {}).items():
-            out[str(tok)] = {"user": str(v.get("user", "?")), "role": str(v.get("role"))}
-    env = os.environ.get("GRIDTWIN_API_TOKENS", "")
-    for item in filter(None, (x.strip() for x in env.split(","))):
-        parts = item.split(":")
-        if len(parts) != 3:
-            raise ConfigError("GRIDTWIN_API_TOKENS: entries must be token:user:role")
-        out[parts[0]] = {"user": parts[1], "role": parts[2]}
-    for tok, v in out.items():
-        if v["role"] not in ROLES:
-            raise ConfigError(f"token for user {v['user']!r}: role {v['role']!r} not in {ROLES}")
-    return out
+def load_tokens(cfg: ServiceConfig):
+    """controller.security.tokens.TokenStore from api.tokens_file (mode 0600) and/or
+    GRIDTWIN_API_TOKENS ("token:user:role,..."). No tokens means every request is refused."""
+    from controller.security.tokens import TokenError
+    from controller.security.tokens import load_tokens as _load
+
+    try:
+        return _load(cfg.resolve(cfg.api.tokens_file) if cfg.api.tokens_file else None)
+    except TokenError as e:
+        raise ConfigError(str(e)) from None

@@ -5,11 +5,17 @@ the cycle row), so a kill -9 leaves whole cycles or nothing. `synchronous=FULL` 
 also survives power loss; NORMAL is enough against process kills (WAL pages are in the OS
 cache) and is what in-memory/HIL runs use. On restart the controller reads its active DR
 events, the latest schedule and the operator's out-of-service list back from here.
+
+Writes go through one connection under a lock; reads use one connection per thread (WAL lets
+readers run beside the writer), so an API query never holds up the cycle's write. Files are
+created 0600; `InstanceLock` keeps a second service off the same state directory.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -45,6 +51,48 @@ CREATE TABLE IF NOT EXISTS service (device_id TEXT PRIMARY KEY, in_service INTEG
 
 QUERYABLE = {"cycles", "telemetry", "setpoints", "decisions", "events", "dr_events",
              "dr_performance", "schedules", "alarms", "audit"}
+MAX_ROWS = 100_000  # largest result one query returns (the API pages far below this)
+
+
+class InstanceLockError(RuntimeError):
+    """Another process holds the state directory (one line naming the lock file)."""
+
+
+class InstanceLock:
+    """An exclusive flock on `<state dir>/.controller.lock`, held for the process's life: a
+    second service on the same historian is refused at start. The kernel drops it when the
+    process dies, kill -9 included, so a restart never finds a stale lock."""
+
+    def __init__(self, historian_path: str | Path):
+        d = Path(historian_path).resolve().parent
+        d.mkdir(parents=True, exist_ok=True)
+        self.path = d / ".controller.lock"
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(self._fd)
+            raise InstanceLockError(f"{d}: state directory is in use by another controller "
+                                    f"(pid {holder}, lock {self.path}); stop it first") from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _create_private(path: str) -> None:
+    """Create the database file (and its WAL/SHM companions, which SQLite opens with the
+    database's mode) readable by the owner only; tighten an existing file's mode too."""
+    for f in (path, path + "-wal", path + "-shm"):
+        if os.path.exists(f):
+            if os.stat(f).st_mode & 0o077:
+                os.chmod(f, 0o600)
+        elif f == path:
+            os.close(os.open(f, os.O_WRONLY | os.O_CREAT, 0o600))
 
 
 class Historian:
@@ -54,12 +102,16 @@ class Historian:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            _create_private(self.path)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
                                    timeout=10.0)
         self._lock = threading.RLock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.executescript(SCHEMA)
+        self._local = threading.local()  # per-thread read connection (file databases)
+        self._readers: list[sqlite3.Connection] = []
+        self._closed = False
 
     # --- plumbing --------------------------------------------------------------------------
     def _tx(self, fn):
@@ -73,14 +125,37 @@ class Historian:
             self._db.execute("COMMIT")
             return out
 
+    def _reader(self) -> sqlite3.Connection | None:
+        """This thread's read-only connection; None for an in-memory database (one connection)."""
+        if self.path == ":memory:":
+            return None
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
+            db.execute("PRAGMA query_only=1")
+            self._local.db = db
+            with self._lock:
+                self._readers.append(db)
+        return db
+
     def _rows(self, sql: str, args=()) -> list[dict]:
-        with self._lock:
-            cur = self._db.execute(sql, args)
-            cols = [c[0] for c in cur.description]
-            return [dict(zip(cols, r)) for r in cur.fetchall()]
+        db = self._reader()
+        if db is None:
+            with self._lock:
+                return self._fetch(self._db, sql, args)
+        return self._fetch(db, sql, args)
+
+    @staticmethod
+    def _fetch(db, sql, args) -> list[dict]:
+        cur = db.execute(sql, args)
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, r)) for r in cur.fetchall()]
 
     def close(self) -> None:
         with self._lock:
+            for db in self._readers:
+                db.close()
+            self._readers.clear()
             self._db.close()
 
     # --- cycles ------------------------------------------------------------------------------
@@ -202,6 +277,15 @@ class Historian:
         return {r["device_id"] for r in self._rows("SELECT device_id FROM service WHERE in_service=0")}
 
     # --- queries (API) -------------------------------------------------------------------------
+    def cycles_after(self, n: int, limit: int = MAX_ROWS) -> list[dict]:
+        """Cycle timing rows numbered above n, oldest first (metrics)."""
+        return self._rows("SELECT * FROM cycles WHERE n > ? ORDER BY n LIMIT ?", (int(n), int(limit)))
+
+    def alarm_counts(self) -> dict[str, tuple[int, int]]:
+        """{kind: (active, raised)} over all alarms (metrics)."""
+        return {r["kind"]: (int(r["a"] or 0), int(r["n"]))
+                for r in self._rows("SELECT kind, SUM(active) AS a, COUNT(*) AS n FROM alarms GROUP BY kind")}
+
     def good_values(self, name: str, device_ids: list[str], since_t: float, until_t: float) -> list[dict]:
         """Good, non-null telemetry rows {t, device_id, value} of quantity `name` for the
         devices in [since_t, until_t) (baselines, forecasts)."""
@@ -213,7 +297,10 @@ class Historian:
                           (name, since_t, until_t, *device_ids))
 
     def query(self, table: str, since: float | None = None, until: float | None = None,
-              device_id: str | None = None, limit: int = 1000) -> list[dict]:
+              device_id: str | None = None, limit: int = 1000, before: int | None = None,
+              with_rowid: bool = False) -> list[dict]:
+        """The newest `limit` rows (oldest first) matching the filters; `before` pages back:
+        only rows with a rowid below it (the previous page's smallest `_rowid`)."""
         if table not in QUERYABLE:
             raise ValueError(f"unknown historian table {table!r}; known: {sorted(QUERYABLE)}")
         tcol = {"dr_events": "start_t", "schedules": "created_t"}.get(table, "t")
@@ -227,6 +314,10 @@ class Historian:
         if device_id is not None and table in ("telemetry", "setpoints", "decisions", "alarms"):
             where.append("device_id = ?")
             args.append(device_id)
-        sql = f"SELECT * FROM {table}" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += f" ORDER BY rowid DESC LIMIT {max(1, min(int(limit), 100_000))}"
+        if before is not None:
+            where.append("rowid < ?")
+            args.append(int(before))
+        sql = (f"SELECT {'rowid AS _rowid, ' if with_rowid else ''}* FROM {table}"
+               + (" WHERE " + " AND ".join(where) if where else ""))
+        sql += f" ORDER BY rowid DESC LIMIT {max(1, min(int(limit), MAX_ROWS))}"
         return self._rows(sql, args)[::-1]

@@ -8,11 +8,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from datetime import UTC
 
 from controller.clock import WallClock
 from controller.config import ConfigError, ServiceConfig, load_tokens
-from controller.core import Controller, CycleSettings
+from controller.core import Controller
 from controller.historian import Historian
 
 log = logging.getLogger("controller.service")
@@ -65,41 +64,15 @@ def feeder_model(cfg: ServiceConfig):
 
 
 def build_controller(cfg: ServiceConfig, clock=None) -> Controller:
+    """The service's controller: its links, historian and feeder model handed to
+    controller.assembly.assemble with the config as the spec."""
+    from controller.assembly import Spec, assemble
+
     clock = clock or WallClock()
-    links = make_links(cfg, clock)
     hs = cfg.historian
-    hist = Historian(cfg.resolve(hs.path), hs.synchronous)
-    scheduler = None
-    if cfg.optimize_every_s > 0 and any(g.kind == "battery" for g in cfg.devices):
-        from controller.forecasting.head import HeadLoadForecast
-        from controller.scheduling import BatteryScheduler
-
-        forecast = HeadLoadForecast()  # learnt from the head meter; refilled from the historian
-        meter = next((r["device_id"] for g in cfg.devices if g.kind == "meter" for r in g.rows()), None)
-        if meter is not None:
-            forecast.seed(hist, clock.now(), meter)
-        scheduler = BatteryScheduler(cfg.price_fn(), objective=cfg.objective, head_forecast=forecast)
-    net = feeder_model(cfg)
-    gate = snapshot_fn = None
-    if cfg.safety_gate:
-        from controller.safety.base_load import make_gate
-
-        gate, snapshot_fn = make_gate(net, cfg.feeder.limits, clock)
-    settings = CycleSettings(cycle_s=cfg.cycle_s, optimize_every_s=cfg.optimize_every_s or 1e18,
-                             telemetry_every_s=hs.telemetry_every_s)
-    ctl = Controller(links, clock, historian=hist, gate=gate, settings=settings, scheduler=scheduler,
-                     snapshot_fn=snapshot_fn)
-    ctl.feeder_net = net
-    ctl.feeder_limits = cfg.feeder.limits if cfg.feeder is not None else None
-    known = {r["id"] for r in hist.dr_events()}
-    for ev in cfg.dr_events:
-        if ev.id in known:
-            continue  # already taken (or finished) in an earlier run of this service
-        start = ev.start if ev.start.tzinfo else ev.start.replace(tzinfo=UTC)
-        ctl.add_dr_event(ev.id, start.timestamp(), ev.duration_s, ev.reduction_kw, ev.groups,
-                         source="config")
-        hist.log_event(clock.now(), "dr_event_from_config", event_id=ev.id)
-    return ctl
+    return assemble(Spec.from_config(cfg), make_links(cfg, clock), clock,
+                    Historian(cfg.resolve(hs.path), hs.synchronous), feeder_model(cfg),
+                    cfg.feeder.limits if cfg.feeder is not None else None, cfg.price_fn())
 
 
 def openadr_client_options(cfg: ServiceConfig) -> dict:
@@ -138,21 +111,31 @@ def serve(cfg: ServiceConfig) -> int:
     import uvicorn
 
     from controller.api import create_app
+    from controller.api.serving import check_secret, say_tokens, uvicorn_options
+    from controller.historian import InstanceLock, InstanceLockError
 
     tokens = load_tokens(cfg)
+    say_tokens(tokens)
+    web = uvicorn_options(cfg.api, cfg.resolve)  # non-loopback needs TLS (issue 17)
     if cfg.openadr:
         openadr_client_options(cfg)  # its config errors before anything starts
+        if cfg.openadr.key_file:
+            check_secret(cfg.resolve(cfg.openadr.key_file), "openadr.key_file")
+    try:  # one service per state directory: a second one is refused before it touches anything
+        instance = InstanceLock(cfg.resolve(cfg.historian.path))
+    except InstanceLockError as e:
+        raise ConfigError(str(e)) from None
     ctl = build_controller(cfg)
     stop = threading.Event()
     th = threading.Thread(target=ctl.run, args=(stop,), name="controller-cycle", daemon=True)
     th.start()
     ven = start_openadr(cfg, ctl)
-    app = create_app(ctl, tokens)
-    log.info("controller %s: %d devices, gate %s, API on http://%s:%d%s", cfg.name,
-             ctl.state.device_count(), ctl.gate_name(), cfg.api.host, cfg.api.port,
-             f", OpenADR VEN -> {cfg.openadr.vtn_url}" if ven else "")
+    app = create_app(ctl, tokens, cfg.api)
+    log.info("controller %s: %d devices, gate %s, API on http%s://%s:%d%s", cfg.name,
+             ctl.state.device_count(), ctl.gate_name(), "s" if "ssl_certfile" in web else "",
+             cfg.api.host, cfg.api.port, f", OpenADR VEN -> {cfg.openadr.vtn_url}" if ven else "")
     try:
-        uvicorn.run(app, host=cfg.api.host, port=cfg.api.port, log_level="warning")
+        uvicorn.run(app, **web, log_level="warning")
     finally:
         stop.set()
         if ven is not None:
@@ -161,4 +144,5 @@ def serve(cfg: ServiceConfig) -> int:
         for link in {id(l): l for l in ctl.links.values()}.values():
             link.close()
         ctl.hist.close()
+        instance.release()
     return 0

@@ -1,11 +1,14 @@
-"""Controller API: no token -> 401, viewer writes -> 403 (and audited as refused), operator
+"""Controller API: no token -> 401, viewer writes -> 403 (both audited as refused), operator
 writes take effect and are audited."""
+
+import json
 
 import pytest
 from fastapi.testclient import TestClient
 
 from controller.api import create_app
 from controller.clock import SteppedClock
+from controller.commands import PassThroughGate
 from controller.core import Controller
 from controller.links.modbus import ModbusLink
 from controller_devices import DeviceServers, SunSpecBattery
@@ -19,7 +22,7 @@ def api():
     srv = DeviceServers([SunSpecBattery() for _ in range(2)])
     clock = SteppedClock(T0)
     link = ModbusLink(srv.rows(), clock, timeout_s=0.3)
-    ctl = Controller({"bat": link}, clock)
+    ctl = Controller({"bat": link}, clock, PassThroughGate())
     ctl.cycle(T0)
     yield TestClient(create_app(ctl, TOKENS)), ctl
     link.close()
@@ -44,7 +47,10 @@ def test_unauthenticated_and_viewer_writes_refused(api):
     f = c.get("/api/fleet", headers=H("v-tok")).json()
     assert f["groups"]["bat"]["count"] == 2 and f["groups"]["bat"]["usable"] == 2
     audit = ctl.hist.query("audit")
-    assert [(a["user"], a["ok"]) for a in audit] == [("vera", 0)] * 3
+    # the three 401s (no token on a read and a write, an unknown token) and the three 403s
+    assert [(a["user"], a["ok"], json.loads(a["data"])["status"]) for a in audit] == \
+        [("", 0, 401)] * 3 + [("vera", 0, 403)] * 3
+    assert [a["action"] for a in audit[:3]] == ["GET /api/fleet", "POST /api/dr/events", "POST /api/dr/events"]
 
 
 def test_operator_writes_are_applied_and_audited(api):

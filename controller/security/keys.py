@@ -19,8 +19,9 @@ class SecretError(ValueError):
     """A key or secret cannot be used; message is one line naming the file or variable."""
 
 
-def read_secret_file(path: str | Path) -> bytes:
-    """Bytes of a secret file, refusing world-readable files."""
+def read_secret_file(path: str | Path, private: bool = False) -> bytes:
+    """Bytes of a secret file, refusing world-readable files (and, with `private`, any file
+    its group or others may read or write: API tokens and keys must be 0600)."""
     p = Path(path)
     try:
         mode = p.stat().st_mode
@@ -29,6 +30,9 @@ def read_secret_file(path: str | Path) -> bytes:
     if mode & stat.S_IROTH:
         raise SecretError(f"{p}: secret file is world-readable (mode {stat.S_IMODE(mode):o}); "
                           f"run: chmod 600 {p}")
+    if private and mode & 0o077:
+        raise SecretError(f"{p}: secret file is open to its group or others (mode "
+                          f"{stat.S_IMODE(mode):o}); run: chmod 600 {p}")
     return p.read_bytes()
 
 
