@@ -9,6 +9,7 @@ Each mistake is one line naming the file, the line number and the column.
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -79,11 +80,14 @@ def read_series(path: str | Path, columns: tuple[Column, ...] | list, start, dur
     cols = [c if isinstance(c, Column) else Column(c, -np.inf, np.inf) for c in columns]
     text = read_text_limited(path, "CSV file", MAX_CSV_BYTES)
     try:
-        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)  # ragged rows are errors, not dropped data
+            df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True,
+                             index_col=False)
     except pd.errors.EmptyDataError:
         raise CsvInputError(f"{path}: empty file; needs a header line: time,"
                             + ",".join(c.name for c in cols)) from None
-    except (pd.errors.ParserError, ValueError) as e:
+    except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError) as e:
         raise CsvInputError(f"{path}: not a readable CSV: {clip(e)}") from None
     df.columns = [str(c).strip() for c in df.columns]
     missing = [c.name for c in [Column("time", 0, 0), *cols] if c.required and c.name not in df.columns]
