@@ -62,8 +62,10 @@ def main() -> int:
     rig.start(drive=False)
     try:
         n_dev = rig.controller.state.device_count()
-        app = create_app(api_url=rig.url, token=OPERATOR, refresh_ms=1000)
+        app = create_app(api_url=rig.url, refresh_ms=1000)
         flask = app.server.test_client()
+        if flask.post("/login", data={"user": "olivia", "token": OPERATOR}).status_code != 303:
+            raise SystemExit("dashboard login as olivia failed")
         keys = {k: k for k in app.callback_map}
         refresh_key = next(k for k in keys if "live-status.children" in k)
         devices_key = next(k for k in keys if "live-devices.data" in k)
@@ -89,12 +91,13 @@ def main() -> int:
         from dashboard import live_data as ld
         from dashboard.api_client import ApiClient
 
-        snap = LiveSnapshot(ApiClient(rig.url, OPERATOR), ld.HeadHistory(), ThreadPoolExecutor(8))
-        snap.fetch()
+        snap = LiveSnapshot(ld.HeadHistory(), ThreadPoolExecutor(8))
+        client = ApiClient(rig.url, OPERATOR)
+        snap.fetch(client, "operator")
         raw_par = []
         for _ in range(args.repeat):
             t0 = time.perf_counter()
-            snap.fetch()
+            snap.fetch(client, "operator")
             raw_par.append(time.perf_counter() - t0)
 
         def run(body) -> tuple[list[float], int]:

@@ -1,7 +1,7 @@
 """HTTP client for the controller API, as the dashboard uses it.
 
 Every call returns a `Reply` and never raises: a dashboard that loses its controller must keep
-drawing and say why (timeout, refused, 403, 404 "not available from this API"). Paths live in
+drawing and say why (timeout, refused, 403, 404 "this controller does not offer it"). Paths live in
 ENDPOINTS so the whole dashboard follows the API from one table.
 """
 
@@ -29,6 +29,7 @@ ENDPOINTS: dict[str, tuple[str, str]] = {
     "alarm_ack": ("POST", "/api/alarms/{alarm_id}/ack"),
     "gate": ("GET", "/api/gate"),
     "emergency_shed": ("POST", "/api/emergency/shed"),
+    "emergency_restore": ("POST", "/api/emergency/restore"),
     "out_of_service": ("POST", "/api/devices/{device_id}/out_of_service"),
     "audit": ("GET", "/api/audit"),
     "history": ("GET", "/api/history/{table}"),
@@ -84,7 +85,7 @@ class ApiClient:
         if r.status_code >= 400:
             detail = body.get("detail") if isinstance(body, dict) else body
             if r.status_code in (404, 405, 501):
-                detail = f"not available from this API ({detail or r.reason_phrase})"
+                detail = f"this controller does not offer it ({detail or r.reason_phrase})"
             return Reply(False, body, f"{method} {path}: HTTP {r.status_code}: {detail}",
                          r.status_code, ms)
         return Reply(True, body, status=r.status_code, ms=ms)
@@ -158,6 +159,9 @@ class ApiClient:
 
     def emergency_shed(self, reason: str = "operator") -> Reply:
         return self.call("emergency_shed", json={"reason": reason})
+
+    def emergency_restore(self) -> Reply:
+        return self.call("emergency_restore")
 
     def set_out_of_service(self, device_id: str, out: bool = True) -> Reply:
         return self.call("out_of_service", json={"in_service": not out}, device_id=device_id)

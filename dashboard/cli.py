@@ -1,18 +1,23 @@
-"""`gridtwin dashboard --api URL [--token-file F] | --run runs/<dir> [--run runs/<dir2>]`."""
+"""`gridtwin dashboard --api URL | --run runs/<dir> [--run runs/<dir2>]`."""
 
 from __future__ import annotations
 
-import os
+import logging
 
 
 def register(sub) -> None:
-    p = sub.add_parser("dashboard", help="operator dashboard (Dash) for a controller API or finished runs")
-    p.add_argument("--api", help="controller API base URL, e.g. http://127.0.0.1:8080")
-    p.add_argument("--token-file", help="file holding the bearer token (or env GRIDTWIN_TOKEN)")
-    p.add_argument("--run", action="append", default=[], help="run folder to open (twice to compare)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8050)
-    p.add_argument("--refresh-ms", type=int, default=1000)
+    p = sub.add_parser("dashboard", help="operator dashboard (Dash) for a controller API or finished runs",
+                       description="Live view of a controller API (users sign in with their API token) "
+                                   "and/or a viewer that compares finished runs.")
+    p.add_argument("--api", metavar="URL", help="controller API base URL, e.g. http://127.0.0.1:8080")
+    p.add_argument("--run", metavar="DIR", action="append", default=[],
+                   help="run folder to open (give it twice or more to compare)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8050, help="port to listen on (default: %(default)s)")
+    p.add_argument("--refresh-ms", type=int, default=1000, help="live view refresh period (default: %(default)s)")
+    p.add_argument("--session-hours", type=float, default=8.0,
+                   help="sign-in lifetime before users must sign in again (default: %(default)s)")
+    p.add_argument("-v", "--verbose", action="store_true", help="print an access-log line per HTTP request")
     p.set_defaults(func=cmd_dashboard)
 
 
@@ -21,19 +26,15 @@ def cmd_dashboard(args) -> int:
     from dashboard.run_data import RunFolderError
     from gridtwin_cli import UserError
 
-    token = os.environ.get("GRIDTWIN_TOKEN")
-    if args.token_file:
-        try:
-            with open(args.token_file) as f:
-                token = f.read().strip()
-        except OSError as e:
-            raise UserError(f"--token-file {args.token_file}: {e.strerror}") from None
     if not args.api and not args.run:
         raise UserError("dashboard: give --api URL and/or --run DIR")
     try:
-        app = create_app(args.api, token, args.run, args.refresh_ms)
+        app = create_app(args.api, args.run, args.refresh_ms, session_ttl_s=3600.0 * args.session_hours)
     except RunFolderError as e:
         raise UserError(str(e)) from None
-    print(f"dashboard on http://{args.host}:{args.port}/")
+    logging.getLogger("werkzeug").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    what = ", ".join(filter(None, [f"live view of {args.api} (sign in at /login)" if args.api else "",
+                                   f"{len(args.run)} run(s)" if args.run else ""]))
+    print(f"dashboard on http://{args.host}:{args.port}/ · {what} · access log {'on' if args.verbose else 'off (-v)'}")
     app.run(host=args.host, port=args.port, debug=False)
     return 0

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from dashboard.figures import base_layout, message_figure
 
+TELEMETRY_KINDS = ("meter", "rtu")
 AGG_FIELDS = ["p_kw", "q_kvar", "soc_pct", "soc_kwh", "t_in_c", "comfort_pct", "usable", "count"]
 
 
@@ -63,6 +64,8 @@ def fleet_groups(data) -> dict[str, dict]:
 def fleet_rows(data) -> list[dict]:
     rows = []
     for name, g in sorted(fleet_groups(data).items()):
+        if g.get("telemetry_only") or g.get("kind") in TELEMETRY_KINDS:
+            continue  # the head meter and the RTU measure the feeder; they are not fleet classes
         row = {"group": name, "kind": g.get("kind", "")}
         for f in AGG_FIELDS:
             if f in g:
@@ -140,7 +143,8 @@ def window(t: list, y: list, lo: float, hi: float) -> tuple[list, list]:
     return [t[i] for i in keep], [y[i] for i in keep]
 
 
-def head_figure(s: dict, p_name: str = "P measured (kW)", sched_name: str = "P schedule (kW)") -> dict:
+def head_figure(s: dict, p_name: str = "P measured (kW)", sched_name: str = "P schedule (kW)",
+                windows: list[tuple] | None = None) -> dict:
     if not s["t"]:
         return message_figure("no feeder-head data yet", 380)
     x = [utc(t) for t in s["t"]]
@@ -153,13 +157,25 @@ def head_figure(s: dict, p_name: str = "P measured (kW)", sched_name: str = "P s
     elif any(v is not None for v in s["schedule_p_kw"]):
         data.append({"type": "scatter", "x": x, "y": s["schedule_p_kw"], "mode": "lines",
                          "line": {"dash": "dash", "shape": "hv"}, "name": sched_name})
-    return {"data": data, "layout": base_layout(
-        380, "feeder head P/Q vs schedule", legend={"orientation": "h", "y": -0.25},
-        margin={"t": 30, "l": 50, "r": 10, "b": 70},
-        yaxis={"title": {"text": "kW / kvar"}}, uirevision="head")}
+    lay = base_layout(380, "feeder head P/Q vs schedule", legend={"orientation": "h", "y": -0.25},
+                      margin={"t": 30, "l": 50, "r": 10, "b": 70}, xaxis={"title": {"text": "controller time (UTC)"}},
+                      yaxis={"title": {"text": "kW / kvar"}}, uirevision="head")
+    lo, hi = s["t"][0], s["t"][-1]
+    shapes, ann = [], []
+    for eid, a, b in windows or []:  # DR event windows on screen, shaded and named
+        if a is None or b is None or b < lo or a > hi + 3600:
+            continue
+        shapes.append({"type": "rect", "xref": "x", "yref": "paper", "x0": utc(max(a, lo)), "x1": utc(b),
+                       "y0": 0, "y1": 1, "fillcolor": "rgba(23,190,207,0.15)", "line": {"width": 0}, "layer": "below"})
+        ann.append({"x": utc(max(a, lo)), "xanchor": "left", "y": 1, "yref": "paper", "yanchor": "top",
+                    "text": f"DR {eid}", "showarrow": False, "font": {"size": 10, "color": "#0a8a99"}})
+    lay["shapes"], lay["annotations"] = shapes, ann
+    return {"data": data, "layout": lay}
 
 
 # -- demand response -----------------------------------------------------------------------
+UNDER_DELIVERY_PCT = 90.0  # an active/completed event below this share of its request is flagged
+
 def dr_rows(data, now_t: float | None = None) -> list[dict]:
     rows = []
     for e in items(data):
@@ -173,8 +189,15 @@ def dr_rows(data, now_t: float | None = None) -> list[dict]:
         end = e.get("end_t", e.get("end"))
         if end is None and start is not None and e.get("duration_s") is not None:
             end = float(start) + float(e["duration_s"])
-        rows.append({"id": str(e.get("id", e.get("event_id", ""))), "status": e.get("status", ""),
-                     "start": utc(start), "end": utc(end), "opt": e.get("opt", ""),
+        status = e.get("status", "")
+        note = ""
+        if status == "pending":  # nothing to deliver yet: not "0 %"
+            dlv, pct, note = "pending", "pending", f"starts {utc(start)[11:16]} UTC"
+        elif status in ("active", "completed") and isinstance(pct, (int, float)) and pct < UNDER_DELIVERY_PCT:
+            note = f"UNDER-DELIVERING: {pct:.0f} % of the request"
+        rows.append({"id": str(e.get("id", e.get("event_id", ""))), "status": status,
+                     "start": utc(start), "end": utc(end), "opt": e.get("opt", ""), "note": note,
+                     "start_t": start, "end_t": end,
                      "requested_kw": req, "delivered_kw": dlv, "delivery_pct": pct,
                      "groups": ",".join(e.get("groups") or []) or "all",
                      "source": e.get("source", ""), "created_by": e.get("created_by", "")})
@@ -190,13 +213,20 @@ def dr_figure(rows: list[dict]) -> dict:
     x = [f"{r['id']} ({r['status']})" for r in shown]
     data = [{"type": "bar", "x": x, "y": [r["requested_kw"] or 0 for r in shown], "name": "requested (kW)",
                  "marker": {"color": "#7f7f7f"}},
-            {"type": "bar", "x": x, "y": [r["delivered_kw"] or 0 for r in shown], "name": "delivered (kW)",
-                 "marker": {"color": "#17becf"}, "textposition": "outside",
-                 "text": [f"{r['delivery_pct']:.0f} %" if r["delivery_pct"] is not None else "" for r in shown]}]
+            {"type": "bar", "x": x, "y": [r["delivered_kw"] if isinstance(r["delivered_kw"], (int, float)) else 0
+                                          for r in shown], "name": "delivered (kW)",
+                 "marker": {"color": ["#d62728" if r["note"].startswith("UNDER") else "#17becf" for r in shown]},
+                 "textposition": "outside", "text": [_pct_text(r) for r in shown]}]
     return {"data": data, "layout": base_layout(
         300, "DR events: requested vs delivered", barmode="group", margin={"t": 30, "l": 50, "r": 10, "b": 70},
         legend={"orientation": "h", "x": 1.0, "xanchor": "right", "y": 1.0, "yanchor": "bottom"},
         yaxis={"title": {"text": "kW"}}, uirevision="dr")}
+
+
+def _pct_text(r: dict) -> str:
+    if r["status"] == "pending":
+        return f"pending, {r['note']}"
+    return f"{r['delivery_pct']:.0f} %" if isinstance(r["delivery_pct"], (int, float)) else ""
 
 
 def dr_trend_figure(perf, events: list[dict]) -> dict:
@@ -315,10 +345,35 @@ def audit_rows(data, limit: int = 30) -> list[dict]:
     rows = [{"t": utc(a.get("t", a.get("time"))), "who": a.get("user", a.get("actor", a.get("who", ""))),
              "role": a.get("role", ""), "action": a.get("action", a.get("method", "")),
              "target": a.get("target", "") or "",
-             "detail": str(a.get("data", a.get("detail", "")) or "")[:160],
+             "detail": audit_detail(a.get("data", a.get("detail", "")))[:200],
              "ok": "" if a.get("ok") is None else ("yes" if a.get("ok") else "refused")}
             for a in items(data)]
     return rows[-limit:][::-1]
+
+
+def audit_detail(d) -> str:
+    """'reduction_kw=6.5, start=2026-01-15 16:08:00 UTC' instead of raw JSON with epoch seconds."""
+    if isinstance(d, str):
+        try:
+            import json
+
+            d = json.loads(d)
+        except ValueError:
+            return d
+    if not isinstance(d, dict):
+        return "" if d is None else str(d)
+    parts = []
+    for k, v in d.items():
+        if v is None:
+            continue
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and (k.endswith("_t") or k in ("t", "since")) \
+                and v > 1e8:
+            v = utc(v) + " UTC"
+            k = k[:-2] if k.endswith("_t") else k
+        elif isinstance(v, list):
+            v = ",".join(map(str, v))
+        parts.append(f"{k}={v}")
+    return ", ".join(parts)
 
 
 def _join(x) -> str:

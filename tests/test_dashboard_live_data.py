@@ -90,23 +90,56 @@ def test_device_rows_report_total_for_paging():
 def test_viewer_gets_no_buttons_operator_gets_all():
     assert not [c for c in _walk(actions_panel("viewer")) if isinstance(c, html.Button)]
     ids = {c.id for c in _walk(actions_panel("operator")) if isinstance(c, html.Button)}
-    assert ids == {"act-dr-create", "act-dr-cancel", "act-alarm-ack", "act-dev-oos", "act-shed"}
+    assert ids == {"act-dr-create", "act-shed", "act-restore"}  # row actions live on the rows
+
+
+FLEET = {"margin": {"margin_kw": 90.0, "battery_kw": 40.0, "battery_hold_s": 3600},
+         "emergency": {"since": 1.78e9, "by": "olivia", "reason": "x", "shed_kw": 120.0, "hold_s": 1800}}
 
 
 @pytest.mark.parametrize("trigger,values,ok", [
     ("act-dr-create", {"start": 1, "dur": 15, "kw": 50, "groups": "bat, ev"}, True),
     ("act-dr-create", {"start": 1, "dur": 15, "kw": 0, "groups": ""}, False),
-    ("act-dev-oos", {"dev_id": "pv"}, False),
-    ("act-dev-oos", {"dev_id": "pv/4"}, True),
-    ("act-dr-cancel", {"cancel_id": ""}, False),
+    ("live-devices", {"row": {"device_id": "pv/4", "in_service": "yes"}}, True),
+    ("live-dr-table", {"row": {"id": "e1", "status": "completed"}}, False),  # nothing to cancel
+    ("live-dr-table", {"row": {"id": "e1", "status": "pending"}}, True),
+    ("live-alarms", {"row": {"id": "7", "acknowledged": "yes"}}, False),
+    ("act-restore", {}, True),
 ])
 def test_actions_are_validated_before_confirmation(trigger, values, ok):
-    v = {**dict.fromkeys(["start", "dur", "kw", "groups", "cancel_id", "alarm_id", "dev_id"]),
-         **values}
-    action, text = describe_action(trigger, v)
-    assert (action is not None) == ok and text
+    v = {**dict.fromkeys(["start", "dur", "kw", "groups", "row"]), **values}
+    action, text = describe_action(trigger, v, FLEET)
+    assert (action is not None) == ok
     if trigger == "act-dr-create" and ok:
         assert action["groups"] == ["bat", "ev"] and action["reduction_kw"] == 50.0
+        assert "WARNING" not in text  # 50 kW fits the 90 kW margin
+
+
+def test_dr_request_beyond_margin_warns_with_expected_delivery():
+    _, text = describe_action("act-dr-create", {"start": 1, "dur": 15, "kw": 500, "groups": ""}, FLEET)
+    assert text.startswith("WARNING: 500 kW is more than the available reduction margin of 90.0 kW")
+    assert "about 18 % delivery" in text
+    assert describe_action("act-restore", {}, {"emergency": None})[0] is None
+
+
+def test_pending_event_reads_pending_and_under_delivery_is_flagged():
+    rows = {r["id"]: r for r in ld.dr_rows([
+        {"id": "p", "status": "pending", "start_t": 1.78e9, "end_t": 1.78e9 + 600, "reduction_kw": 5,
+         "delivered_kw": 0.0, "delivery_pct": 0.0},
+        {"id": "u", "status": "active", "start_t": 1.0, "end_t": 2.0, "reduction_kw": 500, "delivered_kw": 69.5}])}
+    assert rows["p"]["delivered_kw"] == "pending" and rows["p"]["note"].startswith("starts ")
+    assert rows["u"]["note"] == "UNDER-DELIVERING: 14 % of the request"
+    fig = ld.dr_figure(list(rows.values()))
+    assert any(t.startswith("pending, starts") for t in fig["data"][1]["text"])
+
+
+def test_fleet_rows_leave_out_meter_and_rtu_and_audit_detail_is_readable():
+    rows = ld.fleet_rows({"groups": {"bat": {"kind": "battery", "p_kw": 1.0, "soc_pct": 50.0},
+                                     "meter": {"kind": "meter", "p_kw": 200.0, "telemetry_only": True},
+                                     "rtu": {"kind": "rtu", "p_kw": 0.0}}})
+    assert [r["group"] for r in rows] == ["bat"]
+    d = ld.audit_detail({"start_t": 1768492800.0, "reduction_kw": 6.5, "groups": ["a", "b"], "id": None})
+    assert d == "start=2026-01-15 16:00:00 UTC, reduction_kw=6.5, groups=a,b"
 
 
 def test_one_line_of_cigre_lv_from_its_topology():
