@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from controller import flex
-from controller.commands import Command, Decision, GateResult, PassThroughGate
+from controller.commands import Command, Decision, GateResult
 from controller.historian import Historian
+from controller.kinds import DR_ALL, DR_KINDS, KINDS, allocate, delivered_kw
 from controller.state import (
     Q_NAME,
     FleetState,
@@ -31,7 +31,6 @@ from controller.tcl_dispatch import TclDispatcher
 log = logging.getLogger("controller.cycle")
 
 PRIORITY = {"emergency": 0, "operator": 1, "dr": 2, "dispatch": 3}
-DR_ALL = (*flex.DR_KINDS, "tcl")  # kinds a DR event may use (TCL groups via tcl_dispatch)
 
 
 @dataclass
@@ -81,14 +80,20 @@ class DrState:
 
 
 class Controller:
-    """links: {group: DeviceLink} (one link may serve several groups)."""
+    """links: {group: DeviceLink} (one link may serve several groups). `gate` is required: the
+    SafetyGate (controller.assembly builds it), or a PassThroughGate asked for by name.
+    feeder_net/feeder_limits: the controller's own feeder model (API one-line, volt/VAR)."""
 
-    def __init__(self, links: dict, clock, historian: Historian | None = None, gate=None,
-                 settings: CycleSettings | None = None, scheduler=None, snapshot_fn=None):
+    def __init__(self, links: dict, clock, gate, historian: Historian | None = None,
+                 settings: CycleSettings | None = None, scheduler=None, snapshot_fn=None,
+                 feeder_net=None, feeder_limits=None):
+        if gate is None:
+            raise ValueError("a controller needs a gate: SafetyGate, or PassThroughGate by name")
         self.links = links
         self.clock = clock
         self.hist = historian or Historian(":memory:", "NORMAL")
-        self.gate = gate or PassThroughGate()
+        self.gate = gate
+        self.feeder_net, self.feeder_limits = feeder_net, feeder_limits
         self.snapshot_fn = snapshot_fn  # state -> what gate.check wants (None: the FleetState)
         self.cfg = settings or CycleSettings()
         self.scheduler = scheduler
@@ -203,41 +208,14 @@ class Controller:
                                 by=by, reason=reason, **{k: v for k, v in m.items() if k != "resources"})
             return m
 
-    def resources(self) -> list:
-        """The usable DR devices as controller.dr.allocation.Resource rows (emergency planning)."""
-        from controller.dr.allocation import Resource
-
-        out = []
-        for g in self.state.groups.values():
-            if g.kind not in flex.DR_KINDS:
-                continue
-            p = np.nan_to_num(g.get("p_kw"))
-            usable = g.usable()
-            base = self.base_set.get(g.group)
-            p_max = g.rating("p_max_kw")
-            for j in np.flatnonzero(usable):
-                r = Resource(g.ids[j], g.kind, float(p[j]), p_max_kw=float(p_max[j]))
-                if g.kind == "battery":
-                    r.base_kw = float(base[j]) if base is not None else None
-                    r.soc_kwh = float(g.get("soc_kwh")[j])
-                    r.soc_min_kwh = float(np.nan_to_num(g.rating("soc_min_kwh", 0.0)[j]))
-                    r.eta_dis = float(np.nan_to_num(g.rating("eta_dis", 0.95)[j], nan=0.95))
-                elif g.kind == "ev":
-                    need = g.get("e_need_kwh")[j]
-                    r.e_need_kwh = float(need) if np.isfinite(need) else None
-                elif g.kind == "flex_load":
-                    r.flex_kw = float(np.nan_to_num(g.get("p_base_kw")[j])
-                                      * np.nan_to_num(g.rating("flex_share", 1.0)[j], nan=1.0))
-                out.append(r)
-        return out
-
     def emergency_plan(self, reason: str = "operator") -> dict:
         """Margin, shed, hold time and response time of a full shed now (controller.emergency)."""
         from controller.emergency import plan_emergency
 
         try:
-            plan = plan_emergency(self.resources(), self.clock.now(), reason=reason,
-                                  tcl_groups=self.tcl.tcl_groups(self.clock.now()))
+            plan = plan_emergency(self.state.groups.values(), self.clock.now(), reason=reason,
+                                  tcl_groups=self.tcl.tcl_groups(self.clock.now()),
+                                  base_set=self.base_set)
         except Exception as e:  # planning is reporting: a failure must not block the shed
             log.warning("emergency plan failed: %s", e)
             return {"plan_error": str(e)[:200]}
@@ -257,16 +235,15 @@ class Controller:
         """Adjustable load-reduction margin now (kW) and how long batteries can hold theirs."""
         total, bat_kw, bat_kwh = 0.0, 0.0, 0.0
         for g in self.state.groups.values():
-            if g.kind not in flex.DR_KINDS:
+            if g.kind not in DR_KINDS:
                 continue
-            base = flex.baseline_kw(g, self.base_set.get(g.group))
-            h = flex.headroom_kw(g, base, 1e-3 if g.kind == "battery" else 1.0)
+            k = KINDS[g.kind]
+            base = k.baseline_kw(g, self.base_set.get(g.group))
+            h = k.headroom_kw(g, base, 1e-3 if g.kind == "battery" else 1.0)
             total += float(h.sum())
             if g.kind == "battery":
                 bat_kw += float(h.sum())
-                soc = np.nan_to_num(g.get("soc_kwh"))
-                bat_kwh += float(np.maximum(soc - np.nan_to_num(g.rating("soc_min_kwh", 0.0)), 0)
-                                 [g.usable()].sum())
+                bat_kwh += float(np.nan_to_num(k.energy_kwh(g))[g.usable()].sum())
         tcl_kw = self.tcl.margin_kw()
         total += tcl_kw
         return {"margin_kw": round(total, 3), "battery_kw": round(bat_kw, 3), "tcl_kw": round(tcl_kw, 3),
@@ -501,8 +478,8 @@ class Controller:
                 continue
             base = ev.last_base.get(g.group) if g.kind in ("ev", "battery", "tcl") else None
             if base is None:
-                base = flex.baseline_kw(g, self.base_set.get(g.group))
-            total += flex.delivered_kw(g, base, mask & g.usable())
+                base = KINDS[g.kind].baseline_kw(g, self.base_set.get(g.group))
+            total += delivered_kw(g, base, mask & g.usable())
         return total
 
     def _dr_allocate(self, ev: DrState, t: float) -> list[Command]:
@@ -512,8 +489,8 @@ class Controller:
         base = {}
         for g in groups:
             if g.kind == "ev":
-                ev.ev_cf[g.group] = cf = flex.ev_counterfactual(g, ev.ev_cf.get(g.group))
-                base[g.group] = flex.baseline_kw(g, cf_need_kwh=cf, dt_h=dt_h)
+                ev.ev_cf[g.group] = cf = KINDS["ev"].counterfactual(g, ev.ev_cf.get(g.group))
+                base[g.group] = KINDS["ev"].baseline_kw(g, cf_need_kwh=cf, dt_h=dt_h)
                 ev.ev_cf[g.group] = cf - np.nan_to_num(base[g.group]) * dt_h
             elif g.kind == "tcl":  # pre-event mean, frozen at the event's first cycle
                 b = ev.last_base.get(g.group)
@@ -523,12 +500,12 @@ class Controller:
                                         p_kw=np.round(np.nan_to_num(b), 4).tolist())
                 base[g.group] = b
             else:
-                base[g.group] = flex.baseline_kw(g, self.base_set.get(g.group))
+                base[g.group] = KINDS[g.kind].baseline_kw(g, self.base_set.get(g.group))
             ev.last_base[g.group] = base[g.group]
         head = {g.group: self.tcl.models[g.group].headroom_kw(base[g.group], hold_h) if g.kind == "tcl"
-                else flex.headroom_kw(g, base[g.group], hold_h) for g in groups}
+                else KINDS[g.kind].headroom_kw(g, base[g.group], hold_h) for g in groups}
         need = ev.reduction_kw + ev.correction_kw
-        cut = flex.allocate(need, head)
+        cut = allocate(need, head)
         cmds = []
         for g in groups:
             usable = g.usable()
@@ -541,8 +518,8 @@ class Controller:
                     self.dirty[(c.device_id, c.setpoint)] = "dr"
                 cmds += tcmds
                 continue
-            vals = flex.setpoint_for_cut(g, base[g.group], cut[g.group])
-            name = flex.SETPOINT[g.kind]
+            vals = KINDS[g.kind].setpoint_for_cut(g, base[g.group], cut[g.group])
+            name = KINDS[g.kind].dr_setpoint
             for j in np.flatnonzero(usable):
                 if np.isfinite(vals[j]):
                     cmds.append(Command(g.ids[j], name, float(vals[j]), "dr", ev.id))
@@ -566,8 +543,8 @@ class Controller:
                 if m.held.any():
                     keep[gname] = mask
                 continue
-            vals = flex.release_value(g, self.base_set.get(gname))
-            name = flex.SETPOINT[g.kind]
+            vals = KINDS[g.kind].released(g, self.base_set.get(gname))
+            name = KINDS[g.kind].dr_setpoint
             for j in np.flatnonzero(mask & g.usable()):
                 cmds.append(Command(g.ids[j], name, float(vals[j]), "dr", why))
                 self.dirty.pop((g.ids[j], name), None)
@@ -586,19 +563,20 @@ class Controller:
                     if src == "emergency" and name != "force":
                         g, j = self._index[dev]
                         gs = self.state.groups[g]
-                        out.append(Command(dev, name, float(flex.release_value(gs, self.base_set.get(g))[j]),
+                        out.append(Command(dev, name, float(KINDS[gs.kind].released(gs, self.base_set.get(g))[j]),
                                            "emergency", "released"))
                         del self.dirty[(dev, name)]
                 return out
             return []
         out = []
         for g in self.state.groups.values():
-            if g.kind not in flex.DR_KINDS:
+            if g.kind not in DR_KINDS:
                 continue
-            base = flex.baseline_kw(g, self.base_set.get(g.group))
-            h = flex.headroom_kw(g, base, 1e-3)
-            vals = flex.setpoint_for_cut(g, base, h)
-            name = flex.SETPOINT[g.kind]
+            k = KINDS[g.kind]
+            base = k.baseline_kw(g, self.base_set.get(g.group))
+            h = k.headroom_kw(g, base, 1e-3)
+            vals = k.setpoint_for_cut(g, base, h)
+            name = k.dr_setpoint
             for j in np.flatnonzero(g.usable()):
                 if np.isfinite(vals[j]):
                     out.append(Command(g.ids[j], name, float(vals[j]), "emergency", "shed"))

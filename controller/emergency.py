@@ -1,26 +1,20 @@
 """Emergency response: shed the fastest resources within seconds on under-frequency,
-under-voltage or an operator command; report the margin (kW) and how long it holds.
+under-voltage or an operator command; report the margin (kW) and how long it holds, and
+the staged restore. The plan's commands are what the cycle sends (controller/sources).
 
-Interface used by the controller runtime:
-    det = EmergencyDetector(f_min_hz=49.8, v_min_pu=0.92, pickup_s=0.5)
-    reason = det.check(t, f_hz=..., v_pu=...)      # "under_frequency" | "under_voltage" | None
-    plan = plan_emergency(resources, t, tcl_groups=[TclGroup(...)], shed_kw=None, reason=reason)
+    plan = plan_emergency(groups, t, tcl_groups=[TclGroup(...)], shed_kw=None, reason=reason,
+                          base_set={group: scheduled p_set_kw})
     plan.commands          # in response-time order: batteries full discharge, EV caps to 0,
                            # flex loads curtail 100 %, TCLs forced off (after their lockout)
     plan.margin_kw, plan.shed_kw, plan.hold_s, plan.margin_at(elapsed_s), plan.restore
-`resources` are controller.dr.allocation.Resource (unavailable ones are skipped). With
-shed_kw set, whole resources are taken fastest first until the sum reaches it; without it
-everything is shed.
+`groups` are the cycle's GroupStates (or any device-kind view, controller.kinds); devices
+that are not usable are skipped. Margin, hold time and the shed value of each device come
+from its kind (`Kind.shed`), the restore value from `Kind.released`. With shed_kw set, whole
+resources are taken fastest first until the sum reaches it; without it everything is shed.
 
-Hold times, per resource (hand-checkable):
-- battery: margin = p_kw + p_max_kw (from now to full discharge); holds
-  (soc_kwh - soc_min_kwh) * eta_dis / p_max_kw hours.
-- ev: margin = p_kw; holds until it must restart to still deliver e_need_kwh by departure:
-  departure_t - t - 3600 * e_need_kwh / p_max_kw (default_hold_s when departure unknown).
-- flex_load: margin = flex_kw (else p_kw); holds max_curtail_s (default_hold_s if unset).
-- tcl unit (on now): margin = its p_kw; once off its temperature drifts to t_eq_c with time
-  constant tau_s, so it holds tau * ln((t_eq - t0) / (t_eq - t_limit)) until the comfort
-  limit; response waits out the remaining lockout.
+TCL units (on now): margin = their p_kw; once off the temperature drifts to t_eq_c with time
+constant tau_s, so a unit holds tau * ln((t_eq - t0) / (t_eq - t_limit)) until its comfort
+limit; response waits out the remaining lockout.
 `hold_s` is how long the shed (or, without shed_kw, the whole margin) stays fully available:
 the largest s with margin_at(s) >= shed_kw.
 """
@@ -32,10 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from controller.commands import Command
-from controller.dr.allocation import Resource
-
-RESPONSE_S = {"battery": 1.0, "ev": 5.0, "flex_load": 30.0, "tcl": 60.0}
-KIND_ORDER = {"battery": 0, "ev": 1, "flex_load": 2, "tcl": 3}
+from controller.kinds import DR_KINDS, KINDS
 
 
 @dataclass
@@ -52,7 +43,7 @@ class TclGroup:
     mode: np.ndarray | float = 1.0  # +1 cooling (limit is an upper bound), -1 heating
     lock_remaining_s: np.ndarray | None = None  # time before it may switch off (min-on)
     available: np.ndarray | None = None
-    response_s: float = RESPONSE_S["tcl"]
+    response_s: float = KINDS["tcl"].response_s
 
 
 def drift_time_s(t0_c, t_eq_c, t_limit_c, tau_s, mode=1.0) -> np.ndarray:
@@ -129,32 +120,14 @@ class EmergencyPlan:
                 "commands": len(self.commands)}
 
 
-def _resource_item(r: Resource, t: float, default_hold_s: float) -> Item | None:
-    resp = RESPONSE_S[r.kind] if r.response_s is None else r.response_s
-    src, why = "emergency", "emergency shed"
-    if r.kind == "battery":
-        p_max = r.p_max_kw
-        margin = max(r.p_kw + p_max, 0.0)
-        e = max(r.soc_kwh - r.soc_min_kwh, 0.0) * r.eta_dis if np.isfinite(r.soc_kwh) else 0.0
-        hold = 3600.0 * e / p_max if p_max > 0 else 0.0
-        if e <= 0:  # empty: can only stop charging, which holds as long as needed
-            margin, hold = max(r.p_kw, 0.0), np.inf
-        cmd = Command(r.device_id, "p_set_kw", -p_max if e > 0 else 0.0, src, why)
-    elif r.kind == "ev":
-        margin = max(r.p_kw, 0.0)
-        if r.departure_t is None:
-            hold = default_hold_s
-        else:
-            need_s = 3600.0 * (r.e_need_kwh or 0.0) / r.p_max_kw if r.p_max_kw > 0 else 0.0
-            hold = max(r.departure_t - t - need_s, 0.0)
-        cmd = Command(r.device_id, "p_max_set_kw", 0.0, src, why)
-    elif r.kind == "flex_load":
-        margin = max(r.flex_kw if np.isfinite(r.flex_kw) else r.p_kw, 0.0)
-        hold = default_hold_s if r.max_curtail_s is None else r.max_curtail_s
-        cmd = Command(r.device_id, "curtail_pct", 100.0, src, why)
-    else:
-        return None
-    return Item(r.device_id, r.kind, resp, margin, hold, [cmd])
+def _device_items(g, t: float, default_hold_s: float) -> list[Item]:
+    """One item per usable device of a per-device kind: its shed as its kind defines it."""
+    k = KINDS[g.kind]
+    p = np.nan_to_num(g.get("p_kw"))
+    margin, hold, value = k.shed(g, p, t, default_hold_s)
+    return [Item(g.ids[j], g.kind, k.response_s, float(margin[j]), float(hold[j]),
+                 [Command(g.ids[j], k.dr_setpoint, float(value[j]), "emergency", "emergency shed")])
+            for j in np.flatnonzero(g.usable())]
 
 
 def _tcl_item(g: TclGroup) -> Item | None:
@@ -175,16 +148,16 @@ def _tcl_item(g: TclGroup) -> Item | None:
                 float(h.min()), cmds, m, h)
 
 
-def plan_emergency(resources: list[Resource], t: float, tcl_groups: list[TclGroup] = (),
+def plan_emergency(groups, t: float, tcl_groups: list[TclGroup] = (),
                    shed_kw: float | None = None, reason: str = "operator",
                    default_hold_s: float = 3600.0, restore_cohorts: int = 4,
-                   restore_spread_s: float = 600.0) -> EmergencyPlan:
+                   restore_spread_s: float = 600.0, base_set: dict | None = None) -> EmergencyPlan:
     """The emergency shed: commands fastest first, margin, hold time and a restore plan."""
-    items = [it for r in resources if r.available and r.kind in RESPONSE_S and r.kind != "tcl"
-             for it in [_resource_item(r, t, default_hold_s)] if it is not None]
+    groups = [g for g in groups if g.kind in DR_KINDS]
+    items = [it for g in groups for it in _device_items(g, t, default_hold_s)]
     items += [it for g in tcl_groups for it in [_tcl_item(g)] if it is not None]
     items = [it for it in items if it.margin_kw > 0]
-    items.sort(key=lambda it: (it.response_s, KIND_ORDER[it.kind], -it.margin_kw))
+    items.sort(key=lambda it: (it.response_s, KINDS[it.kind].shed_order, -it.margin_kw))
     margin = float(sum(it.margin_kw for it in items))
     if shed_kw is not None:
         taken, acc = [], 0.0
@@ -202,7 +175,7 @@ def plan_emergency(resources: list[Resource], t: float, tcl_groups: list[TclGrou
     need = shed if shed_kw is None else min(shed_kw, shed)
     hold = _hold_for(m, h, need)
     return EmergencyPlan(t, reason, items, margin, shed, shed_kw, hold,
-                         restore_plan(items, resources, restore_cohorts, restore_spread_s), m, h)
+                         restore_plan(items, groups, base_set, restore_cohorts, restore_spread_s), m, h)
 
 
 def _hold_for(m: np.ndarray, h: np.ndarray, need_kw: float) -> float:
@@ -215,34 +188,33 @@ def _hold_for(m: np.ndarray, h: np.ndarray, need_kw: float) -> float:
     return float(h[order][min(k, m.size - 1)])
 
 
-def restore_plan(items: list[Item], resources: list[Resource], cohorts: int = 4,
+def restore_plan(items: list[Item], groups, base_set: dict | None = None, cohorts: int = 4,
                  spread_s: float = 600.0) -> list[RestoreStep]:
     """Staged return to normal so the rebound (cold-load pickup) does not re-trigger the
-    emergency: flex loads first, TCLs released in cohorts over spread_s, EV caps lifted at
-    the end, batteries back to their schedule last (they cover the rebound meanwhile)."""
-    by_id = {r.device_id: r for r in resources}
+    emergency: kinds that restore early first (flex loads), TCLs released in cohorts over
+    spread_s, the others (EV caps, then batteries, which cover the rebound meanwhile) at the
+    end; each back to its kind's released value (batteries: their schedule)."""
+    released = {}
+    for g in groups:
+        vals = KINDS[g.kind].released(g, (base_set or {}).get(g.group))
+        released.update({d: float(np.nan_to_num(vals[j])) for j, d in enumerate(g.ids)})
     src, why = "emergency", "emergency restore"
     steps: list[RestoreStep] = []
-    flex = [Command(it.device_id, "curtail_pct", 0.0, src, why) for it in items
-            if it.kind == "flex_load"]
-    if flex:
-        steps.append(RestoreStep(0.0, flex, "flex loads released"))
-    tcl_cmds = [c for it in items if it.kind == "tcl" for c in it.commands]
-    if tcl_cmds:
-        k = max(1, min(cohorts, len(tcl_cmds)))
-        for j, chunk in enumerate(np.array_split(np.arange(len(tcl_cmds)), k)):
-            steps.append(RestoreStep(spread_s * j / k,
-                                     [Command(tcl_cmds[i].device_id, "force", 0.0, src, why)
-                                      for i in chunk], f"TCL cohort {j + 1}/{k} back to auto"))
-    ev = [Command(it.device_id, "p_max_set_kw", float(by_id[it.device_id].p_max_kw), src, why)
-          for it in items if it.kind == "ev"]
-    if ev:
-        steps.append(RestoreStep(spread_s, ev, "EV charging caps lifted"))
-    bat = [Command(it.device_id, "p_set_kw", float(by_id[it.device_id].base()) if
-                   by_id[it.device_id].base_kw is not None else 0.0, src, why)
-           for it in items if it.kind == "battery"]
-    if bat:
-        steps.append(RestoreStep(spread_s, bat, "batteries back to schedule"))
+    by_kind: dict[str, list[Item]] = {}
+    for it in items:
+        by_kind.setdefault(it.kind, []).append(it)
+    for kname in sorted(by_kind, key=lambda k: KINDS[k].restore_rank):
+        k, its = KINDS[kname], by_kind[kname]
+        if k.group_dispatch:
+            cmds = [c for it in its for c in it.commands]
+            n = max(1, min(cohorts, len(cmds)))
+            for j, chunk in enumerate(np.array_split(np.arange(len(cmds)), n)):
+                steps.append(RestoreStep(spread_s * j / n,
+                                         [Command(cmds[i].device_id, k.dr_setpoint, 0.0, src, why)
+                                          for i in chunk], f"{kname} cohort {j + 1}/{n} released"))
+            continue
+        cmds = [Command(it.device_id, k.dr_setpoint, released[it.device_id], src, why) for it in its]
+        steps.append(RestoreStep(spread_s if k.restore_late else 0.0, cmds, f"{kname} released"))
     steps.sort(key=lambda s: s.delay_s)
     return steps
 

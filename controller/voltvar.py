@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from controller.commands import Command
+from controller.kinds import KINDS
 from controller.safety.lp import solve_lp
 from controller.safety.state import GridSnapshot
 from grid_models.contingency import head_trafos
 from grid_models.sensitivity import linearize
 
-Q_KINDS = ("pv", "battery")
+Q_KINDS = tuple(k for k, v in KINDS.items() if v.q_setpoint in v.setpoints)  # reactive-capable
 
 
 @dataclass(frozen=True)

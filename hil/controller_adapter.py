@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from controller.assembly import Spec, assemble
 from controller.clock import SteppedClock
-from controller.core import Controller, CycleSettings
 from controller.historian import Historian
 from hil.agent import TimingLink
+from hil.direct import feeder_model
 from hil.recorder import RecordFile, RecordingLink
 
 
@@ -86,50 +87,25 @@ class HilController:
             for d in link.devices():
                 groups.setdefault(d.group, link)
                 self._link_groups.setdefault(name, set()).add(d.group)
-        spec = s.controller
-        cfg = CycleSettings(cycle_s=spec.cycle_s, optimize_every_s=spec.optimize_every_s,
-                            objective=spec.objective)
-        for k, v in (settings or {}).items():  # replay of a changed controller version
-            if not hasattr(cfg, k):
-                raise ValueError(f"unknown controller setting {k!r}")
-            setattr(cfg, k, type(getattr(cfg, k))(v))
-        gate, snapshot_fn = self._gate()
-        self.ctl = Controller(groups, self.clock, historian=self.hist, gate=gate,
-                              settings=cfg, scheduler=self._scheduler(), snapshot_fn=snapshot_fn)
-        self._restored = sorted(self.ctl.dr)
-        for ev in s.dr_events:
-            if ev.id in self.ctl.dr:
-                continue  # resumed from the historian after a restart
-            self.ctl.add_dr_event(ev.id, ev.start.timestamp(), ev.duration_s, ev.reduction_kw,
-                                  ev.groups, source="scenario")
+        spec = Spec.from_scenario(s)
+        spec.settings = dict(settings or {})  # replay of a changed controller version
+        # DR events a restarted process resumes from the historian (before the spec's are added)
+        self._restored = sorted(r["id"] for r in self.hist.dr_events(("pending", "active")))
+        self.ctl = assemble(spec, groups, self.clock, self.hist, feeder_model(s), s.feeder.limits,
+                            self._price_fn())
         self.avail = {n: {"cycles": 0, "unavailable_cycles": 0, "available_at_end": 0} for n in self.timing}
 
     def _wrap(self, link, name):
         return RecordingLink(link, self.rec, name, self.clock) if self.rec else link
 
-    def _gate(self):
-        """The safety gate on the controller's own feeder model (the scenario's feeder)."""
-        if not self.s.controller.safety_gate:
-            return None, None
-        from controller.safety.base_load import make_gate
-        from hil.direct import feeder_model
-
-        return make_gate(feeder_model(self.s), self.s.feeder.limits, self.clock)
-
-    def _scheduler(self):
-        spec = self.s.controller
-        if not (spec.optimize_every_s > 0 and spec.objective in ("cost", "peak")
-                and any(g.kind == "battery" for g in self.s.fleet)):
-            return None
-        from controller.forecasting.head import HeadLoadForecast
-        from controller.scheduling import BatteryScheduler
+    def _price_fn(self):
+        """EUR/MWh at epoch times from the scenario's prices (the same file the twin reads)."""
         from scenarios.load import resolve_path
-        from twin.profiles import Prices  # exogenous price data, the same file the twin reads
+        from twin.profiles import Prices
 
         prices = Prices(self.s.prices, self.s.start, lambda p: resolve_path(self.s, p))
         t0 = self.start_epoch
-        return BatteryScheduler(lambda times: np.array([prices.at(float(x) - t0) for x in times]),
-                                objective=spec.objective, head_forecast=HeadLoadForecast())
+        return lambda times: np.array([prices.at(float(x) - t0) for x in times])
 
     # --- agent interface -------------------------------------------------------------------------
     def device_count(self) -> int:

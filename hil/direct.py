@@ -14,20 +14,12 @@ from __future__ import annotations
 import numpy as np
 
 from controller.clock import SteppedClock
-from controller.core import Controller, CycleSettings
+from controller.core import Controller
+from controller.kinds import kind
 from controller.links.direct import DirectLink
 
 RTU = "rtu"
 METER = "meter"  # the feeder-head revenue meter (what the emulators serve as meter/head)
-RATINGS = {
-    "battery": ("p_max_kw", "e_cap_kwh", "soc_min_kwh", "soc_max_kwh", "eta_ch", "eta_dis"),
-    "pv": ("s_rated_kva", "p_peak_kw"),
-    "ev": ("p_max_kw", "eta"),
-    "flex_load": ("p_nom_kw", "flex_share"),
-    # TCL units: what a smart thermostat / gateway can state about itself (no R, C or COP:
-    # the controller identifies the thermal model from telemetry, controller.aggregation)
-    "tcl": ("p_rated_kw", "t_set_c", "deadband_c", "comfort_c", "min_on_s", "min_off_s", "mode"),
-}
 
 
 class TwinPort:
@@ -46,7 +38,7 @@ class TwinPort:
     def describe(self) -> dict:
         out = {}
         for name, f in self.fleets.items():
-            ratings = {k: np.asarray(getattr(f, k), float) for k in RATINGS.get(f.KIND, ())
+            ratings = {k: np.asarray(getattr(f, k), float) for k in kind(f.KIND).ratings
                        if hasattr(f, k)}
             out[name] = {"kind": f.KIND, "bus": f.bus, "ratings": ratings}
         head = np.array([int(self.twin.net.ext_grid.bus.iloc[0])])
@@ -134,40 +126,22 @@ def feeder_model(scenario):
 
 
 def attach_controller(twin, historian=None) -> Attached:
+    """The scenario's controller (controller.assembly) on a DirectLink over the twin, its
+    cycle scheduled on the twin's clock."""
+    from controller.assembly import Spec, assemble
+
     s = twin.scenario
-    spec = s.controller
     t_start = s.start.timestamp()
     clock = SteppedClock(t_start)
     link = DirectLink(TwinPort(twin), clock)
-    scheduler = None
-    if spec.optimize_every_s > 0 and spec.objective in ("cost", "peak") and any(
-            f.KIND == "battery" for f in twin.fleets.values()):
-        from controller.forecasting.head import HeadLoadForecast
-        from controller.scheduling import BatteryScheduler
-
-        prices = twin.prices
-        scheduler = BatteryScheduler(
-            lambda times: np.array([prices.at(float(x) - t_start) for x in times]),
-            objective=spec.objective, head_forecast=HeadLoadForecast())
-    net = feeder_model(s)  # the controller's own network model (gate, API one-line)
-    gate = snapshot_fn = None
-    if spec.safety_gate:
-        from controller.safety.base_load import make_gate
-
-        gate, snapshot_fn = make_gate(net, s.feeder.limits, clock)
-    cfg = CycleSettings(cycle_s=spec.cycle_s, optimize_every_s=spec.optimize_every_s,
-                        objective=spec.objective)
-    ctl = Controller({g: link for g in [*twin.fleets, RTU, METER]}, clock, historian=historian, gate=gate,
-                     settings=cfg, scheduler=scheduler, snapshot_fn=snapshot_fn)
-    ctl.feeder_net = net
-    ctl.feeder_limits = s.feeder.limits
-    for ev in s.dr_events:
-        ctl.add_dr_event(ev.id, ev.start.timestamp(), ev.duration_s, ev.reduction_kw, ev.groups,
-                         source="scenario")
+    prices = twin.prices
+    ctl = assemble(Spec.from_scenario(s), {g: link for g in [*twin.fleets, RTU, METER]}, clock,
+                   historian, feeder_model(s), s.feeder.limits,
+                   lambda times: np.array([prices.at(float(x) - t_start) for x in times]))
 
     def tick(tw):
         clock.advance_to(t_start + tw.t_s)
         ctl.cycle()
 
-    twin.add_periodic(spec.cycle_s, tick)
+    twin.add_periodic(s.controller.cycle_s, tick)
     return Attached(ctl, link)

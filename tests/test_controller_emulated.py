@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
+from controller.assembly import Spec, assemble
 from controller.clock import SteppedClock
-from controller.core import Controller, CycleSettings
 from controller.links.iec104 import Iec104Link
 from controller.links.modbus import ModbusLink
 from controller.links.regmaps import BUILTIN, load_map_file
@@ -67,10 +67,10 @@ def runs():
                                        timeout_s=0.5, poll_s=30)
         rtu = Iec104Link.from_endpoints([r for r in rows if r["protocol"] == "iec104"], clock)
         links = {g: mb for g in ("pv", "bat", "ev", "flex", "meter")} | {"rtu": rtu}
-        ctl = Controller(links, clock, settings=CycleSettings(cycle_s=60, optimize_every_s=0,
-                                                              telemetry_every_s=300))
-        ev = tw.scenario.dr_events[0]
-        ctl.add_dr_event(ev.id, ev.start.timestamp(), ev.duration_s, ev.reduction_kw, source="scenario")
+        # the scenario's DR event through the one assembly point; no feeder gate here (the
+        # emulated-device path is under test; the gate has its own tests)
+        ctl = assemble(Spec(cycle_s=60, optimize_every_s=0, safety_gate=False, telemetry_every_s=300,
+                            dr_events=tw.scenario.dr_events[:1]), links, clock)
         got_kw, rtu_head = {}, []
         tw.after_step.append(lambda t: got_kw.__setitem__(round(t.t_s), fleet_kw(t)))
         for k in range(1, int(tw.scenario.duration_s // 60)):  # lockstep: twin step, then a cycle

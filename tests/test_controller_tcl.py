@@ -141,6 +141,7 @@ def test_modbus_tcl_gateway_feeds_the_same_model_and_takes_the_shed():
     the held mean temperature, rated power from running units) and its emergency shed
     reaches the units as `force` -1."""
     from controller.clock import SteppedClock
+    from controller.commands import PassThroughGate
     from controller.core import Controller, CycleSettings
     from controller.links.modbus import ModbusLink
     from device_emulators import EmulatorHost
@@ -157,7 +158,8 @@ def test_modbus_tcl_gateway_feeds_the_same_model_and_takes_the_shed():
     link = None
     try:
         link = ModbusLink.from_endpoints(rows, clock, timeout_s=0.5, poll_s=30)
-        ctl = Controller({"acs": link}, clock, settings=CycleSettings(cycle_s=60, optimize_every_s=0))
+        ctl = Controller({"acs": link}, clock, PassThroughGate(),
+                         settings=CycleSettings(cycle_s=60, optimize_every_s=0))
         for k in range(1, 21):
             host.step(60.0 * k)
             clock.advance_to(t0 + 60.0 * k)
@@ -226,6 +228,7 @@ def test_release_after_the_event_spreads_the_rebound_without_costing_comfort(run
 def test_frozen_tcl_baseline_survives_a_controller_restart(tmp_path):
     """The pre-event TCL baseline is kept in the historian: a controller restarted mid-event
     meters against it, not against the held-down power it sees after the restart."""
+    from controller.commands import PassThroughGate
     from controller.core import Controller
     from controller.historian import Historian
 
@@ -236,7 +239,8 @@ def test_frozen_tcl_baseline_survives_a_controller_restart(tmp_path):
     frozen = c.dr["hot"].last_base["acs"]
     assert frozen.sum() - tw.fleets["acs"].p_kw.sum() > 150.0  # the event holds the group down
     c.hist.close()
-    c2 = Controller(c.links, c.clock, historian=Historian(tmp_path / "h.sqlite", "NORMAL"), settings=c.cfg)
+    c2 = Controller(c.links, c.clock, PassThroughGate(), historian=Historian(tmp_path / "h.sqlite", "NORMAL"),
+                    settings=c.cfg)
     try:
         assert c2.dr["hot"].status == "active"
         assert np.allclose(c2.dr["hot"].last_base["acs"], frozen, atol=1e-4)

@@ -1,178 +1,113 @@
-"""Allocation of a DR reduction: limits never exceeded, target met when headroom allows,
-drop-outs made up by the others, closed-loop correction converging on a biased plant."""
+"""DR allocation as the cycle does it (controller.kinds): per-kind headroom, a proportional
+split, the setpoint that delivers each cut. Limits never exceeded, the target met when the
+headroom allows, drop-outs made up by the others, devices handed back on release."""
 
 import numpy as np
 import pytest
+from groups import group
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.dr.allocation import DeliveryLoop, Resource, allocate, headroom, release_commands
+from controller.kinds import KINDS, allocate
 
 HOLD_H = 1.0
 
 
-def plant_power(r: Resource, setpoint: float) -> float:
-    """What the device draws after receiving the setpoint (an ideal device model)."""
-    b = r.base()
-    if r.kind == "battery":
-        return setpoint
-    if r.kind == "ev":
-        return min(b, setpoint)
-    if r.kind == "flex_load":
-        return b - setpoint / 100.0 * r.flex_kw
-    if r.kind == "tcl":
-        return b - setpoint
-    return b
-
-
-def delivered(res, alloc) -> float:
-    by = {r.device_id: r for r in res}
-    return sum(by[c.device_id].base() - plant_power(by[c.device_id], c.value)
-               for c in alloc.commands)
+def plant_power(g, base, value):
+    """What ideal devices draw after receiving the setpoint values."""
+    if g.kind == "battery":
+        return value
+    if g.kind == "ev":
+        return np.minimum(base, value)
+    return base - value / 100.0 * base * g.rating("flex_share", 1.0)  # flex_load
 
 
 @st.composite
-def resources(draw):
-    out = []
-    n = draw(st.integers(1, 25))
-    for i in range(n):
-        kind = draw(st.sampled_from(["battery", "ev", "flex_load", "tcl", "pv"]))
-        avail = draw(st.booleans()) or draw(st.booleans())
-        if kind == "battery":
-            p_max = draw(st.floats(0.5, 50))
-            e_cap = draw(st.floats(1, 200))
-            soc_min = 0.1 * e_cap
-            soc = draw(st.floats(soc_min, e_cap))
-            base = draw(st.floats(-p_max, p_max))
-            out.append(Resource(f"bat/{i}", kind, p_kw=base, base_kw=base, p_max_kw=p_max,
-                                soc_kwh=soc, soc_min_kwh=soc_min, eta_dis=0.95,
-                                available=avail))
-        elif kind == "ev":
-            p_max = draw(st.floats(3, 22))
-            base = draw(st.floats(0, p_max))
-            out.append(Resource(f"ev/{i}", kind, p_kw=base, p_max_kw=p_max, available=avail))
-        elif kind == "flex_load":
-            base = draw(st.floats(0, 100))
-            share = draw(st.floats(0, 1))
-            out.append(Resource(f"flex/{i}", kind, p_kw=base, flex_kw=base * share,
-                                available=avail))
-        elif kind == "tcl":
-            out.append(Resource(f"tcl{i}/*", kind, p_kw=200, headroom_kw=draw(st.floats(0, 80)),
-                                available=avail))
-        else:
-            out.append(Resource(f"pv/{i}", kind, p_kw=-draw(st.floats(0, 10)), available=avail))
-    return out
+def fleets(draw):
+    n = draw(st.integers(1, 12))
+    avail = lambda: [draw(st.booleans()) or draw(st.booleans()) for _ in range(n)]
+    p_max = [draw(st.floats(0.5, 50)) for _ in range(n)]
+    e_cap = [draw(st.floats(1, 200)) for _ in range(n)]
+    soc = [draw(st.floats(0.1 * e, e)) for e in e_cap]
+    bat = group("bat", "battery", n, available=avail(), soc_kwh=soc, r_p_max_kw=p_max,
+                r_soc_min_kwh=[0.1 * e for e in e_cap], r_eta_dis=[0.95] * n)
+    bat_base = np.array([draw(st.floats(-p, p)) for p in p_max])
+    ev_max = [draw(st.floats(3, 22)) for _ in range(n)]
+    ev = group("ev", "ev", n, available=avail(), connected=[1.0] * n, e_need_kwh=[20.0] * n,
+               r_p_max_kw=ev_max)
+    flex = group("flex", "flex_load", n, available=avail(),
+                 p_base_kw=[draw(st.floats(0, 100)) for _ in range(n)],
+                 r_flex_share=[draw(st.floats(0, 1)) for _ in range(n)])
+    return [(bat, bat_base), (ev, None), (flex, None)]
+
+
+def plan(fleet, target):
+    base = {g.group: KINDS[g.kind].baseline_kw(g, b) for g, b in fleet}
+    head = {g.group: KINDS[g.kind].headroom_kw(g, base[g.group], HOLD_H) for g, _ in fleet}
+    cut = allocate(target, head)
+    vals = {g.group: KINDS[g.kind].setpoint_for_cut(g, base[g.group], cut[g.group]) for g, _ in fleet}
+    return base, head, cut, vals
 
 
 @settings(max_examples=150, deadline=None)
-@given(res=resources(), target=st.floats(0, 800), method=st.sampled_from(["proportional", "merit"]))
-def test_allocation_respects_every_limit_and_meets_target(res, target, method):
-    for r in res:
-        r.cost = (hash(r.device_id) % 7) * 0.01
-    a = allocate(res, target, hold_h=HOLD_H, method=method)
-    by = {r.device_id: r for r in res}
-    assert all(by[d].available and by[d].kind != "pv" for d in a.device_ids)
-    assert np.all(a.cut_kw >= -1e-12) and np.all(a.cut_kw <= a.headroom_kw + 1e-9)
-    total = sum(headroom(r, HOLD_H) for r in res if r.available and r.kind != "pv")
-    assert a.allocated_kw == pytest.approx(min(target, total), abs=1e-6)
-    for c in a.commands:
-        r = by[c.device_id]
-        if r.kind == "battery":
-            assert -r.p_max_kw - 1e-9 <= c.value <= r.p_max_kw + 1e-9
-            e_avail = (r.soc_kwh - r.soc_min_kwh) * r.eta_dis
+@given(fleet=fleets(), target=st.floats(0, 800))
+def test_allocation_respects_every_limit_and_meets_target(fleet, target):
+    base, head, cut, vals = plan(fleet, target)
+    total = sum(h.sum() for h in head.values())
+    assert sum(c.sum() for c in cut.values()) == pytest.approx(min(target, total), abs=1e-6)
+    delivered = 0.0
+    for g, _ in fleet:
+        c, v, b = cut[g.group], vals[g.group], base[g.group]
+        assert np.all(c >= -1e-12) and np.all(c <= head[g.group] + 1e-9)
+        assert np.all(head[g.group][~g.usable()] == 0.0)  # unusable devices get nothing
+        if g.kind == "battery":
+            p_max = g.rating("p_max_kw")
+            assert np.all(np.abs(v) <= p_max + 1e-9)
+            e_avail = (g.get("soc_kwh") - g.rating("soc_min_kwh")) * 0.95
             # DR never pushes the discharge below what the stored energy holds for HOLD_H
-            # (a base schedule already below it is left as it is)
-            assert c.value >= min(r.base(), -e_avail / HOLD_H) - 1e-9
-        elif r.kind == "ev":
-            assert 0.0 <= c.value <= r.p_max_kw + 1e-9
-        elif r.kind == "flex_load":
-            assert 0.0 <= c.value <= 100.0
+            assert np.all(v >= np.minimum(b, -e_avail / HOLD_H) - 1e-9)
+        elif g.kind == "ev":
+            assert np.all((v >= 0.0) & (v <= g.rating("p_max_kw") + 1e-9))
+        else:
+            assert np.all((v >= 0.0) & (v <= 100.0))
+        delivered += float((b - plant_power(g, b, v)).sum())
     # the setpoints, applied to ideal devices, deliver exactly what was allocated
-    assert delivered(res, a) == pytest.approx(a.allocated_kw, abs=1e-6)
+    assert delivered == pytest.approx(sum(c.sum() for c in cut.values()), abs=1e-6)
 
 
 def fleet():
-    res = [Resource(f"bat/{i}", "battery", p_kw=0.0, p_max_kw=5.0, soc_kwh=10.0, soc_min_kwh=1.0)
-           for i in range(6)]
-    res += [Resource(f"ev/{i}", "ev", p_kw=7.0, p_max_kw=7.4) for i in range(4)]
-    res += [Resource(f"flex/{i}", "flex_load", p_kw=20.0, flex_kw=8.0) for i in range(2)]
-    return res
+    bat = group("bat", "battery", 6, soc_kwh=[10.0] * 6, r_p_max_kw=[5.0] * 6, r_soc_min_kwh=[1.0] * 6)
+    ev = group("ev", "ev", 4, connected=[1.0] * 4, e_need_kwh=[20.0] * 4, r_p_max_kw=[7.0] * 4)
+    flex = group("flex", "flex_load", 2, p_base_kw=[20.0] * 2, r_flex_share=[0.4] * 2)
+    return [(bat, None), (ev, None), (flex, None)]
 
 
-def test_dropout_mid_event_is_made_up_by_the_others():
-    res = fleet()  # headroom: 6*5 + 4*7 + 2*8 = 74 kW
-    a = allocate(res, 50.0)
-    assert a.total_headroom_kw == pytest.approx(74.0)
-    assert delivered(res, a) == pytest.approx(50.0)
-    before = dict(zip(a.device_ids, a.cut_kw))
-    for r in res[:2] + res[6:7]:  # two batteries and an EV stop answering
-        r.available = False
-    b = allocate(res, 50.0)
-    assert len(b.commands) == len(res) - 3
-    assert b.total_headroom_kw == pytest.approx(74.0 - 10.0 - 7.0)
-    assert delivered(res, b) == pytest.approx(50.0)
-    assert all(cut > before[d] for d, cut in zip(b.device_ids, b.cut_kw))
-    # the share the dropped devices held, for DeliveryLoop.update(lost_kw=...)
-    assert a.lost_kw(b.device_ids) == pytest.approx(before["bat/0"] + before["bat/1"]
-                                                    + before["ev/0"])
-    loop = DeliveryLoop()
-    loop.update(50.0, 50.0 - a.lost_kw(b.device_ids), lost_kw=a.lost_kw(b.device_ids))
-    assert loop.correction_kw == pytest.approx(0.0, abs=1e-9)  # a drop-out is no plant error
-
-
-def test_shortfall_reported_when_headroom_is_short_and_merit_order_uses_cheap_first():
-    res = fleet()
-    a = allocate(res, 100.0)
-    assert a.allocated_kw == pytest.approx(74.0) and a.shortfall_kw == pytest.approx(26.0)
-    for r in res:
-        r.cost = {"battery": 0.10, "ev": 0.02, "flex_load": 0.05}[r.kind]
-    m = allocate(res, 30.0, method="merit")
-    cut = dict(zip(m.device_ids, m.cut_kw))
-    assert sum(cut[f"ev/{i}"] for i in range(4)) == pytest.approx(28.0)  # all EV first
-    assert sum(cut[f"flex/{i}"] for i in range(2)) == pytest.approx(2.0)
-    assert sum(cut[f"bat/{i}"] for i in range(6)) == 0.0
+def test_dropout_is_made_up_by_the_others_and_shortfall_is_capped():
+    f = fleet()  # headroom: 6*5 + 4*7 + 2*8 = 74 kW
+    _, head, cut, _ = plan(f, 50.0)
+    assert sum(h.sum() for h in head.values()) == pytest.approx(74.0)
+    before = {g: c.copy() for g, c in cut.items()}
+    f[0][0].available[:2] = False  # two batteries and an EV stop answering
+    f[1][0].available[0] = False
+    _, head, cut, _ = plan(f, 50.0)
+    assert sum(h.sum() for h in head.values()) == pytest.approx(74.0 - 10.0 - 7.0)
+    assert sum(c.sum() for c in cut.values()) == pytest.approx(50.0)
+    assert np.all(cut["bat"][2:] > before["bat"][2:]) and cut["bat"][0] == 0.0
+    _, _, cut, _ = plan(fleet(), 100.0)
+    assert sum(c.sum() for c in cut.values()) == pytest.approx(74.0)
 
 
 def test_battery_energy_limits_its_headroom():
-    r = Resource("bat/0", "battery", p_kw=1.0, base_kw=1.0, p_max_kw=5.0, soc_kwh=3.0,
-                 soc_min_kwh=1.0, eta_dis=0.9)
+    g = group("bat", "battery", 1, soc_kwh=[3.0], r_p_max_kw=[5.0], r_soc_min_kwh=[1.0], r_eta_dis=[0.9])
+    k = KINDS["battery"]
     # 1.8 kWh usable over 2 h -> 0.9 kW discharge; from +1 kW charging that is 1.9 kW
-    assert headroom(r, hold_h=2.0) == pytest.approx(1.9)
-    assert headroom(r, hold_h=0.1) == pytest.approx(6.0)  # power-limited
+    assert k.headroom_kw(g, np.array([1.0]), 2.0)[0] == pytest.approx(1.9)
+    assert k.headroom_kw(g, np.array([1.0]), 0.1)[0] == pytest.approx(6.0)  # power-limited
 
 
 def test_release_hands_devices_back():
-    res = fleet() + [Resource("pv/0", "pv", p_kw=-3.0)]
-    cmds = {c.device_id: (c.setpoint, c.value) for c in release_commands(res)}
-    assert cmds["bat/0"] == ("p_set_kw", 0.0) and cmds["ev/0"] == ("p_max_set_kw", 7.4)
-    assert cmds["flex/1"] == ("curtail_pct", 0.0) and "pv/0" not in cmds
-
-
-def biased_plant(res, alloc, rng):
-    """Devices deliver 80 % of what they are told, minus a 3 kW drift, plus meter noise."""
-    return 0.8 * delivered(res, alloc) - 3.0 + rng.normal(0.0, 0.2)
-
-
-def test_closed_loop_correction_converges_within_5_percent():
-    rng = np.random.default_rng(1)
-    res = fleet()
-    req = 40.0
-    open_loop = biased_plant(res, allocate(res, req), rng)
-    assert abs(open_loop - req) / req > 0.15  # without correction the plant misses by ~27 %
-    loop = DeliveryLoop(ki=0.6)
-    target, hist = req, []
-    for _ in range(15):
-        a = allocate(res, target)
-        got = biased_plant(res, a, rng)
-        hist.append(got)
-        target = loop.update(req, got, headroom_kw=a.total_headroom_kw)
-    assert all(abs(h - req) / req < 0.05 for h in hist[6:])
-    assert target == pytest.approx((req + 3.0) / 0.8, rel=0.03)
-
-
-def test_closed_loop_correction_is_bounded_when_the_fleet_cannot_deliver():
-    loop = DeliveryLoop(ki=0.6, max_correction_pct=50.0)
-    for _ in range(50):
-        t = loop.update(40.0, 10.0, headroom_kw=74.0)
-    assert t == pytest.approx(60.0)  # +50 % cap, no wind-up beyond it
-    assert loop.update(40.0, float("nan")) == pytest.approx(60.0)  # no data: hold
+    (bat, _), (ev, _), (flex, _) = fleet()
+    assert KINDS["battery"].released(bat)[0] == 0.0
+    assert KINDS["battery"].released(bat, np.full(6, 2.5))[0] == 2.5  # back to its schedule
+    assert KINDS["ev"].released(ev)[0] == 7.0 and KINDS["flex_load"].released(flex)[1] == 0.0
+    assert KINDS["pv"].dr_setpoint is None  # PV offers no load reduction

@@ -4,8 +4,8 @@ import math
 
 import numpy as np
 import pytest
+from groups import group
 
-from controller.dr.allocation import Resource
 from controller.emergency import EmergencyDetector, TclGroup, drift_time_s, plan_emergency
 
 T = 1_780_000_000.0
@@ -14,15 +14,16 @@ TAU = 4 * 3600.0
 
 def fleet():
     res = [
-        # charging at 2 kW; 7 kWh above min at 90 %: 6.3 kWh / 5 kW = 1.26 h = 4536 s
-        Resource("bat/0", "battery", p_kw=2.0, p_max_kw=5.0, soc_kwh=8.0, soc_min_kwh=1.0,
-                 eta_dis=0.9),
+        # bat/0 charging at 2 kW; 7 kWh above min at 90 %: 6.3 kWh / 5 kW = 1.26 h = 4536 s;
+        # bat/1 does not answer
+        group("bat", "battery", 2, available=[True, False], p_kw=[2.0, 0.0], soc_kwh=[8.0, 5.0],
+              r_p_max_kw=[5.0, 5.0], r_soc_min_kwh=[1.0, 0.0], r_eta_dis=[0.9, 0.95]),
         # needs 11.1 kWh at 7.4 kW = 1.5 h before departure in 3 h: may pause 5400 s
-        Resource("ev/0", "ev", p_kw=7.0, p_max_kw=7.4, departure_t=T + 3 * 3600,
-                 e_need_kwh=11.1),
-        Resource("flex/0", "flex_load", p_kw=50.0, flex_kw=20.0, max_curtail_s=1800.0),
-        Resource("bat/9", "battery", p_kw=0.0, p_max_kw=5.0, soc_kwh=5.0, available=False),
-        Resource("pv/0", "pv", p_kw=-4.0),
+        group("ev", "ev", 1, p_kw=[7.0], departure_t=[T + 3 * 3600], e_need_kwh=[11.1],
+              r_p_max_kw=[7.4]),
+        group("flex", "flex_load", 1, p_kw=[50.0], p_base_kw=[50.0], r_flex_share=[0.4],
+              r_max_curtail_s=[1800.0]),
+        group("pv", "pv", 1, p_kw=[-4.0]),
     ]
     tcl = TclGroup("ac", p_kw=np.array([4.0, 5.0, 0.0]), on=np.array([True, True, False]),
                    t_c=np.array([22.0, 23.0, 22.0]), t_limit_c=np.full(3, 24.0),
@@ -84,7 +85,7 @@ def test_drift_time_cooling_heating_and_edges():
 
 
 def test_empty_battery_only_stops_charging():
-    r = Resource("bat/0", "battery", p_kw=3.0, p_max_kw=5.0, soc_kwh=1.0, soc_min_kwh=1.0)
+    r = group("bat", "battery", 1, p_kw=[3.0], soc_kwh=[1.0], r_p_max_kw=[5.0], r_soc_min_kwh=[1.0])
     p = plan_emergency([r], T)
     assert p.margin_kw == pytest.approx(3.0) and math.isinf(p.hold_s)
     assert p.commands[0].value == 0.0

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from controller.clock import SteppedClock
+from controller.commands import PassThroughGate
 from controller.core import Controller, CycleSettings
 from controller.links.modbus import ModbusLink
 from controller_devices import DeviceServers, SunSpecBattery
@@ -41,7 +42,8 @@ def test_dr_hour_met_within_5pct_with_a_device_timing_out(fleet):
     devs, srv = fleet
     clock = SteppedClock(T0)
     link = ModbusLink(srv.rows(), clock, timeout_s=0.3, max_failures=2, backoff_s=600)
-    ctl = Controller({"bat": link}, clock, settings=CycleSettings(cycle_s=60, telemetry_every_s=60))
+    ctl = Controller({"bat": link}, clock, PassThroughGate(),
+                     settings=CycleSettings(cycle_s=60, telemetry_every_s=60))
     ctl.add_dr_event("ev1", T0 + 300, 3600, 30.0)
     delivered = []
     for k in range(70):

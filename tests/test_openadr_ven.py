@@ -3,13 +3,16 @@ the event reaches the DrManager and the allocation, and the opt answer reaches t
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
+from groups import group
 from openadr_vtn import VEN_ID, Vtn, wait_for
 from ports import free_port
 
-from controller.dr.allocation import Resource, allocate
 from controller.dr.events import DrManager
 from controller.dr.openadr_ven import OpenAdrVen, VenError
+from controller.kinds import KINDS
+from controller.kinds import allocate as kinds_allocate
 
 
 @pytest.fixture
@@ -20,15 +23,23 @@ def vtn():
 
 
 def batteries():
-    return [Resource(f"home_batteries/{i}", "battery", p_kw=0.0, p_max_kw=5.0, soc_kwh=9.0,
-                     soc_min_kwh=1.0) for i in range(12)]
+    return group("home_batteries", "battery", 12, p_kw=[0.0] * 12, soc_kwh=[9.0] * 12,
+                 r_p_max_kw=[5.0] * 12, r_soc_min_kwh=[1.0] * 12)
+
+
+def allocate(g, need_kw):
+    """The cycle's allocation over one battery group (controller.kinds)."""
+    k = KINDS["battery"]
+    base = k.baseline_kw(g)
+    cut = kinds_allocate(need_kw, {g.group: k.headroom_kw(g, base, 1.0)})[g.group]
+    return cut, k.setpoint_for_cut(g, base, cut)
 
 
 def test_vtn_event_reaches_dispatch_and_opt_in_is_reported(vtn):
     changes = []
     mgr = DrManager(on_change=lambda d, a: changes.append((a, d["id"], d["opt"])))
     res = batteries()
-    ven = OpenAdrVen(mgr, vtn.url, headroom_kw=lambda: allocate(res, 1e9).total_headroom_kw,
+    ven = OpenAdrVen(mgr, vtn.url, headroom_kw=lambda: float(allocate(res, 1e9)[0].sum()),
                      telemetry_kw=lambda: 12.5, report_sampling_s=1.0)
     ven.start(timeout_s=10)
     try:
@@ -46,10 +57,9 @@ def test_vtn_event_reaches_dispatch_and_opt_in_is_reported(vtn):
         # inside the window the request drives the allocation
         t_mid = ev.start_t + 600
         need = mgr.requested_kw(t_mid, "home_batteries")
-        alloc = allocate(res, need)
-        assert need == 40.0 and alloc.allocated_kw == pytest.approx(40.0)
-        assert sum(-c.value for c in alloc.commands) == pytest.approx(40.0)
-        assert all(c.setpoint == "p_set_kw" and -5.0 <= c.value <= 0 for c in alloc.commands)
+        cut, vals = allocate(res, need)
+        assert need == 40.0 and cut.sum() == pytest.approx(40.0)
+        assert -vals.sum() == pytest.approx(40.0) and np.all((-5.0 <= vals) & (vals <= 0))
         # telemetry report reached the VTN
         assert wait_for(lambda: vtn.reports, timeout_s=5.0), "no report arrived"
         assert vtn.reports[0][1] == 12.5

@@ -22,14 +22,14 @@ import numpy as np
 import pandapower as pp
 
 from controller.commands import Command, Decision, GateResult
+from controller.kinds import KINDS
+from controller.kinds import kind as kind_of
 from controller.safety.fastflow import FastFlow, FlowResult
 from controller.safety.lp import solve_lp
-from controller.safety.state import SETPOINTS, GridSnapshot
+from controller.safety.state import GridSnapshot
 from grid_models.power_flow import PowerFlow
 from grid_models.sensitivity import NetModel, linearize
 
-AXIS_Q = {"q_set_kvar"}
-ALL_OR_NOTHING = {"force"}  # on/off commands: kept whole or rejected, never scaled
 TAP = "tap_pos"
 
 
@@ -40,8 +40,8 @@ class SafetyConfig:
     v_margin_pu: float = 0.005  # screen/LP target stays this far inside the band
     loading_margin_pct: float = 2.0
     max_state_age_s: float = 180.0
-    ramp_frac_per_s: dict = field(default_factory=lambda: {
-        "battery": 0.2, "pv": 0.1, "ev": 0.2, "flex_load": 0.1})
+    ramp_frac_per_s: dict = field(default_factory=lambda: {  # per kind (controller.kinds)
+        k: v.ramp_frac_per_s for k, v in KINDS.items() if v.ramp_frac_per_s is not None})
     aggregate_ramp_kw_per_s: float | None = None  # |sum of P changes| per second, whole batch
     default_dt_s: float = 60.0  # time since the last command when a device has none yet
     refresh_dv_pu: float = 0.01  # recompute sensitivities when voltages moved this much
@@ -130,7 +130,8 @@ class SafetyGate:
 
     # --- validation, limits, ramps ------------------------------------------------------------------
     def _validate(self, commands, st: GridSnapshot, decisions) -> dict:
-        """Fill decisions for invalid commands; return per-command arrays for the rest."""
+        """Fill decisions for invalid commands; return per-command arrays for the rest (device
+        bounds from the device's kind, controller.kinds)."""
         last = {}
         for i, c in enumerate(commands):
             last[(c.device_id, c.setpoint)] = i
@@ -147,14 +148,12 @@ class SafetyGate:
                 out["idx"].append(i)
                 out["row"].append(-1)
                 out["target"].append(float(c.value))
-                out["clipped"].append(False)
                 continue
             r = st.row(c.device_id)
             if r is None:
                 decisions[i] = Decision(c, "rejected", None, ["unknown_device"])
                 continue
-            kind = str(st.kind[r])
-            if c.setpoint not in SETPOINTS.get(kind, ()):
+            if c.setpoint not in kind_of(str(st.kind[r])).setpoints:
                 decisions[i] = Decision(c, "rejected", None, ["unknown_setpoint"])
                 continue
             try:
@@ -167,104 +166,52 @@ class SafetyGate:
             if not st.available[r]:
                 decisions[i] = Decision(c, "rejected", None, ["device_unavailable"])
                 continue
-            lo, hi = self._device_bounds(st, r, kind, c.setpoint)
-            vc = min(max(v, lo), hi)
             out["idx"].append(i)
             out["row"].append(r)
-            out["target"].append(vc)
-            out["clipped"].append(vc != v)
+            out["target"].append(v)
+        v = np.asarray(out["target"], float)
+        lo, hi = np.full(len(v), -np.inf), np.full(len(v), np.inf)
+        for sel, k, sp, g in self._by_kind(st, out, commands):
+            lo[sel], hi[sel] = k.bounds(g, sp)
+        vc = np.minimum(np.maximum(v, lo), hi)
+        out["target"] = vc.tolist()
+        out["clipped"] = (vc != v).tolist()
         return out
 
     @staticmethod
-    def _device_bounds(st: GridSnapshot, r: int, kind: str, sp: str) -> tuple[float, float]:
-        def rat(name, default=np.inf):
-            v = st.rating(name)[r]
-            return float(v) if np.isfinite(v) else default
-
-        if sp in ("p_limit_pct", "curtail_pct"):
-            return 0.0, 100.0
-        if sp == "force":
-            return -1.0, 1.0
-        if sp == "p_set_kw":
-            p = rat("p_max_kw")
-            return -p, p
-        if sp == "p_max_set_kw":
-            return 0.0, rat("p_max_kw")
-        if sp == "q_set_kvar":
-            q = rat("q_max_kvar", 0.44 * rat("s_rated_kva") if kind == "pv" else rat("p_max_kw"))
-            return -q, q
-        return -np.inf, np.inf
-
-    @staticmethod
-    def _rating_kw(st: GridSnapshot, r: int, kind: str) -> float:
-        name = {"pv": "s_rated_kva", "flex_load": "p_nom_kw", "tcl": "p_rated_kw"}.get(kind, "p_max_kw")
-        v = st.rating(name)[r]
-        return float(v) if np.isfinite(v) else np.inf
+    def _by_kind(st: GridSnapshot, rows: dict, commands):
+        """(positions, kind, setpoint, SnapshotRows) per (kind, setpoint) among the device rows."""
+        groups: dict[tuple[str, str], list[int]] = {}
+        for j, (i, r) in enumerate(zip(rows["idx"], rows["row"])):
+            if r >= 0:
+                groups.setdefault((str(st.kind[r]), commands[i].setpoint), []).append(j)
+        for (k, sp), sel in groups.items():
+            sel = np.asarray(sel, np.int64)
+            yield sel, kind_of(k), sp, st.rows_of(np.asarray(rows["row"], np.int64)[sel])
 
     def _effects(self, st: GridSnapshot, rows: dict, commands) -> tuple:
         """Per command: axis (0 P, 1 Q), current, requested and 'null' injection (kW/kvar, load
-        convention). The null injection is what the setpoint's neutral value gives (PV limit 0 %,
-        battery 0 kW, EV cap 0 kW, no load curtailment, 0 kvar): curtailing a command moves its
+        convention) and the rating that sizes its ramp, all from the device's kind. The null
+        injection is what the setpoint's neutral value gives: curtailing a command moves its
         injection from the requested value toward it."""
         n = len(rows["idx"])
         axis = np.zeros(n, np.int8)
         cur, req, null = np.zeros(n), np.zeros(n), np.zeros(n)
-        for j, (i, r, v) in enumerate(zip(rows["idx"], rows["row"], rows["target"])):
-            sp = commands[i].setpoint
-            kind = str(st.kind[r])
-            if sp in AXIS_Q:
-                axis[j] = 1
-                cur[j] = st.q_kvar[r]
-                req[j] = v
-                continue
-            cur[j] = st.p_kw[r]
-            if sp == "p_set_kw":
-                req[j] = v
-            elif sp == "p_limit_pct":
-                s = self._rating_kw(st, r, kind)
-                avail = st.tel("p_avail_kw")[r]
-                avail = s if not np.isfinite(avail) else avail  # unknown: assume full output
-                req[j] = -min(avail, v / 100.0 * s)
-            elif sp == "p_max_set_kw":
-                conn = st.tel("connected")[r]
-                p_max = st.rating("p_max_kw")[r]
-                demand = p_max if not np.isfinite(conn) else conn * p_max
-                demand = v if not np.isfinite(demand) else demand
-                req[j] = min(v, demand)
-            elif sp == "force":
-                # hold off: the unit stops; force on: it runs at its rating; release: back to its
-                # thermostat, which the controller does not command (no change attributed)
-                v = round(rows["target"][j])
-                p_rated = self._rating_kw(st, r, kind)
-                p_rated = cur[j] if not np.isfinite(p_rated) else p_rated
-                req[j] = 0.0 if v < 0 else (p_rated if v > 0 else cur[j])
-                null[j] = cur[j]
-            elif sp == "curtail_pct":
-                base = st.tel("p_base_kw")[r]
-                base = cur[j] if not np.isfinite(base) else base
-                share = st.rating("flex_share")[r]
-                share = 1.0 if not np.isfinite(share) else share
-                req[j] = base * (1.0 - share * v / 100.0)
-                null[j] = base
-        return axis, cur, req, null
+        size = np.full(n, np.inf)
+        target = np.asarray(rows["target"], float)
+        for sel, k, sp, g in self._by_kind(st, rows, commands):
+            q = sp == k.q_setpoint
+            axis[sel] = int(q)
+            cur[sel] = (st.q_kvar if q else st.p_kw)[g.rows]
+            req[sel], null[sel] = k.injection(g, sp, target[sel], cur[sel])
+            size[sel] = k.size_kw(g)
+        return axis, cur, req, null, size
 
-    def _setpoint_for(self, st: GridSnapshot, r: int, sp: str, inj: float) -> float:
+    @staticmethod
+    def _setpoint_for(st: GridSnapshot, r: int, sp: str, inj: float, cur: float) -> float:
         """Inverse of `_effects`: the setpoint value that yields injection `inj` at the device."""
-        kind = str(st.kind[r])
-        if sp == "p_limit_pct":
-            s = self._rating_kw(st, r, kind)
-            return float(np.clip(-inj / s * 100.0, 0.0, 100.0))
-        if sp == "p_max_set_kw":
-            return max(float(inj), 0.0)
-        if sp == "curtail_pct":
-            base = st.tel("p_base_kw")[r]
-            base = st.p_kw[r] if not np.isfinite(base) else base
-            share = st.rating("flex_share")[r]
-            share = 1.0 if not np.isfinite(share) else share
-            if base <= 0 or share <= 0:
-                return 0.0
-            return float(np.clip((1.0 - inj / base) / share * 100.0, 0.0, 100.0))
-        return float(inj)
+        k = kind_of(str(st.kind[r]))
+        return float(k.setpoint_for(st.rows_of([r]), sp, np.array([inj]), np.array([cur]))[0])
 
     # --- grid --------------------------------------------------------------------------------------
     def _base_injections(self, st: GridSnapshot) -> tuple[np.ndarray, np.ndarray]:
@@ -343,7 +290,7 @@ class SafetyGate:
     def _gate_grid(self, commands, st: GridSnapshot, rows, decisions, now, report):
         cfg = self.cfg
         base = self._base
-        axis, cur, req, null = self._effects(st, rows, commands)
+        axis, cur, req, null, size = self._effects(st, rows, commands)
         reasons = [["device_limit"] if clipped else [] for clipped in rows["clipped"]]
         # feasible range of each command's injection change: between request and null, within ramp
         lo = np.minimum(req, null) - cur
@@ -355,7 +302,7 @@ class SafetyGate:
             if frac is None:
                 continue
             dt = now - self._last_sent_t.get(commands[i].device_id, now - cfg.default_dt_s)
-            step = frac * self._rating_kw(st, r, kind) * max(dt, 0.0)
+            step = frac * size[j] * max(dt, 0.0)
             lo_r, hi_r = max(lo[j], -step), min(hi[j], step)
             if lo_r > hi_r:  # range out of reach this cycle: go as far toward it as the ramp allows
                 lo_r = hi_r = -step if hi[j] < -step else step
@@ -393,7 +340,9 @@ class SafetyGate:
             d = self._drop_worsening(d, elems, bad, binding)
             res = self._reconfirm(base, slots, axis, d, binding, res0, report)
         # on/off commands the LP could only keep in part are dropped whole; re-confirm without them
-        cut = [j for j, i in enumerate(rows["idx"]) if commands[i].setpoint in ALL_OR_NOTHING
+        whole = [commands[i].setpoint in kind_of(str(st.kind[r])).all_or_nothing
+                 for i, r in zip(rows["idx"], rows["row"])]
+        cut = [j for j in range(len(whole)) if whole[j]
                and abs(d[j] - d_req[j]) > 1e-6 * (1 + abs(d_req[j])) and d[j] != 0.0]
         if cut:
             d[cut] = 0.0
@@ -410,11 +359,11 @@ class SafetyGate:
             if not reasons[j]:
                 decisions[i] = Decision(c, "accepted", float(c.value), [])
             elif (abs(d[j]) <= tol and abs(req[j] - cur[j]) > tol and reasons[j] != ["device_limit"]) \
-                    or c.setpoint in ALL_OR_NOTHING:
+                    or whole[j]:
                 decisions[i] = Decision(c, "rejected", None, reasons[j])
             else:
                 exact = abs(d[j] - (req[j] - cur[j])) <= tol * (1 + abs(req[j]))
-                value = rows["target"][j] if exact else self._setpoint_for(st, r, c.setpoint, cur[j] + d[j])
+                value = rows["target"][j] if exact else self._setpoint_for(st, r, c.setpoint, cur[j] + d[j], cur[j])
                 decisions[i] = Decision(c, "curtailed", value, reasons[j])
             if decisions[i].verdict != "rejected":
                 self._last_sent_t[c.device_id] = now

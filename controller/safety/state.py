@@ -24,25 +24,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-KINDS = ("pv", "battery", "ev", "flex_load", "tcl")
-# setpoints the gate knows how to turn into bus injections, per device kind
-SETPOINTS = {
-    "pv": ("p_limit_pct", "q_set_kvar"),
-    "battery": ("p_set_kw", "q_set_kvar"),
-    "ev": ("p_max_set_kw",),
-    "flex_load": ("curtail_pct",),
-    "tcl": ("force",),  # -1 hold off (p -> 0), 0 release to the thermostat, +1 force on (p -> p_rated_kw)
-}
+from controller.kinds import CONTROLLABLE
 
 
 @dataclass
 class GridSnapshot:
     """Estimated feeder state plus managed devices as arrays (see module docstring).
 
-    Device arrays share one row order (`device_ids`). Ratings: p_max_kw (battery, ev),
-    s_rated_kva (pv), p_nom_kw (flex_load), q_max_kvar (pv, battery), flex_share (flex_load),
-    p_rated_kw (tcl).
-    Telemetry, NaN when unknown: p_avail_kw (pv), p_base_kw (flex_load), connected (ev, 0/1).
+    Device arrays share one row order (`device_ids`). Ratings and telemetry are the ones the
+    device kinds (controller.kinds) name; NaN when unknown.
     """
 
     t_s: float  # time of the data (controller clock, s)
@@ -81,6 +71,9 @@ class GridSnapshot:
     def tel(self, name: str) -> np.ndarray:
         r = self.telemetry.get(name)
         return np.full(self.n, np.nan) if r is None else r
+
+    def rows_of(self, rows) -> SnapshotRows:
+        return SnapshotRows(self, rows)
 
     # --- builders -------------------------------------------------------------------------
     @classmethod
@@ -125,7 +118,7 @@ class GridSnapshot:
         devices without a good p_kw reading are marked unavailable)."""
         groups, t_oldest = [], np.inf
         for g in fleet_state.groups.values():
-            if g.kind not in SETPOINTS:
+            if g.kind not in CONTROLLABLE:
                 continue
             p = g.get("p_kw")
             q = g.get("q_kvar")
@@ -138,3 +131,23 @@ class GridSnapshot:
                                "ratings": g.ratings, "telemetry": tel})
         t_s = fleet_state.t if not np.isfinite(t_oldest) else t_oldest
         return cls.from_groups(t_s, now_s, base_bus, base_p_kw, base_q_kvar, groups, trafo_tap_pos)
+
+
+class SnapshotRows:
+    """Some rows of a snapshot seen as a device-kind view (`n`, `get`, `rating`, `usable`),
+    so the gate asks controller.kinds the same way the cycle does with a GroupState."""
+
+    def __init__(self, st: GridSnapshot, rows):
+        self.st = st
+        self.rows = np.asarray(rows, np.int64)
+        self.n = len(self.rows)
+
+    def get(self, name: str) -> np.ndarray:
+        return self.st.tel(name)[self.rows]
+
+    def rating(self, name: str, default: float = np.nan) -> np.ndarray:
+        r = self.st.ratings.get(name)
+        return np.full(self.n, default) if r is None else r[self.rows]
+
+    def usable(self) -> np.ndarray:
+        return self.st.available[self.rows]

@@ -338,6 +338,7 @@ LAB_BAT = LAB.replace("name: lab_bench", "name: lab_bench_bat").replace(
 def test_controller_dispatches_a_dr_event_to_a_battery_through_the_gateway(rig):
     """The real controller (controller.core) sees the battery through a SecureCommandLink; its
     DR dispatch reaches the lab battery only as verified envelopes, and the battery delivers."""
+    from controller.commands import PassThroughGate
     from controller.core import Controller
 
     d, port = rig["dir"], free_port("127.0.0.2")
@@ -357,7 +358,7 @@ def test_controller_dispatches_a_dr_event_to_a_battery_through_the_gateway(rig):
         link = SecureCommandLink(ModbusLink([row], WallClock()), f"{gw.host}:{gw.port}", rig["ctl_key"],
                                  rig["gw_key"].public_key())
         obs = ModbusLink([row], WallClock(), **fresh)
-        ctl = Controller({"lab_bat": link}, WallClock())
+        ctl = Controller({"lab_bat": link}, WallClock(), PassThroughGate())
         assert ctl.cycle()["commands"] == 0 and gw.stats()["accepted"] == 0
         assert obs.read()["lab_bat/0"]["p_kw"].value == pytest.approx(0.0, abs=0.5)
         ctl.add_dr_event("ev1", time.time() - 1.0, 600.0, 100.0, ["lab_bat"], source="test")

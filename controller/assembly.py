@@ -1,0 +1,106 @@
+"""The one place a controller is put together: `assemble(spec, links, clock, historian,
+feeder_net, limits, price_fn)`. The field service (controller/service.py), the in-process
+run (hil/direct.py) and the HIL controller process (hil/controller_adapter.py) all call it,
+so the scheduler condition, the safety gate, the settings and the DR events given with the
+spec are decided once. Nothing is set on the controller afterwards.
+
+The safety gate is part of every controller: the real `SafetyGate` on the feeder model, or,
+only when the spec says `safety_gate: false`, the explicitly named `PassThroughGate`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, fields
+from datetime import UTC
+
+from controller.commands import PassThroughGate
+from controller.core import Controller, CycleSettings
+from controller.historian import Historian
+
+log = logging.getLogger("controller.assembly")
+
+
+@dataclass
+class Spec:
+    """What the controller is asked to be, whoever starts it (a scenario's `controller:` block
+    with its `dr_events`, or a service config)."""
+
+    cycle_s: float = 60.0
+    optimize_every_s: float = 900.0  # 0: no schedule
+    objective: str = "cost"  # cost | peak (battery schedule) | dr (no schedule)
+    safety_gate: bool = True
+    telemetry_every_s: float = 0.0  # historian telemetry sampling; 0: off
+    dr_events: list = field(default_factory=list)  # objects with id, start, duration_s, reduction_kw, groups
+    dr_source: str = "scenario"
+    settings: dict = field(default_factory=dict)  # CycleSettings overrides (replays)
+
+    @classmethod
+    def from_scenario(cls, s) -> Spec:
+        c = s.controller
+        return cls(c.cycle_s, c.optimize_every_s, c.objective, c.safety_gate, 0.0, list(s.dr_events))
+
+    @classmethod
+    def from_config(cls, cfg) -> Spec:
+        return cls(cfg.cycle_s, cfg.optimize_every_s, cfg.objective, cfg.safety_gate,
+                   cfg.historian.telemetry_every_s, list(cfg.dr_events), "config")
+
+    def cycle_settings(self) -> CycleSettings:
+        cs = CycleSettings(cycle_s=self.cycle_s, optimize_every_s=self.optimize_every_s or 1e18,
+                           telemetry_every_s=self.telemetry_every_s, objective=self.objective)
+        known = {f.name: f for f in fields(CycleSettings)}
+        for k, v in self.settings.items():
+            if k not in known:
+                raise ValueError(f"unknown controller setting {k!r}: expected one of {sorted(known)}")
+            setattr(cs, k, type(getattr(cs, k))(v))
+        return cs
+
+
+def assemble(spec: Spec, links: dict, clock, historian: Historian | None = None, feeder_net=None,
+             limits=None, price_fn=None) -> Controller:
+    """A ready controller: links {group: DeviceLink}; price_fn(t_epoch_array) -> EUR/MWh (None:
+    no battery schedule); feeder_net/limits: the controller's own feeder model and its limits."""
+    hist = historian or Historian(":memory:", "NORMAL")
+    kinds = {d.kind: d.device_id for link in {id(l): l for l in links.values()}.values()
+             for d in link.devices()}
+    gate, snapshot_fn = _gate(spec, feeder_net, limits, clock)
+    ctl = Controller(links, clock, gate, historian=hist, settings=spec.cycle_settings(),
+                     scheduler=_scheduler(spec, kinds, price_fn, hist, clock), snapshot_fn=snapshot_fn,
+                     feeder_net=feeder_net, feeder_limits=limits)
+    known = {r["id"] for r in hist.dr_events()}
+    for ev in spec.dr_events:
+        if ev.id in known:
+            continue  # taken (or finished) in an earlier run with this historian
+        start = ev.start if ev.start.tzinfo else ev.start.replace(tzinfo=UTC)
+        ctl.add_dr_event(ev.id, start.timestamp(), ev.duration_s, ev.reduction_kw, ev.groups,
+                         source=spec.dr_source)
+        hist.log_event(clock.now(), f"dr_event_from_{spec.dr_source}", event_id=ev.id)
+    return ctl
+
+
+def _gate(spec: Spec, net, limits, clock):
+    """(gate, snapshot_fn): the SafetyGate on the feeder model, or the pass-through gate when
+    the spec turns the gate off."""
+    if not spec.safety_gate:
+        log.warning("safety gate off (safety_gate: false): commands go to devices unchecked")
+        return PassThroughGate(), None
+    if net is None or limits is None:
+        raise ValueError("the safety gate needs the controller's feeder model and limits")
+    from controller.safety.base_load import make_gate
+
+    return make_gate(net, limits, clock)
+
+
+def _scheduler(spec: Spec, kinds: dict, price_fn, hist, clock):
+    """The rolling battery schedule against a head-load forecast learnt from the head meter
+    (refilled from the historian), when the spec asks for one and there are batteries."""
+    if not (spec.optimize_every_s > 0 and spec.objective in ("cost", "peak") and "battery" in kinds
+            and price_fn is not None):
+        return None
+    from controller.forecasting.head import HeadLoadForecast
+    from controller.scheduling import BatteryScheduler
+
+    forecast = HeadLoadForecast()
+    if "meter" in kinds:
+        forecast.seed(hist, clock.now(), kinds["meter"])
+    return BatteryScheduler(price_fn, objective=spec.objective, head_forecast=forecast)
