@@ -38,7 +38,7 @@ _repr = reprlib.Repr()
 _repr.maxstring = MAX_VALUE_CHARS
 _repr.maxother = MAX_VALUE_CHARS
 _repr.maxlist = _repr.maxtuple = _repr.maxdict = 4
-_repr.maxlevel = 2
+_repr.maxlevel = 1
 
 
 def show(value) -> str:
@@ -186,9 +186,17 @@ def _one(e: dict, overrides: dict | None) -> tuple[str, str]:
 def format_validation_error(path: str | Path, err: ValidationError, overrides: dict | None = None) -> str:
     """`file: key.path: message (got value)`, several errors joined by '; ' up to a bound."""
     errors = err.errors()
-    # A mapping tried against a scalar branch of a union is noise when another branch says more.
-    meaningful = [e for e in errors if not (isinstance(e.get("input"), (dict, list))
-                                            and e["type"].endswith(("_type", "_parsing", "literal_error", "enum")))]
+    # A mapping tried against a scalar branch of a union is noise when another branch of the
+    # same key says more.
+    paths = [_key_path(e["loc"]) for e in errors]
+
+    def noise(i, e):
+        return (isinstance(e.get("input"), (dict, list))
+                and e["type"].endswith(("_type", "_parsing", "literal_error", "enum"))
+                and any(j != i and (p == paths[i] or p.startswith(paths[i] + ".") or p.startswith(paths[i] + "["))
+                        for j, p in enumerate(paths)))
+
+    meaningful = [e for i, e in enumerate(errors) if not noise(i, e)]
     lines, seen = [], set()
     for e in meaningful or errors:
         key, line = _one(e, overrides)
