@@ -38,14 +38,23 @@ def two_runs(tmp_path_factory):
 
 def test_kpi_comparison_table(two_runs):
     from dashboard.run_data import load_run
-    from dashboard.run_view import kpi_table
+    from dashboard.run_view import delta, kpi_table, natural_key, series_frame
 
     (s1, o1), (s2, o2) = two_runs
-    rows, cols = kpi_table([load_run(o1), load_run(o2)])
+    runs = [load_run(o1), load_run(o2)]
+    rows, cols = kpi_table(runs)
     pv = {r["kpi"]: r for r in rows}["energy_kwh.pv"]
-    assert pv[o1.name] == s1["energy_kwh"]["pv"] and pv[o2.name] == s2["energy_kwh"]["pv"]
-    assert pv["difference"] == pytest.approx(s2["energy_kwh"]["pv"] - s1["energy_kwh"]["pv"])
-    assert pv["difference"] < 0  # eight times the PV generates more (negative = generation)
+    a, b = s1["energy_kwh"]["pv"], s2["energy_kwh"]["pv"]
+    assert float(pv[o1.name].replace(",", "")) == pytest.approx(a, rel=1e-4)
+    assert float(pv["difference"].replace(",", "")) == pytest.approx(b - a, rel=1e-3)
+    assert pv["difference"].startswith("-")  # eight times the PV generates more (negative = generation)
+    assert [c["name"] for c in cols][-2:] == ["Δ (B − A)", "Δ %"]
+    # float noise reads 0, not -1.0267342531
+    assert delta(-1.0267342531, -1.0267342531 - 1.03e-12) == ("0", "0 %")
+    assert all(len(r.get("difference", "")) <= 12 for r in rows)  # fits its column
+    assert sorted(["v_pu.bus10", "v_pu.bus2"], key=natural_key) == ["v_pu.bus2", "v_pu.bus10"]
+    df = series_frame(runs, ["head_p_kw"])
+    assert set(df["run"]) == {o1.name, o2.name} and len(df) == 20 and df["t_s"].max() == 540.0
 
 
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="Debian chromium/chromium-driver not installed")
@@ -61,6 +70,11 @@ def test_run_viewer_in_browser(two_runs):
         wait_for(drv, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#run-timeseries .scatterlayer .trace")) >= 6,
                  what="6 timeseries traces (3 series x 2 runs)")
         wait_for(drv, lambda d: "energy_kwh.pv" in d.find_element(By.ID, "run-kpis").text, what="KPI table")
+        xaxis = drv.execute_script("return document.querySelector('#run-timeseries .js-plotly-plot').layout.xaxis")
+        assert xaxis["title"]["text"] == "time since start (h)"
+        x0 = drv.execute_script("return document.querySelector('#run-timeseries .js-plotly-plot').data.map(t => t.x[0])")
+        assert set(x0) == {0}  # both runs start at 0 h on the relative axis
+        assert drv.find_elements(By.CSS_SELECTOR, "#run-kpis .export")  # CSV export of the KPI table
         kpis = drv.find_element(By.ID, "run-kpis").text
         assert o1.name in kpis and o2.name in kpis
         events = drv.find_element(By.ID, "run-events").text
