@@ -16,6 +16,7 @@ COMMANDS = [
     ("controller.ledger_cli", "ledger"),
     ("hil.cli", "hil"),
     ("dashboard.cli", "dashboard"),
+    ("hil.sweep.cli", "sweep"),
 ]
 
 
@@ -23,8 +24,18 @@ class UserError(Exception):
     """A mistake the user can fix: printed as one line, exit code 2."""
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gridtwin")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gridtwin", description="VPP digital twin and HIL testbed")
+    parser.add_argument("--version", action="version", version=f"gridtwin {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for module, _ in COMMANDS:
         try:
