@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from controller.acquisition import Acquisition
 from controller.commands import Command, Decision, GateResult
 from controller.historian import Historian
 from controller.kinds import DR_ALL, DR_KINDS, KINDS, allocate, delivered_kw
@@ -112,6 +113,7 @@ class Controller:
         self._index = {d: (g, j) for g, gs in self.state.groups.items() for j, d in enumerate(gs.ids)}
         self.tcl = TclDispatcher(self.state)  # TCL groups: baseline, margin, switching law
         self.n_cycle = self.hist.last_cycle()
+        self.acquisition = Acquisition()  # rediscovered ratings, data-quality checks (issue 17)
         self.last_sent: dict[tuple[str, str], tuple[float, float]] = {}
         self.dirty: dict[tuple[str, str], str] = {}  # setpoints changed by DR/emergency -> source
         self.dr: dict[str, DrState] = {}
@@ -259,6 +261,7 @@ class Controller:
         t0 = time.perf_counter()
         self.n_cycle += 1
         self._read(t)
+        self.acquisition.after_read(t, self.state, self.links, self.hist)
         t1 = time.perf_counter()
         tm["read_ms"] = 1e3 * (t1 - t0)
         self.state.t = t

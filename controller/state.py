@@ -14,9 +14,9 @@ import numpy as np
 from controller.links.base import DeviceInfo, DeviceStatus, Quality, Value
 
 # quality codes held in the arrays
-Q_GOOD, Q_STALE, Q_INVALID, Q_MISSING = 0, 1, 2, 3
+Q_GOOD, Q_STALE, Q_INVALID, Q_MISSING, Q_SUSPECT = 0, 1, 2, 3, 4  # suspect: controller/quality.py
 Q_CODE = {Quality.GOOD: Q_GOOD, Quality.STALE: Q_STALE, Quality.INVALID: Q_INVALID,
-          Quality.MISSING: Q_MISSING}
+          Quality.MISSING: Q_MISSING, Quality.SUSPECT: Q_SUSPECT}
 Q_NAME = {v: k.value for k, v in Q_CODE.items()}
 
 

@@ -22,7 +22,7 @@ def api():
     srv = DeviceServers([SunSpecBattery() for _ in range(2)])
     clock = SteppedClock(T0)
     link = ModbusLink(srv.rows(), clock, timeout_s=0.3)
-    ctl = Controller({"bat": link}, clock, PassThroughGate())
+    ctl = Controller({"bat": link}, clock, gate=PassThroughGate())
     ctl.cycle(T0)
     yield TestClient(create_app(ctl, TOKENS)), ctl
     link.close()

@@ -27,7 +27,7 @@ def rig():
     srv = DeviceServers([SunSpecBattery() for _ in range(2)])  # 2 x 10 kW, 20 kWh at 50 %
     clock = SteppedClock(T0)
     link = ModbusLink(srv.rows(), clock, timeout_s=0.5)
-    ctl = Controller({"bat": link}, clock, PassThroughGate(), settings=CycleSettings(cycle_s=60.0))
+    ctl = Controller({"bat": link}, clock, gate=PassThroughGate(), settings=CycleSettings(cycle_s=60.0))
     ctl.cycle(T0)
     yield srv, ctl
     link.close()

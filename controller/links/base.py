@@ -15,6 +15,7 @@ class Quality(str, Enum):
     STALE = "stale"  # value not refreshed within its poll schedule's allowance
     INVALID = "invalid"  # device flagged it (IEC 104 IV bit, SunSpec not-implemented, bad scale)
     MISSING = "missing"  # never read, or device unavailable
+    SUSPECT = "suspect"  # read fine but fails a data-quality check (controller/quality.py)
 
 
 @dataclass
@@ -59,6 +60,11 @@ class DeviceLink:
 
     def status(self) -> dict[str, DeviceStatus]:
         raise NotImplementedError
+
+    def take_rediscovered(self) -> dict[str, dict[str, float]]:
+        """{device_id: ratings} of devices (re)discovered since the last call: a device that
+        came up after the controller, or answered again after a lost connection."""
+        return {}
 
     def close(self) -> None:
         pass

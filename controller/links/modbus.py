@@ -7,6 +7,13 @@ own poll period; failures are retried on an exponential backoff, and after `max_
 in a row the device is marked unavailable (DeviceStatus) so the cycle dispatches without it;
 it is probed on the backoff schedule and comes back on its first good answer.
 
+Devices are polled concurrently (a bounded thread pool, one task per TCP endpoint so a
+gateway's units share one connection in turn) and `read()` waits at most `deadline_s`: a
+device still answering then is reported late (its values STALE) for that cycle and never
+holds up the others. Discovery (models, ratings) runs on a device's first answer and again
+after every lost connection; `take_rediscovered()` hands the new ratings to the controller.
+A refused connection is logged as "connection refused", not as a missing SunSpec marker.
+
 Devices without a SunSpec model (EV chargers, TCL gateways, flexible loads) use a plain
 register map (`controller.links.regmaps`): one block read per poll, writes read back.
 """
@@ -15,7 +22,10 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 
 from pymodbus.client import ModbusTcpClient
@@ -29,14 +39,18 @@ log = logging.getLogger("controller.links.modbus")
 
 # quantity -> candidates (model, point, factor); factor turns scaled SunSpec units into ours
 # (SunSpec inverters report W > 0 when exporting; we use load convention: generation < 0)
+# energy counters (e_*_kwh) feed the data-quality checks (controller/quality.py: a counter that
+# stands still while P says it must move is a frozen device)
 READS = {
     "pv": {"p_kw": [(103, "W", -1e-3), (701, "W", -1e-3)],
            "q_kvar": [(103, "VAr", -1e-3), (701, "VAr", -1e-3)],
-           "p_limit_pct": [(123, "WMaxLimPct", 1.0)]},
+           "p_limit_pct": [(123, "WMaxLimPct", 1.0)],
+           "e_exp_kwh": [(103, "WH", 1e-3)]},
     "battery": {"p_kw": [(103, "W", -1e-3), (701, "W", -1e-3)],
                 "soc_pct": [(124, "ChaState", 1.0), (713, "SoC", 1.0)]},
     "meter": {"p_kw": [(203, "W", 1e-3)], "q_kvar": [(203, "VAR", 1e-3)],
-              "v_v": [(203, "PhV", 1.0)]},
+              "v_v": [(203, "PhV", 1.0)],
+              "e_imp_kwh": [(203, "TotWhImp", 1e-3)], "e_exp_kwh": [(203, "TotWhExp", 1e-3)]},
 }
 RATINGS = {
     "pv": {"s_rated_kva": [(120, "VARtg", 1e-3), (120, "WRtg", 1e-3)]},
@@ -47,6 +61,10 @@ RATINGS = {
 
 class ModbusLinkError(ValueError):
     """Bad endpoint configuration (one line, names the device and field)."""
+
+
+class _ExceptionResponse(IOError):
+    """The device answered with a Modbus exception (it is there, the register is not)."""
 
 
 @dataclass
@@ -62,6 +80,7 @@ class _Dev:
     next_poll_t: float = -math.inf
     sf_cache: dict = field(default_factory=dict)
     regmap: regmaps.RegisterMap | None = None  # plain map (no SunSpec)
+    late: bool = False  # its poll overran the read deadline (values reported STALE this cycle)
 
 
 class ModbusLink(DeviceLink):
@@ -69,8 +88,16 @@ class ModbusLink(DeviceLink):
 
     def __init__(self, rows: list[dict], clock, timeout_s: float = 0.5, poll_s: float = 1.0,
                  max_failures: int = 2, backoff_s: float = 1.0, backoff_max_s: float = 30.0,
-                 stale_factor: float = 3.0):
+                 stale_factor: float = 3.0, workers: int = 32, deadline_s: float | None = None):
+        """workers: concurrent endpoint polls (1: one device after another, in the caller's
+        thread); deadline_s: longest `read()` waits for polls (default 2 x timeout_s + 0.1)."""
         self.clock = clock
+        self.workers = max(1, int(workers))
+        self.deadline_s = 2 * timeout_s + 0.1 if deadline_s is None else float(deadline_s)
+        self._pool = None  # started on the first concurrent poll
+        self._inflight: dict[tuple[str, int], object] = {}
+        self._rediscovered: dict[str, dict[str, float]] = {}
+        self._mu = threading.Lock()  # clients dict, counters, rediscovered
         self.timeout_s, self.max_failures = timeout_s, max_failures
         self.backoff_s, self.backoff_max_s, self.stale_factor = backoff_s, backoff_max_s, stale_factor
         self._clients: dict[tuple[str, int], ModbusTcpClient] = {}
@@ -92,46 +119,70 @@ class ModbusLink(DeviceLink):
             info = DeviceInfo(r["device_id"], group, r["kind"], r.get("bus"))
             self._devs[r["device_id"]] = _Dev(info, r["host"], int(r["port"]), int(r.get("unit", 1)),
                                               float(r.get("poll_s", poll_s)), regmap=rmap)
-        self.reads = self.writes = self.failures = 0
+        self.reads = self.writes = self.failures = self.late = 0
 
     @classmethod
-    def from_endpoints(cls, rows: list[dict], clock, **kw) -> "ModbusLink":
+    def from_endpoints(cls, rows: list[dict], clock, **kw) -> ModbusLink:
         return cls(rows, clock, **kw)
 
     # --- transport --------------------------------------------------------------------------------
     def _client(self, d: _Dev) -> tuple[ModbusTcpClient, threading.Lock]:
         key = (d.host, d.port)
-        c = self._clients.get(key)
-        if c is None:
-            c = ModbusTcpClient(d.host, port=d.port, timeout=self.timeout_s, retries=0,
-                                reconnect_delay=0.0)
-            self._clients[key] = c
-            self._locks[key] = threading.Lock()
-        return c, self._locks[key]
+        with self._mu:
+            c = self._clients.get(key)
+            if c is None:
+                c = ModbusTcpClient(d.host, port=d.port, timeout=self.timeout_s, retries=0,
+                                    reconnect_delay=0.0)
+                self._clients[key] = c
+                self._locks[key] = threading.Lock()
+            return c, self._locks[key]
+
+    def _connect(self, d: _Dev, c: ModbusTcpClient) -> None:
+        """Connect (caller holds the endpoint lock); a failure says why, in words."""
+        if c.connected:
+            return
+        if c.connect():
+            return
+        try:  # pymodbus only says False: ask the socket layer what happened
+            socket.create_connection((d.host, d.port), timeout=min(self.timeout_s, 0.2)).close()
+            why = "connection failed"
+        except ConnectionRefusedError:
+            why = "connection refused"
+        except TimeoutError:
+            why = "connect timed out"
+        except OSError as e:
+            why = (e.strerror or str(e)).lower()
+        raise ConnectionError(f"{d.host}:{d.port}: {why}")
 
     def _read(self, d: _Dev, address: int, count: int) -> list[int]:
         c, lock = self._client(d)
         with lock:
-            if not c.connected and not c.connect():
-                raise ConnectionError(f"{d.host}:{d.port} refused")
+            self._connect(d, c)
             rr = c.read_holding_registers(address, count=count, device_id=d.unit)
         self.reads += 1
         if rr.isError():
-            raise IOError(f"exception response {getattr(rr, 'exception_code', '?')}")
+            raise _ExceptionResponse(f"exception response {getattr(rr, 'exception_code', '?')}")
         return list(rr.registers)
 
     def _write_regs(self, d: _Dev, address: int, regs: list[int]) -> None:
         c, lock = self._client(d)
         with lock:
-            if not c.connected and not c.connect():
-                raise ConnectionError(f"{d.host}:{d.port} refused")
+            self._connect(d, c)
             rr = c.write_registers(address, regs, device_id=d.unit)
         self.writes += 1
         if rr.isError():
-            raise IOError(f"exception response {getattr(rr, 'exception_code', '?')}")
+            raise _ExceptionResponse(f"exception response {getattr(rr, 'exception_code', '?')}")
 
     # --- discovery ---------------------------------------------------------------------------------
     def _discover(self, d: _Dev) -> None:
+        """Models and ratings of a device that answers (first time, or after a reconnect)."""
+        self._discover_now(d)
+        with self._mu:
+            self._rediscovered[d.info.device_id] = dict(d.info.ratings)
+        log.info("%s discovered (%s:%d unit %d): %s", d.info.device_id, d.host, d.port, d.unit,
+                 ", ".join(f"{k}={v:g}" for k, v in sorted(d.info.ratings.items())) or "no ratings")
+
+    def _discover_now(self, d: _Dev) -> None:
         if d.regmap is not None:
             lo, _ = d.regmap.span
             regs = self._plain_block(d)
@@ -142,10 +193,10 @@ class ModbusLink(DeviceLink):
             try:
                 if tuple(self._read(d, base, 2)) == ss.SUNS:
                     break
-            except IOError:
+            except _ExceptionResponse:  # answered, but nothing there: try the next base
                 continue
         else:
-            raise IOError("no SunSpec marker 'SunS' at 40000/0/50000")
+            raise OSError("no SunSpec marker 'SunS' at 40000/0/50000")
         addr, models = base + 2, {}
         for _ in range(64):  # bounded walk of the model chain
             mid, length = self._read(d, addr, 2)
@@ -155,6 +206,12 @@ class ModbusLink(DeviceLink):
             addr += 2 + length
         d.models = models
         d.info.ratings = self._ratings(d)
+
+    def take_rediscovered(self) -> dict[str, dict[str, float]]:
+        """{device_id: ratings} of devices (re)discovered since the last call."""
+        with self._mu:
+            out, self._rediscovered = self._rediscovered, {}
+        return out
 
     def _plain_block(self, d: _Dev) -> list[int]:
         lo, n = d.regmap.span
@@ -224,39 +281,95 @@ class ModbusLink(DeviceLink):
         if c is not None:  # a late answer must not be taken for the next request's
             with self._locks[(d.host, d.port)]:
                 c.close()
+        for o in self._devs.values():  # the connection is closed: every device behind it is
+            if (o.host, o.port) == (d.host, d.port):  # rediscovered on its next answer
+                o.models = {}
         st = d.status
         st.consecutive_failures += 1
-        self.failures += 1
+        with self._mu:
+            self.failures += 1
         if st.consecutive_failures >= self.max_failures and st.available:
             st.available, st.reason = False, why
             log.warning("%s unavailable: %s", d.info.device_id, why)
-            d.models = {}  # rediscover when it comes back (it may have been reset)
         k = max(st.consecutive_failures - self.max_failures, 0)
         d.next_poll_t = t + (min(self.backoff_s * 2 ** k, self.backoff_max_s) if not st.available
                              else d.poll_s)
 
-    def poll_due(self) -> None:
-        t = self.clock.now()
-        for d in self._devs.values():
-            if t < d.next_poll_t:
-                continue
-            try:
-                self._poll(d, t)
-            except (ModbusException, IOError, OSError, ValueError, KeyError) as e:
-                self._fail(d, t, f"{type(e).__name__}: {e}"[:120])
-                continue
+    def _poll_one(self, d: _Dev, t: float) -> None:
+        try:
+            self._poll(d, t)
+        except (ModbusException, OSError, ValueError, KeyError) as e:
+            self._fail(d, t, f"{type(e).__name__}: {e}"[:120])
+        else:
+            if not d.status.available:
+                log.info("%s answers again", d.info.device_id)
             d.status = DeviceStatus(True, "", t, 0)
             d.next_poll_t = t + d.poll_s
+        finally:
+            d.late = False
+
+    def _poll_endpoint(self, devs: list[_Dev], t: float) -> None:
+        for d in devs:
+            self._poll_one(d, t)
+
+    def poll_due(self) -> None:
+        """Poll every device that is due; concurrently per endpoint, waiting at most
+        `deadline_s` (a device still busy then is `late` this cycle and finishes in the
+        background; it is not polled again until it has)."""
+        t = self.clock.now()
+        due = [d for d in self._devs.values() if t >= d.next_poll_t]
+        if self.workers == 1:
+            for d in due:
+                self._poll_one(d, t)
+            return
+        self._run_per_endpoint(due, self._poll_endpoint, t)
+
+    def _run_per_endpoint(self, devs: list[_Dev], task, *args) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="modbus-poll")
+        by_ep: dict[tuple[str, int], list[_Dev]] = {}
+        for d in devs:
+            by_ep.setdefault((d.host, d.port), []).append(d)
+        started = []
+        for ep, group in by_ep.items():
+            busy = self._inflight.get(ep)
+            if busy is not None and not busy.done():
+                for d in group:
+                    d.late = True
+                continue
+            f = self._pool.submit(task, group, *args)
+            self._inflight[ep] = f
+            started.append((f, group))
+        wait_futures([f for f, _ in started], timeout=self.deadline_s)
+        for f, group in started:
+            if not f.done():
+                for d in group:
+                    d.late = True
+        n_late = sum(d.late for d in devs)
+        if n_late:
+            with self._mu:
+                self.late += n_late
 
     # --- DeviceLink -------------------------------------------------------------------------------
     def devices(self) -> list[DeviceInfo]:
-        """Device list; ratings are filled once a device has been discovered."""
-        for d in self._devs.values():
-            if not d.models:
+        """Device list; ratings are filled once a device has been discovered (here for those
+        that answer now, later on their first answer)."""
+        todo = [d for d in self._devs.values() if not d.models]
+
+        def discover(group):
+            for d in group:
                 try:
                     self._discover(d)
-                except (ModbusException, IOError, OSError, ValueError, KeyError) as e:
-                    log.info("%s: discovery failed: %s", d.info.device_id, e)
+                except (ModbusException, OSError, ValueError, KeyError) as e:
+                    log.warning("%s: discovery failed: %s", d.info.device_id, e)
+
+        if self.workers == 1:
+            discover(todo)
+        else:
+            self._run_per_endpoint(todo, discover)
+            for d in todo:
+                d.late = False
+        self._rediscovered.clear()  # the controller takes these ratings from the list itself
         return [d.info for d in self._devs.values()]
 
     def read(self) -> dict[str, dict[str, Value]]:
@@ -266,6 +379,10 @@ class ModbusLink(DeviceLink):
         for dev, d in self._devs.items():
             if not d.status.available:
                 out[dev] = {k: Value(v.value, Quality.MISSING, v.t) for k, v in d.values.items()}
+                continue
+            if d.late:  # still answering its poll: last values, not trusted this cycle
+                out[dev] = {k: Value(v.value, Quality.STALE if v.quality == Quality.GOOD else v.quality, v.t)
+                            for k, v in d.values.items()}
                 continue
             stale_after = self.stale_factor * d.poll_s
             out[dev] = {k: (Value(v.value, Quality.STALE, v.t)
@@ -286,14 +403,14 @@ class ModbusLink(DeviceLink):
             if not d.models:
                 self._discover(d)
             return self._write_setpoint(d, setpoint, float(value))
-        except (ModbusException, IOError, OSError) as e:
+        except (ModbusException, OSError) as e:
             log.info("write %s.%s=%g failed: %s", device_id, setpoint, value, e)
             return False
 
     def _write_points(self, d: _Dev, mid: int, values: dict[str, float]) -> bool:
         """Write scaled points of one model, then read the block back and compare."""
         if mid not in d.models:
-            raise IOError(f"device has no SunSpec model {mid}")
+            raise OSError(f"device has no SunSpec model {mid}")
         lay = ss.layout(mid)
         regs = self._block(d, mid)
         raws = {}
@@ -301,7 +418,7 @@ class ModbusLink(DeviceLink):
             p = lay[name]
             sf = ss.decode(regs, lay[p.sf]) if isinstance(p.sf, str) else 0
             if sf is None:
-                raise IOError(f"model {mid} {p.sf} not implemented")
+                raise OSError(f"model {mid} {p.sf} not implemented")
             raws[name] = int(round(v / 10.0 ** sf))
         for name, raw in raws.items():
             p = lay[name]
@@ -313,11 +430,11 @@ class ModbusLink(DeviceLink):
         m = d.regmap
         reg = m.for_setpoint(setpoint)
         if reg is None:
-            raise IOError(f"{d.info.device_id}: map {m.name} has no register for {setpoint!r}")
+            raise OSError(f"{d.info.device_id}: map {m.name} has no register for {setpoint!r}")
         try:
             raw = m.encode(reg, value)
         except ValueError as e:
-            raise IOError(str(e)) from None
+            raise OSError(str(e)) from None
         self._write_regs(d, reg.address, [raw])
         back = self._plain_block(d)
         return back[reg.address - m.span[0]] == raw
@@ -331,14 +448,16 @@ class ModbusLink(DeviceLink):
         if kind == "battery" and setpoint == "p_set_kw":
             p_max = d.info.ratings.get("p_max_kw")
             if not p_max:
-                raise IOError("battery WChaMax unknown: cannot express p_set_kw as a rate")
+                raise OSError("battery WChaMax unknown: cannot express p_set_kw as a rate")
             pct = min(abs(value) / p_max * 100.0, 100.0)
             mode = 1 if value > 0 else 2 if value < 0 else 0
             return self._write_points(d, 124, {"InWRte": pct if mode == 1 else 0.0,
                                                "OutWRte": pct if mode == 2 else 0.0,
                                                "StorCtl_Mod": mode})
-        raise IOError(f"{d.info.device_id}: setpoint {setpoint!r} not supported for kind {kind!r}")
+        raise OSError(f"{d.info.device_id}: setpoint {setpoint!r} not supported for kind {kind!r}")
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         for c in self._clients.values():
             c.close()
