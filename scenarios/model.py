@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 MAX_DEVICE_STEPS = 10**8  # more needs --allow-long: at ~1e5 steps/s that is over 15 minutes
+MAX_DEVICES = 10_000_000  # over all fleet groups
 SEED_MAX = 2**32 - 1  # numpy's legacy seed range; every generator here accepts it
 
 
@@ -190,7 +191,7 @@ class RealEndpoint(Strict):
 class FleetGroup(Strict):
     name: str
     kind: Literal["pv", "battery", "ev", "tcl", "flex_load"]
-    count: int = Field(ge=0, le=10_000_000)
+    count: int = Field(ge=0, le=MAX_DEVICES)
     placement: Placement = Placement()
     params: dict[str, Param] = Field(default_factory=dict)
     link: Literal["direct", "modbus", "iec104"] = "direct"
@@ -401,6 +402,9 @@ class Scenario(Strict):
             raise At("power_flow_interval_s", f"must be a multiple of device_step_s ({self.device_step_s:g})",
                      self.power_flow_interval_s)
         names = [g.name for g in self.fleet]
+        total = sum(g.count for g in self.fleet)
+        if total > MAX_DEVICES:
+            raise At("fleet", f"{total:,} devices in all, more than {MAX_DEVICES:,}", show=False)
         for i, n in enumerate(names):
             if n in names[:i]:
                 raise At(f"fleet[{i}].name", "fleet group names must be unique", n)

@@ -18,6 +18,9 @@ import numpy as np
 from scenarios.load import MAX_ERRORS_LISTED, ScenarioError, resolve_path, source_of
 
 
+SAMPLE_DEVICES = 200_000  # per group; the run draws all of them with the same rules
+
+
 @dataclass
 class Checked:
     """What the check built, for validate's summary line."""
@@ -60,6 +63,8 @@ def check_scenario(scenario, source: str | None = None) -> Checked:
     fleet_ok = True
     for i, g in enumerate(s.fleet):
         rng = np.random.default_rng([s.seed, i])  # the run's seeds: the same draws as twin.simulation
+        if g.count > SAMPLE_DEVICES:  # parameters of a huge group are checked on a sample (memory, time)
+            g = g.model_copy(update={"count": SAMPLE_DEVICES})
         try:
             bus = place_devices(g, net, rng) if net is not None else np.zeros(g.count, dtype=np.int64)
             build_fleet(g, bus, rng, s)
