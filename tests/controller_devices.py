@@ -129,9 +129,9 @@ class SunSpecBattery:
 class DeviceServers:
     """One Modbus TCP server per device, each on its own loop thread, on 127.0.0.1."""
 
-    def __init__(self, devices: list[SunSpecBattery]):
+    def __init__(self, devices: list[SunSpecBattery], ports: list[int] | None = None):
         self.devices = devices
-        self.ports = [free_port() for _ in devices]
+        self.ports = list(ports) if ports is not None else [free_port() for _ in devices]
         self._threads, self._loops, self._servers = [], [], []
         for dev, port in zip(devices, self.ports):
             ready = threading.Event()
