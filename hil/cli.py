@@ -34,10 +34,40 @@ def register(sub) -> None:
     rp.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="override a controller setting (e.g. dr_gain=0.3): a changed version")
     rp.set_defaults(func=cmd_replay)
+    ini = hs.add_parser("init", help="write a controller config + 0600 tokens file for `gridtwin emulate FILE`",
+                        description="Writes OUT/controller.yaml (every emulated device's port, unit and bus, "
+                                    "the RTU, the feeder model, historian and API) and OUT/tokens.yaml (mode 0600: "
+                                    "an operator and a viewer token) for the devices `gridtwin emulate FILE "
+                                    "--port-base P` serves.")
+    ini.add_argument("scenario", help="the scenario file the emulator runs")
+    ini.add_argument("--port-base", type=int, required=True, help="the emulator's --port-base")
+    ini.add_argument("--out", default="live", help="folder for controller.yaml and tokens.yaml (default: %(default)s)")
+    ini.add_argument("--api-port", type=int, default=8080, help="controller API port (default: %(default)s)")
+    ini.add_argument("--force", action="store_true", help="overwrite existing files")
+    ini.set_defaults(func=cmd_init)
     gw = hs.add_parser("gateway", help="lab-side secure command gateway in front of real devices "
                        "(signed/encrypted envelopes; options: gridtwin hil gateway -- --help)")
     gw.add_argument("gateway_args", nargs="*", help="hil.command_gateway options (--listen, --device, --key, --trust, ...)")
     gw.set_defaults(func=cmd_gateway)
+
+
+def cmd_init(args) -> int:
+    from gridtwin_cli import UserError
+    from hil.live_setup import write_live_config
+
+    if not 1024 <= args.port_base <= 65000:
+        raise UserError(f"--port-base must be within 1024..65000, got {args.port_base}")
+    try:
+        cfg, tok, tokens = write_live_config(args.scenario, args.port_base, args.out, args.api_port,
+                                             force=args.force)
+    except FileExistsError as e:
+        raise UserError(str(e)) from None
+    print(f"wrote {cfg} and {tok} (mode 0600)")
+    print(f"  1. gridtwin emulate {args.scenario} --port-base {args.port_base}")
+    print(f"  2. gridtwin controller serve --config {cfg}")
+    print(f"  3. gridtwin dashboard --api http://127.0.0.1:{args.api_port}")
+    print("  sign in as " + " or ".join(f"{u!r} with token {t}" for u, t in tokens.items()))
+    return 0
 
 
 def cmd_gateway(args) -> int:
