@@ -64,8 +64,7 @@ def test_several_fleet_problems_listed_together(capsys, tmp_path):
 def test_subprocess_contract(tmp_path):
     """The installed console script: exit 2, one line, no traceback, nothing written."""
     path = write(tmp_path, fleet("  - {name: ac, kind: tcl, count: 5, params: {mode: 0}}"))
-    for args in (["validate", path], ["run", path, "--out", tmp_path / "runs", "--quiet"]):
-        r = gridtwin_subprocess(*args)
-        assert_user_error(r.returncode, r.stderr, path, "fleet[0].params.mode")
+    r = gridtwin_subprocess("run", path, "--out", tmp_path / "runs", "--quiet")
+    assert_user_error(r.returncode, r.stderr, path, "fleet[0].params.mode")
     assert not (tmp_path / "runs").exists()
 

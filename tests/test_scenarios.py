@@ -10,6 +10,7 @@ from scenarios.load import ScenarioError, load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "scenarios").glob("*.yaml"))
+SHIPPED_HIL = sorted((ROOT / "scenarios" / "hil").glob("*.yaml"))
 
 GOOD = """
 name: tiny
@@ -22,10 +23,15 @@ fleet:
 
 
 def test_shipped_scenarios_validate():
-    assert len(SHIPPED) >= 3
-    for path in SHIPPED:
+    """Every shipped scenario passes the full check `gridtwin validate` does (feeder, fleets,
+    CSV inputs, assertion KPI names), not only the model."""
+    from twin.preflight import check_scenario
+
+    assert len(SHIPPED) >= 3 and len(SHIPPED_HIL) >= 3
+    for path in SHIPPED + SHIPPED_HIL:
         s = load_scenario(path)
         assert s.duration_s > 0 and s.feeder.kind
+        assert check_scenario(s).n_buses > 0
 
 
 @pytest.mark.parametrize("mutation, key, expected", [
