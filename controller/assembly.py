@@ -43,7 +43,8 @@ class Spec:
     @classmethod
     def from_config(cls, cfg) -> Spec:
         return cls(cfg.cycle_s, cfg.optimize_every_s, cfg.objective, cfg.safety_gate,
-                   cfg.historian.telemetry_every_s, list(cfg.dr_events), "config")
+                   cfg.historian.telemetry_every_s, list(cfg.dr_events), "config",
+                   {"restore_spread_s": cfg.emergency.restore_spread_s})
 
     def cycle_settings(self) -> CycleSettings:
         cs = CycleSettings(cycle_s=self.cycle_s, optimize_every_s=self.optimize_every_s or 1e18,

@@ -158,6 +158,12 @@ class PriceSettings(Strict):
                                                        description="[start_h, end_h, EUR/MWh] UTC")
 
 
+class EmergencySettings(Strict):
+    restore_spread_s: float = Field(600.0, ge=0, le=86400, description=(
+        "staged restore after an emergency: flex loads at once, TCL cohorts over this time, "
+        "EV caps and batteries at its end"))
+
+
 class ServiceConfig(Strict):
     name: str = "vpp"
     cycle_s: float = Field(60.0, gt=0)
@@ -173,6 +179,7 @@ class ServiceConfig(Strict):
     historian: HistorianSettings = HistorianSettings()
     api: ApiSettings = ApiSettings()
     prices: PriceSettings = PriceSettings()
+    emergency: EmergencySettings = EmergencySettings()
     _dir: Path = Path(".")
     _path: str = "config"
 

@@ -93,10 +93,8 @@ class VenBridge:
                         ctl.add_dr_event(eid, d["start_t"], d["end_t"] - d["start_t"], d["reduction_kw"],
                                          d["groups"], source="openadr", opt=d["opt"])
                     elif cur.status == "active":  # modification of a running event
-                        cur.reduction_kw = float(d["reduction_kw"])
-                        cur.duration_s = float(d["end_t"] - cur.start_t)
-                        cur.opt = d["opt"]
-                        ctl.hist.upsert_dr_event(cur.as_row(), ctl.clock.now())
+                        ctl.modify_dr_event(eid, reduction_kw=d["reduction_kw"], end_t=d["end_t"],
+                                            opt=d["opt"])
             elif action == "cancelled":
                 ctl.cancel_dr_event(eid)
             elif action == "opted":
