@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from scenarios.model import At, Scenario
 
 MAX_FILE_BYTES = 1 << 20  # a scenario is a page of YAML; 1 MiB is generous
+MAX_INPUT_BYTES = 256 << 20  # a file the scenario names (feeder JSON, CSV inputs)
 MAX_YAML_NODES = 200_000  # nodes after alias expansion
 MAX_YAML_DEPTH = 64
 MAX_ERRORS_LISTED = 5
@@ -246,8 +247,16 @@ def load_scenario(path: str | Path, overrides: dict | None = None, allow_long: b
         raise ScenarioError(f"{path}: <top level>: document nested too deeply") from None
     scenario._source_dir = path.resolve().parent
     scenario._source_file = path
-    missing = [f"{ref}: file not found: {rel}" for ref, rel in _referenced_files(path, scenario)
-               if not resolve_path(scenario, rel).exists()]
+    missing = []
+    for ref, rel in _referenced_files(path, scenario):
+        target = resolve_path(scenario, rel)
+        if not target.exists():
+            missing.append(f"{ref}: file not found: {clip(rel, 200)}")
+        elif not target.is_file():  # a folder, a device (/dev/zero) or a pipe would hang or crash the reader
+            missing.append(f"{ref}: not a regular file: {clip(rel, 200)}")
+        elif target.stat().st_size > MAX_INPUT_BYTES:
+            missing.append(f"{ref}: {clip(rel, 200)} is {target.stat().st_size:,} bytes, more than the "
+                           f"{MAX_INPUT_BYTES:,} allowed")
     if missing:
         raise ScenarioError(f"{path}: " + "; ".join(missing[:MAX_ERRORS_LISTED]))
     return scenario

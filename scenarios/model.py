@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 MAX_DEVICE_STEPS = 10**8  # more needs --allow-long: at ~1e5 steps/s that is over 15 minutes
+MAX_DURATION_S = 366 * 86400
 MAX_DEVICES = 10_000_000  # over all fleet groups
 SEED_MAX = 2**32 - 1  # numpy's legacy seed range; every generator here accepts it
 
@@ -34,7 +35,12 @@ class At(ValueError):
         self.path, self.value, self.show = path, value, show and value is not None
 
 
+YEARS = (1900, 2200)  # keeps every time + duration sum inside datetime's range
+
+
 def _utc(v: datetime) -> datetime:
+    if not YEARS[0] <= v.year <= YEARS[1]:
+        raise ValueError(f"year must be {YEARS[0]}..{YEARS[1]}, got {v.year}")
     return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
 
 
@@ -267,7 +273,7 @@ class DrEvent(Strict):
 
     id: str
     start: datetime
-    duration_s: float = Field(gt=0)
+    duration_s: float = Field(gt=0, le=MAX_DURATION_S)
     reduction_kw: float = Field(gt=0, description="requested reduction against baseline")
     groups: list[str] | None = Field(None, description="fleet groups to use; all if omitted")
 
@@ -278,7 +284,7 @@ class FaultSpec(Strict):
     """A scheduled fault on an emulated device or link (see device_emulators.faults)."""
 
     at_s: float = Field(ge=0, description="seconds after scenario start")
-    duration_s: float = Field(gt=0)
+    duration_s: float = Field(gt=0, le=MAX_DURATION_S)
     kind: Literal["latency", "drop", "exception", "freeze", "wrong_scale", "refuse",
                   "reset", "iec104_link_loss", "iec104_invalid"]
     target: str = Field(description="fleet group name, group:index, or 'rtu'")
@@ -356,7 +362,7 @@ class Scenario(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     start: datetime
-    duration_s: float = Field(gt=0, le=366 * 86400)
+    duration_s: float = Field(gt=0, le=MAX_DURATION_S)
     device_step_s: float = Field(1.0, gt=0)
     power_flow_interval_s: float = Field(60.0, gt=0)
     seed: int = Field(0, ge=0, le=SEED_MAX, description="0 .. 2**32-1")

@@ -68,3 +68,18 @@ def test_many_files_each_reported(capsys, tmp_path):
     assert len(lines) == 2 and str(bad1) in lines[0] and str(bad2) in lines[1]
     assert "Traceback" not in err
     assert_user_error(2, lines[0] + "\n", bad1, "fleet[0].count")
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "."])
+def test_named_input_must_be_a_regular_file(capsys, tmp_path, target):
+    """A feeder 'file' that is a device or a folder would hang or crash the reader."""
+    text = TINY.replace("kind: cigre_mv}", f"kind: pandapower_json, path: '{target}'}}")
+    rejected_everywhere(capsys, tmp_path, text, "feeder.path: not a regular file")
+
+
+def test_results_root_checked_before_the_run(capsys, tmp_path):
+    path = write(tmp_path, TINY, "ok.yaml")
+    (tmp_path / "taken").write_text("a file, not a folder")
+    rc, _, err = gridtwin(capsys, "run", path, "--out", tmp_path / "taken", "--quiet")
+    assert rc == 2 and "--out" in err and "cannot create the results folder" in err
+    assert len(err.strip().splitlines()) == 1

@@ -15,7 +15,7 @@ SHIPPED = sorted((ROOT / "scenarios").glob("*.yaml")) + sorted((ROOT / "scenario
 DOCS = [(p, yaml.safe_load(p.read_text())) for p in SHIPPED]
 
 BAD_VALUES = [None, "x", "", [], {}, [1, "a"], {"z": 1}, True, math.nan, math.inf, -math.inf, 1e300, -1e300,
-              10**30, -(10**30), 0, -1, 2**63, "nan", "1e999", "2026-13-45T99:00:00Z", "\x00\uffff"]
+              10**30, -(10**30), 0, -1, 2**63, "nan", "1e999", "2026-13-45T99:00:00Z", "9999-12-31T23:00:00Z", "\x00\uffff"]
 
 
 def paths(node, prefix=()):

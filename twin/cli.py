@@ -97,6 +97,10 @@ def cmd_run(args) -> int:
     if args.duration_s is not None:
         overrides["duration_s"], flags["duration_s"] = args.duration_s, "--duration-s"
     scenario, _ = load_checked(args.scenario, overrides, flags, allow_long=args.allow_long)
+    try:  # a results root that cannot take the run folder must fail now, not after the run
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ScenarioError(f"--out {args.out}: cannot create the results folder: {e.strerror or e}") from None
     from hil.runner import run_scenario  # the run may attach the controller (hil wires it)
 
     try:
@@ -109,11 +113,10 @@ def cmd_run(args) -> int:
 
 
 def report_outcome(summary: dict, out: Path) -> int:
+    from twin.report import end_of_run_lines
+
     failed = [a for a in summary["assertions"] if not a["passed"]]
-    v = summary["voltage"]
-    print(f"{summary['scenario']}: {summary['duration_s'] / 3600:g} h simulated in "
-          f"{summary['wall_s']:.1f} s (x{summary['speedup']}), v {v['min_pu']:.3f}..{v['max_pu']:.3f} pu, "
-          f"violation minutes {summary['violations']['minutes']:g}; results in {out}")
+    print("\n".join(end_of_run_lines(summary, out)))
     for a in failed:
         print(f"ASSERTION FAILED: {a['kpi']} {a['op']} {a['value']} (actual {a['actual']})",
               file=sys.stderr)

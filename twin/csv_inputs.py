@@ -17,9 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scenarios.load import ScenarioError, clip, read_text_limited, show
-
-MAX_CSV_BYTES = 256 << 20  # a year of 1-minute rows is ~30 MiB
+from scenarios.load import MAX_INPUT_BYTES, ScenarioError, clip, read_text_limited, show
 
 
 @dataclass(frozen=True)
@@ -78,7 +76,7 @@ def read_series(path: str | Path, columns: tuple[Column, ...] | list, start, dur
     """Read and check a CSV input; `duration_s` given and extend 'none': it must cover the run."""
     path = Path(path)
     cols = [c if isinstance(c, Column) else Column(c, -np.inf, np.inf) for c in columns]
-    text = read_text_limited(path, "CSV file", MAX_CSV_BYTES)
+    text = read_text_limited(path, "CSV file", MAX_INPUT_BYTES)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)  # ragged rows are errors, not dropped data
