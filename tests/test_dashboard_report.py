@@ -82,3 +82,16 @@ def test_report_figures_in_browser(run):
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         drv.save_screenshot(str(ARTIFACTS / "report.png"))
     assert json.loads((out / "summary.json").read_text())["groups"]
+
+
+def test_end_of_run_lines_name_dr_energy_and_assertions(run):
+    from twin.report import end_of_run_lines
+
+    summary, out = run
+    text = "\n".join(end_of_run_lines(summary, out))
+    assert "assertions: 1 passed, 1 failed" in text
+    assert "energy (kWh, load +): " in text and f"pv {summary['energy_kwh']['pv']:,.1f}" in text
+    assert f"report: {out / 'report.html'}" in text
+    fake = {**summary, "dr": {"noon_dr": {"requested_kw": 6.0, "assessed_delivered_kw": 5.4,
+                                          "assessed_delivery_pct": 90.0, "status": "completed"}}}
+    assert "  DR noon_dr: 5.4 of 6.0 kW delivered (90 %), completed" in end_of_run_lines(fake, out)

@@ -35,7 +35,7 @@ def test_run_writes_all_results(tmp_path):
     sc.write_text(SCENARIO)
     r = run_cli("run", str(sc), "--out", str(tmp_path / "runs"), "--quiet")
     assert r.returncode == 0, r.stderr
-    (out,) = list((tmp_path / "runs").iterdir())
+    (out,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]  # plotly-*.min.js sits beside
     assert out.name.startswith("e2e-")
     for f in ["timeseries.parquet", "events.jsonl", "summary.json", "report.html"]:
         assert (out / f).stat().st_size > 0 or f == "events.jsonl", f

@@ -423,3 +423,32 @@ def write_report(path, df: pd.DataFrame, summary: dict, bus_names: dict[str, str
             f"<p class='note'>plotly.js is loaded from {html.escape(src)} (written once beside the run folders)."
             f"</p></body></html>")
     path.write_text(page)
+
+
+def end_of_run_lines(summary: dict, out) -> list[str]:
+    """What `gridtwin run` prints when a run ends: the headline, energy by class, DR delivery
+    per event and the assertion count (failed assertions are printed by the caller)."""
+    v = summary["voltage"]
+    asserts = summary.get("assertions") or []
+    n_fail = sum(not a["passed"] for a in asserts)
+
+    def f(x, nd=3):
+        return "n/a" if x is None else f"{x:.{nd}f}"
+
+    lines = [f"{summary['scenario']}: {summary['duration_s'] / 3600:g} h simulated in "
+             f"{summary['wall_s']:.1f} s (x{summary['speedup']}), v {f(v['min_pu'])}..{f(v['max_pu'])} pu, "
+             f"violation minutes {summary['violations']['minutes']:g}; results in {out}"]
+    energy = summary.get("energy_kwh") or {}
+    if energy:
+        lines.append("  energy (kWh, load +): " + ", ".join(f"{k.replace('_', ' ')} {x:,.1f}"
+                                                           for k, x in energy.items()))
+    for eid, d in (summary.get("dr") or {}).items():
+        dl = d.get("assessed_delivered_kw", d.get("delivered_kw"))
+        pct = d.get("assessed_delivery_pct", d.get("delivery_pct"))
+        lines.append(f"  DR {eid}: {f(dl, 1)} of {f(d.get('requested_kw'), 1)} kW delivered"
+                     + (f" ({pct:.0f} %)" if isinstance(pct, (int, float)) else "") + f", {d.get('status', '')}")
+    lines.append(f"  assertions: {len(asserts) - n_fail} passed, {n_fail} failed" if asserts
+                 else "  assertions: none in this scenario")
+    if (Path(out) / "report.html").exists():
+        lines.append(f"  report: {Path(out) / 'report.html'}")
+    return lines
