@@ -22,10 +22,10 @@ def cmd_emulate(args) -> int:
 
     from device_emulators import EmulatorHost
     from gridtwin_cli import UserError
-    from scenarios.load import load_scenario
+    from twin.cli import load_checked
     from twin.simulation import Twin
 
-    s = load_scenario(args.scenario)
+    s, _ = load_checked(args.scenario)  # everything `gridtwin validate` checks, one line on a mistake
     twin = Twin(s)
     try:
         host = EmulatorHost(twin, host=args.host, port_base=args.port_base, rtu=not args.no_rtu)

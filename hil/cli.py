@@ -99,12 +99,10 @@ def cmd_scenario(args) -> int:
     from gridtwin_cli import UserError
     from hil.coordinator import run_hil
     from hil.session import HilError
-    from scenarios.load import load_scenario
-    from twin.cli import progress_bar, report_outcome
+    from twin.cli import load_checked, progress_bar, report_outcome
 
-    s = load_scenario(args.scenario)
-    if args.duration_s:
-        s.duration_s = args.duration_s
+    over = {} if args.duration_s is None else {"duration_s": args.duration_s}  # checked by the model
+    s, _ = load_checked(args.scenario, over, {"duration_s": "--duration-s"})
     if args.speed <= 0:
         raise UserError(f"--speed must be > 0, got {args.speed:g}")
     update, close = progress_bar(args.quiet, f"{s.name} (hil)")

@@ -82,3 +82,18 @@ def test_duration_override_applies(tmp_path):
 
     s, _ = load_checked(write(tmp_path, TINY), {"duration_s": 120.0}, {"duration_s": "--duration-s"})
     assert s.duration_s == 120.0
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["hil", "scenario", "{p}", "--out", "{runs}", "--quiet", "--duration-s", "0"],
+     ["duration_s (set by --duration-s)", "greater than 0"]),
+    (["emulate", "{p}"], ["fleet[0].params.mode", "value 0 not allowed"]),
+])
+def test_other_commands_check_like_validate(capsys, tmp_path, args, expected):
+    """`gridtwin hil scenario` and `gridtwin emulate` load scenarios through the same check."""
+    path = write(tmp_path, TINY.replace("kind: pv, count: 5", "kind: tcl, count: 5, params: {mode: 0}")
+                 if args[0] == "emulate" else TINY)
+    argv = [a.format(p=path, runs=tmp_path / "runs") for a in args]
+    rc, _, err = gridtwin(capsys, *argv)
+    assert_user_error(rc, err, path, *expected)
+    assert not (tmp_path / "runs").exists()
