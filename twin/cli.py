@@ -97,6 +97,10 @@ def cmd_run(args) -> int:
     if args.duration_s is not None:
         overrides["duration_s"], flags["duration_s"] = args.duration_s, "--duration-s"
     scenario, _ = load_checked(args.scenario, overrides, flags, allow_long=args.allow_long)
+    try:  # a results root that cannot take the run folder must fail now, not after the run
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ScenarioError(f"--out {args.out}: cannot create the results folder: {e.strerror or e}") from None
     from hil.runner import run_scenario  # the run may attach the controller (hil wires it)
 
     try:
