@@ -22,14 +22,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from controller.acquisition import Acquisition
-from controller.commands import Command, Decision, GateResult
+from controller.commands import Command, GateResult
+from controller.field import FieldIO
 from controller.historian import Historian
 from controller.sources import merge
 from controller.sources.dr import DrProgram, DrState
 from controller.sources.emergency import EmergencySource
 from controller.sources.operator import OperatorSource
 from controller.sources.schedule import ScheduleSource
-from controller.state import Q_NAME, FleetState, empty_group, fill_from_values, group_infos
+from controller.safety.stage import GateStage
+from controller.state import FleetState, empty_group, group_infos
 from controller.tcl_dispatch import TclDispatcher
 
 log = logging.getLogger("controller.cycle")
@@ -57,14 +59,10 @@ class Controller:
     def __init__(self, links: dict, clock, gate, historian: Historian | None = None,
                  settings: CycleSettings | None = None, scheduler=None, snapshot_fn=None,
                  feeder_net=None, feeder_limits=None, extra_sources=()):
-        if gate is None:
-            raise ValueError("a controller needs a gate: SafetyGate, or PassThroughGate by name")
         self.links = links
         self.clock = clock
         self.hist = historian or Historian(":memory:", "NORMAL")
-        self.gate = gate
         self.feeder_net, self.feeder_limits = feeder_net, feeder_limits
-        self.snapshot_fn = snapshot_fn  # state -> what gate.check wants (None: the FleetState)
         self.cfg = settings or CycleSettings()
         self.scheduler = scheduler
         self.lock = threading.RLock()
@@ -79,7 +77,8 @@ class Controller:
         self.tcl = TclDispatcher(self.state)  # TCL groups: baseline, margin, switching law
         self.n_cycle = self.hist.last_cycle()
         self.acquisition = Acquisition()  # rediscovered ratings, data-quality checks (issue 17)
-        self.last_sent: dict[tuple[str, str], tuple[float, float]] = {}
+        self.stage = GateStage(gate, snapshot_fn, self.hist)  # the only path to the writes
+        self.io = FieldIO(links, self.state, self.hist, self.cfg, self._index)
         self.carry: dict[tuple[str, str], Command] = {}  # ramp-limited, on their way to target
         self.schedule_src = ScheduleSource(scheduler, self.hist, self.cfg.optimize_every_s,
                                            busy=lambda t: self.dr_program.active(t))
@@ -90,15 +89,31 @@ class Controller:
         self.sources = sorted([self.emergency_src, self.operator, self.dr_program, *extra_sources,
                                self.schedule_src], key=lambda s: -s.priority)
         self.priority = {s.name: s.priority for s in self.sources}
-        self._last_tel_t = -np.inf
         self.cycle_ms: list[float] = []
         self.last_report: dict = {}
-        self.last_gate = None
-        self.gate_totals = {"accepted": 0, "curtailed": 0, "rejected": 0}
-        self._gate_alarmed: set[str] = set()
         self._resume()
 
     # --- what the API and reports read ------------------------------------------------------------
+    @property
+    def gate(self):
+        return self.stage.gate
+
+    @property
+    def snapshot_fn(self):
+        return self.stage.snapshot_fn
+
+    @property
+    def last_gate(self) -> GateResult | None:
+        return self.stage.last_gate
+
+    @property
+    def gate_totals(self) -> dict:
+        return self.stage.gate_totals
+
+    @property
+    def last_sent(self) -> dict:
+        return self.io.last_sent
+
     @property
     def dr(self) -> dict[str, DrState]:
         return self.dr_program.events
@@ -191,12 +206,12 @@ class Controller:
         tm = {}
         t0 = time.perf_counter()
         self.n_cycle += 1
-        self._read(t)
+        self.io.read(t)
         self.acquisition.after_read(t, self.state, self.links, self.hist)
         t1 = time.perf_counter()
         tm["read_ms"] = 1e3 * (t1 - t0)
         self.state.t = t
-        n_unavail = self._estimate(t)
+        n_unavail = self.io.availability(t)
         self.tcl.observe(t, self.state)
         t2 = time.perf_counter()
         tm["estimate_ms"] = 1e3 * (t2 - t1)
@@ -209,20 +224,20 @@ class Controller:
         cmds = merge(cmds, self.priority)
         t4 = time.perf_counter()
         tm["dr_ms"] = 1e3 * (t4 - t3)
-        result = self._gate(t, cmds)
+        result = self.stage.check(t, cmds, self.state)
         for g in self.tcl.note_gate(result):  # a gate without a TCL model: keep them out
             self.hist.raise_alarm(t, "tcl_refused_by_gate", g, "safety gate rejects TCL force setpoints")
         self._carry(result)
         t5 = time.perf_counter()
         tm["gate_ms"] = 1e3 * (t5 - t4)
-        sp_rows = self._write(t, result.to_send())
+        sp_rows = self.io.write(t, result.to_send())
         t6 = time.perf_counter()
         tm["write_ms"] = 1e3 * (t6 - t5)
         tm["total_ms"] = 1e3 * (t6 - t0)
         dec_rows = [(d.command.device_id, d.command.setpoint, d.command.value, d.verdict, d.value,
                      d.command.source, ",".join(d.reasons)) for d in result.decisions
                     if d.verdict != "accepted"]
-        self.hist.record_cycle(self.n_cycle, t, tm, self._telemetry_rows(t), sp_rows, dec_rows,
+        self.hist.record_cycle(self.n_cycle, t, tm, self.io.telemetry_rows(t), sp_rows, dec_rows,
                                self.dr_program.perf, (len(cmds), sum(r[4] for r in sp_rows), n_unavail))
         self.cycle_ms.append(tm["total_ms"])
         self.last_report = {"cycle": self.n_cycle, "t": t, **{k: round(v, 3) for k, v in tm.items()},
@@ -240,132 +255,6 @@ class Controller:
                 self.carry[k] = d.command
             else:
                 self.carry.pop(k, None)
-
-    # --- parts ----------------------------------------------------------------------------------------
-    def _gate(self, t: float, cmds: list[Command]) -> GateResult:
-        """The gate's verdict on the batch; a failing gate rejects everything (fail safe).
-        Rejections and curtailments raise alarms (one per device while it lasts) and an event."""
-        try:
-            state = self.snapshot_fn(self.state) if self.snapshot_fn else self.state
-            result = self.gate.check(cmds, state)
-        except Exception as e:  # never write what the gate did not see through
-            log.warning("safety gate failed at %.0f: %s", t, e)
-            self.hist.raise_alarm(t, "gate_failed", None, f"{type(e).__name__}: {e}"[:300])
-            result = GateResult([Decision(c, "rejected", None, ["gate_error"]) for c in cmds])
-        else:
-            self.hist.clear_alarm("gate_failed", None)
-        self.last_gate = result
-        counts = {"accepted": 0, "curtailed": 0, "rejected": 0}
-        reasons: dict[str, int] = {}
-        for d in result.decisions:
-            counts[d.verdict] = counts.get(d.verdict, 0) + 1
-            dev = d.command.device_id
-            if d.verdict == "accepted":
-                if dev in self._gate_alarmed:
-                    self._gate_alarmed.discard(dev)
-                    self.hist.clear_alarm("gate_rejected", dev)
-                    self.hist.clear_alarm("gate_curtailed", dev)
-                continue
-            for r in d.reasons:
-                reasons[r] = reasons.get(r, 0) + 1
-            self._gate_alarmed.add(dev)
-            self.hist.raise_alarm(t, "gate_" + d.verdict, dev,
-                                  f"{d.command.setpoint}={d.command.value:g} ({d.command.source}) "
-                                  f"{d.verdict}" + ("" if d.value is None else f" to {d.value:g}")
-                                  + f": {','.join(d.reasons) or 'no reason given'}")
-        for k, v in counts.items():
-            self.gate_totals[k] = self.gate_totals.get(k, 0) + v
-        if counts["curtailed"] or counts["rejected"]:
-            self.hist.log_event(t, "gate", curtailed=counts["curtailed"], rejected=counts["rejected"],
-                                accepted=counts["accepted"], reasons=reasons)
-        return result
-
-    def _read(self, t: float) -> None:
-        done = set()
-        for gname, link in self.links.items():
-            if id(link) in done:
-                continue
-            done.add(id(link))
-            mine = [g for g, l in self.links.items() if l is link]
-            try:
-                if hasattr(link, "read_groups"):
-                    data = link.read_groups()
-                    for g in mine:
-                        gs = self.state.groups[g]
-                        gs.values, gs.quality, gs.available = data[g]
-                        gs.t = np.full(gs.n, t)
-                else:
-                    readings, status = link.read(), link.status()
-                    for g in mine:
-                        fill_from_values(self.state.groups[g], readings, status)
-            except Exception as e:  # the whole link failed: its devices are unavailable
-                log.warning("read of %s failed: %s", mine, e)
-                for g in mine:
-                    gs = self.state.groups[g]
-                    gs.available[:] = False
-                    for q in gs.quality.values():
-                        q[:] = 3
-                    for v in gs.values.values():
-                        v[:] = np.nan
-                self.hist.raise_alarm(t, "link_down", ",".join(mine), str(e)[:300])
-
-    def _estimate(self, t: float) -> int:
-        """Availability bookkeeping (alarms, forgetting setpoints of lost devices)."""
-        n = 0
-        for g in self.state.groups.values():
-            down = ~g.available
-            n += int(down.sum())
-            prev = getattr(g, "_prev_avail", None)
-            if prev is not None:
-                for j in np.flatnonzero(prev & down):
-                    self.hist.raise_alarm(t, "device_unavailable", g.ids[j], "device stopped answering")
-                    for k in [k for k in self.last_sent if k[0] == g.ids[j]]:
-                        del self.last_sent[k]
-                for j in np.flatnonzero(~prev & g.available):
-                    self.hist.clear_alarm("device_unavailable", g.ids[j])
-                    self.hist.log_event(t, "device_back", device_id=g.ids[j])
-            g._prev_avail = g.available.copy()
-        return n
-
-    def _write(self, t: float, cmds: list[Command]) -> list[tuple]:
-        rows = []
-        for c in cmds:
-            k = (c.device_id, c.setpoint)
-            last = self.last_sent.get(k)
-            if (last is not None and abs(last[0] - c.value) < self.cfg.write_deadband
-                    and t - last[1] < self.cfg.refresh_s):
-                continue
-            g, _ = self._index.get(c.device_id, (c.device_id.rpartition("/")[0], 0))
-            link = self.links.get(g)
-            ok = False
-            if link is not None:
-                try:
-                    ok = bool(link.write(c.device_id, c.setpoint, c.value))
-                except Exception as e:  # a write fault is reported, the cycle goes on
-                    log.info("write %s.%s failed: %s", c.device_id, c.setpoint, e)
-            if ok:
-                self.last_sent[k] = (c.value, t)
-            else:
-                self.last_sent.pop(k, None)
-            rows.append((c.device_id, c.setpoint, c.value, c.source, int(ok)))
-        return rows
-
-    def _telemetry_rows(self, t: float) -> list[tuple]:
-        """Every cycle the feeder-head meter and RTU (a few values, the operator's head trend);
-        every `telemetry_every_s` all devices (0: never)."""
-        due = self.cfg.telemetry_every_s > 0 and t - self._last_tel_t >= self.cfg.telemetry_every_s - 1e-9
-        if due:
-            self._last_tel_t = t
-        rows = []
-        for g in self.state.groups.values():
-            if not due and g.kind not in ("meter", "rtu"):
-                continue
-            for name, v in g.values.items():
-                q = g.quality[name]
-                for j, dev in enumerate(g.ids):
-                    x = v[j]
-                    rows.append((dev, name, None if not np.isfinite(x) else float(x), Q_NAME[int(q[j])]))
-        return rows
 
     # --- running ----------------------------------------------------------------------------------
     def run(self, stop: threading.Event, max_cycles: int | None = None) -> None:
