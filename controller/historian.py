@@ -138,18 +138,26 @@ class Historian:
                 self._readers.append(db)
         return db
 
-    def _rows(self, sql: str, args=()) -> list[dict]:
+    def _rows(self, sql: str, args=(), pause=None) -> list[dict]:
         db = self._reader()
         if db is None:
             with self._lock:
                 return self._fetch(self._db, sql, args)
-        return self._fetch(db, sql, args)
+        return self._fetch(db, sql, args, pause)
 
     @staticmethod
-    def _fetch(db, sql, args) -> list[dict]:
+    def _fetch(db, sql, args, pause=None) -> list[dict]:
+        """Rows as dicts; `pause()` is called between chunks of 500 (the API steps aside for
+        the cycle there)."""
         cur = db.execute(sql, args)
         cols = [c[0] for c in cur.description]
-        return [dict(zip(cols, r)) for r in cur.fetchall()]
+        if pause is None:
+            return [dict(zip(cols, r)) for r in cur.fetchall()]
+        out = []
+        while chunk := cur.fetchmany(500):
+            out += [dict(zip(cols, r)) for r in chunk]
+            pause()
+        return out
 
     def close(self) -> None:
         with self._lock:
@@ -298,7 +306,7 @@ class Historian:
 
     def query(self, table: str, since: float | None = None, until: float | None = None,
               device_id: str | None = None, limit: int = 1000, before: int | None = None,
-              with_rowid: bool = False) -> list[dict]:
+              with_rowid: bool = False, pause=None) -> list[dict]:
         """The newest `limit` rows (oldest first) matching the filters; `before` pages back:
         only rows with a rowid below it (the previous page's smallest `_rowid`)."""
         if table not in QUERYABLE:
@@ -320,4 +328,4 @@ class Historian:
         sql = (f"SELECT {'rowid AS _rowid, ' if with_rowid else ''}* FROM {table}"
                + (" WHERE " + " AND ".join(where) if where else ""))
         sql += f" ORDER BY rowid DESC LIMIT {max(1, min(int(limit), MAX_ROWS))}"
-        return self._rows(sql, args)[::-1]
+        return self._rows(sql, args, pause)[::-1]

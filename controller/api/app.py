@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import re
+import sys
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import anyio.to_thread
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -82,6 +85,26 @@ def _clean(x):
     return x
 
 
+def _dumps(obj) -> str:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False,
+                      default=lambda o: o.item() if hasattr(o, "item") else str(o))
+
+
+def _json(obj, headers: dict | None = None, pause=None) -> Response:
+    """Encode in the worker thread that built the rows: FastAPI would run jsonable_encoder over
+    a large result on the event loop, where it holds up every other request (the shed too).
+    A long list is encoded in chunks with `pause()` between them (steps aside for the cycle)."""
+    if pause is not None and isinstance(obj, list) and len(obj) > 500:
+        parts = []
+        for k in range(0, len(obj), 500):
+            parts.append(_dumps(obj[k:k + 500])[1:-1])
+            pause()
+        body = "[" + ",".join(p for p in parts if p) + "]"
+    else:
+        body = _dumps(obj)
+    return Response(body, media_type="application/json", headers=headers)
+
+
 class DeliveryWatch:
     """Under-delivery alarm: an active DR event whose metered reduction, averaged over the
     last `window_s`, stays below `pct` % of the request raises `dr_under_delivery`."""
@@ -119,12 +142,18 @@ def create_app(controller, tokens: TokenStore | dict[str, dict],
     """The API over `controller`. `watch_s`: how often a background thread refreshes the
     snapshot and checks DR delivery (0: only on requests)."""
     st = settings or ApiSettings()
+    # a thread waiting for the GIL after I/O (the cycle, many times per cycle) waits one switch
+    # interval at most; 5 ms (the default) per Modbus/SQLite step starves a cycle under API load
+    sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
     store = tokens if isinstance(tokens, TokenStore) else TokenStore(tokens)
     stop = threading.Event()
     urgent = ThreadPoolExecutor(1, thread_name_prefix="api-emergency")
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
+        # sync endpoints share 8 worker threads (not anyio's 40): fewer threads to take the GIL
+        # from the cycle; the emergency endpoints have their own thread
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 8
         yield
         stop.set()
         urgent.shutdown(wait=False)
@@ -203,6 +232,7 @@ def create_app(controller, tokens: TokenStore | dict[str, dict],
         temperature), comfort_pct (usable units inside their comfort band), on_pct, held_off and
         flexibility (virtual battery: up_kw, down_kw, energy_kwh); plus the reduction margin.
         `cycle` is the last cycle's report; `snapshot_cycle` the cycle this picture is from."""
+        view.yield_to_cycle()
         s = view.get()
         return {"t": s.t, "groups": s.summary, "margin": s.margin, "emergency": s.emergency,
                 "cycle": s.last_report, "snapshot_cycle": s.n_cycle}
@@ -242,6 +272,7 @@ def create_app(controller, tokens: TokenStore | dict[str, dict],
         good, stale, invalid, missing, suspect)."""
         s = view.get()
         rows = []
+        view.yield_to_cycle()
         for group, kind, ids, usable, avail, insvc, values, quality, _ in s.groups:
             for j, dev in enumerate(ids):
                 if unavailable and usable[j]:
@@ -253,7 +284,7 @@ def create_app(controller, tokens: TokenStore | dict[str, dict],
                   "values": {k: {"value": _clean(float(v[j])), "quality": Q_NAME.get(int(quality[k][j]), "?")}
                              for k, v in values.items()}}
                  for group, kind, j, dev, avail, insvc, values, quality in rows[offset:offset + limit]]
-        return {"total": len(rows), "items": items}
+        return _json({"total": len(rows), "items": items})
 
     @app.get("/api/head")
     def head(window_s: float = Query(6 * 3600.0, allow_inf_nan=False), user: dict = Depends(viewer)):
@@ -261,6 +292,7 @@ def create_app(controller, tokens: TokenStore | dict[str, dict],
         else the RTU's head measurement) over the last `window_s`, beside the schedule in force:
         the planned head P where the scheduler had a net-load forecast (`schedule_kind` "head"),
         else the planned battery total ("battery_total")."""
+        view.yield_to_cycle()
         s = view.get()
         src = next(((g[2][0], "p_kw", "q_kvar") for g in s.groups if g[1] == "meter" and g[2]), None)
         src = src or next(((g[2][0], "head_p_kw", "head_q_kvar") for g in s.groups
@@ -296,10 +328,12 @@ def create_app(controller, tokens: TokenStore | dict[str, dict],
     @app.get("/api/dr/events")
     def dr_events(user: dict = Depends(viewer)):
         """All DR events with status and metered performance."""
+        view.yield_to_cycle()
         return [{k: _clean(v) for k, v in e.items()} for e in view.get().dr]
 
     @app.get("/api/alarms")
     def alarms(active: bool = False, user: dict = Depends(viewer)):
+        view.yield_to_cycle()
         return hist.alarms(active_only=active)
 
     @app.get("/api/gate")
@@ -316,7 +350,7 @@ def create_app(controller, tokens: TokenStore | dict[str, dict],
                                 for k, v in s.gate_report.items()}}
 
     @app.get("/api/history/{table}")
-    def history(request: Request, response: Response, table: str = Path(pattern=SAFE_ID),
+    def history(request: Request, table: str = Path(pattern=SAFE_ID),
                 since: float | None = Query(None, allow_inf_nan=False),
                 until: float | None = Query(None, allow_inf_nan=False),
                 device_id: str | None = Query(None, pattern=DEVICE_ID),
@@ -331,24 +365,28 @@ def create_app(controller, tokens: TokenStore | dict[str, dict],
         with history_slots:
             try:
                 rows = hist.query(table, since, until, device_id, min(limit, st.history_page_rows),
-                                  before=before, with_rowid=True)
+                                  before=before, with_rowid=True, pause=view.yield_to_cycle)
             except ValueError as e:
                 raise HTTPException(404, str(e)) from None
-        if len(rows) >= min(limit, st.history_page_rows):
-            response.headers["X-Next-Before"] = str(rows[0]["_rowid"])
+        more = len(rows) >= min(limit, st.history_page_rows)
+        headers = {"X-Next-Before": str(rows[0]["_rowid"])} if more else None
         for r in rows:
             del r["_rowid"]
-        return rows
+            for k, v in r.items():
+                if isinstance(v, float) and not math.isfinite(v):
+                    r[k] = None
+        return _json(rows, headers, pause=view.yield_to_cycle)
 
     @app.get("/api/audit")
     def audit_trail(limit: int = Query(100, ge=1, le=10**9), user: dict = Depends(operator)):
         with history_slots:
-            return hist.query("audit", limit=min(limit, st.history_page_rows))
+            return _json(hist.query("audit", limit=min(limit, st.history_page_rows)))
 
     @app.get("/metrics")
     def prometheus(user: dict = Depends(viewer)):
         """Prometheus text format: cycle time by part, devices by quality, gate verdicts, DR
         requested vs delivered, margin, emergency, alarms, refused API requests."""
+        view.yield_to_cycle()
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     # --- writes (operator+) ------------------------------------------------------------------------

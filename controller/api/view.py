@@ -117,6 +117,20 @@ class StateView:
         finally:
             self._build_lock.release()
 
+    def cycle_running(self) -> bool:
+        """The cycle (or an emergency action) holds the controller's lock right now."""
+        if self.ctl.lock.acquire(blocking=False):
+            self.ctl.lock.release()
+            return False
+        return True
+
+    def yield_to_cycle(self, max_s: float = 2.0) -> None:
+        """Heavy API work calls this between chunks: while a cycle runs, step aside (a Python
+        thread holding the GIL would otherwise slow every I/O step of the cycle)."""
+        end = time.monotonic() + max_s
+        while self.cycle_running() and time.monotonic() < end:
+            time.sleep(0.0005)
+
     def get(self) -> Snapshot:
         self.refresh()
         if self._snap is None:  # the cycle held the lock through startup: wait once, bounded
