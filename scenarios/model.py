@@ -287,7 +287,7 @@ class FaultSpec(Strict):
     duration_s: float = Field(gt=0, le=MAX_DURATION_S)
     kind: Literal["latency", "drop", "exception", "freeze", "wrong_scale", "refuse",
                   "reset", "iec104_link_loss", "iec104_invalid"]
-    target: str = Field(description="fleet group name, group:index, or 'rtu'")
+    target: str = Field(description="fleet group name, group:index, 'meter' or 'rtu'")
     value: float | None = Field(None, description="latency in s, exception code, scale factor, ...")
 
 
@@ -433,11 +433,11 @@ class Scenario(Strict):
             if f.at_s >= self.duration_s:
                 raise At(f"faults[{i}].at_s", f"after the run ends (duration_s {self.duration_s:g})", f.at_s)
             group, _, index = f.target.partition(":")
-            if group == "rtu" and not index:
+            if group in ("rtu", "meter") and not index:
                 continue
             if group not in counts:
                 raise At(f"faults[{i}].target", f"names no fleet group; fleet groups: "
-                         f"{', '.join(names) or 'none'} (or 'rtu')", f.target)
+                         f"{', '.join(names) or 'none'} (or 'meter', 'rtu')", f.target)
             if index and (not index.isdigit() or int(index) >= counts[group]):
                 raise At(f"faults[{i}].target", f"index must be 0..{counts[group] - 1}", f.target)
         for i, a in enumerate(self.hil.actions):

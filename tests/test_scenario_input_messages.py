@@ -29,6 +29,8 @@ def test_errors_beyond_the_bound_are_counted(capsys, tmp_path):
                   "groups: [pvv]}]", "dr_events[0].groups[0]: unknown fleet group 'pvv'; fleet groups: pv"),
     ("count: 5}", "count: 5}\nfaults: [{at_s: 10, duration_s: 5, kind: drop, target: 'pv:7'}]",
      "faults[0].target: index must be 0..4 (got 'pv:7')"),
+    ("count: 5}", "count: 5}\nfaults: [{at_s: 10, duration_s: 5, kind: drop, target: meters}]",
+     "faults[0].target: names no fleet group; fleet groups: pv (or 'meter', 'rtu') (got 'meters')"),
     ("count: 5}", "count: 5}\nfaults: [{at_s: 900, duration_s: 5, kind: drop, target: pv}]",
      "faults[0].at_s: after the run ends (duration_s 600) (got 900"),
     ("duration_s: 600", "duration_s: 600\npower_flow_interval_s: 90\ndevice_step_s: 60",
