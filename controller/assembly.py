@@ -34,6 +34,7 @@ class Spec:
     dr_events: list = field(default_factory=list)  # objects with id, start, duration_s, reduction_kw, groups
     dr_source: str = "scenario"
     settings: dict = field(default_factory=dict)  # CycleSettings overrides (replays)
+    volt_var: bool = True  # volt/VAR command source (with the safety gate)
 
     @classmethod
     def from_scenario(cls, s) -> Spec:
@@ -65,9 +66,14 @@ def assemble(spec: Spec, links: dict, clock, historian: Historian | None = None,
     kinds = {d.kind: d.device_id for link in {id(l): l for l in links.values()}.values()
              for d in link.devices()}
     gate, snapshot_fn = _gate(spec, feeder_net, limits, clock)
+    extra = []
+    if spec.volt_var and snapshot_fn is not None:  # needs the SafetyGate's feeder model
+        from controller.sources.voltvar import VoltVarSource
+
+        extra.append(lambda c: VoltVarSource(c))
     ctl = Controller(links, clock, gate, historian=hist, settings=spec.cycle_settings(),
                      scheduler=_scheduler(spec, kinds, price_fn, hist, clock), snapshot_fn=snapshot_fn,
-                     feeder_net=feeder_net, feeder_limits=limits)
+                     feeder_net=feeder_net, feeder_limits=limits, extra_sources=extra)
     known = {r["id"] for r in hist.dr_events()}
     for ev in spec.dr_events:
         if ev.id in known:

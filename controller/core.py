@@ -59,6 +59,7 @@ class Controller:
     def __init__(self, links: dict, clock, gate, historian: Historian | None = None,
                  settings: CycleSettings | None = None, scheduler=None, snapshot_fn=None,
                  feeder_net=None, feeder_limits=None, extra_sources=()):
+        """extra_sources: callables ctl -> command source (controller/sources/)."""
         self.links = links
         self.clock = clock
         self.hist = historian or Historian(":memory:", "NORMAL")
@@ -86,7 +87,8 @@ class Controller:
         self.emergency_src = EmergencySource(self)
         self.operator = OperatorSource()
         # priority order: emergency, operator, DR, volt/VAR, schedule (lower number wins)
-        self.sources = sorted([self.emergency_src, self.operator, self.dr_program, *extra_sources,
+        extra = [make(self) for make in extra_sources]  # e.g. volt/VAR (controller.assembly)
+        self.sources = sorted([self.emergency_src, self.operator, self.dr_program, *extra,
                                self.schedule_src], key=lambda s: -s.priority)
         self.priority = {s.name: s.priority for s in self.sources}
         self.cycle_ms: list[float] = []
