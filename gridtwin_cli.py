@@ -33,10 +33,28 @@ def _version() -> str:
         return "0+unknown"
 
 
+class _Help(argparse.HelpFormatter):
+    """Shows each option's default where its help text does not already say it."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        if (action.default not in (None, False, [], argparse.SUPPRESS) and "default" not in h
+                and action.option_strings and action.nargs != 0):
+            h += " (default: %(default)s)"
+        return h
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *a, **kw):
+        kw.setdefault("formatter_class", _Help)
+        super().__init__(*a, **kw)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gridtwin", description="VPP digital twin and HIL testbed")
+    parser = _Parser(prog="gridtwin", description="VPP digital twin and HIL testbed",
+                     epilog="gridtwin COMMAND --help shows each command's options.")
     parser.add_argument("--version", action="version", version=f"gridtwin {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module, _ in COMMANDS:
         try:
             mod = importlib.import_module(module)
@@ -50,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:  # no command: the overview, not an error
+        parser.print_help()
+        return 0
     args = parser.parse_args(argv)
     from grid_models.feeders import FeederError
     from scenarios.load import ScenarioError

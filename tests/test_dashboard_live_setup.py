@@ -73,3 +73,16 @@ def test_init_writes_config_matching_the_running_emulator(tmp_path):
                             "--port-base", str(base), "--out", str(tmp_path / "live")],
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "exists (give --force" in again.stderr
+
+
+def test_cli_without_arguments_prints_help_and_schema_works_from_any_folder(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "gridtwin_cli.py")], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path)
+    assert r.returncode == 0 and "usage: gridtwin" in r.stdout and "hil" in r.stdout and not r.stderr
+    out = tmp_path / "schema.json"
+    r = subprocess.run([sys.executable, str(ROOT / "gridtwin_cli.py"), "schema", "--out", str(out)],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0 and out.stat().st_size > 1000, r.stderr
+    h = subprocess.run([sys.executable, str(ROOT / "gridtwin_cli.py"), "hil", "run", "--help"],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path).stdout
+    assert "suite YAML file" in h and "(default: runs/hil)" in h and "(default: failed)" in h

@@ -26,7 +26,8 @@ def register(sub) -> None:
     f = sub.add_parser("feeders", help="list built-in feeders")
     f.set_defaults(func=cmd_feeders)
     s = sub.add_parser("schema", help="write the scenario JSON Schema")
-    s.add_argument("--out", default="scenarios/schema.json")
+    s.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "scenarios" / "schema.json"),
+                   help="where to write it (default: the package's scenarios/schema.json, from any folder)")
     s.set_defaults(func=cmd_schema)
 
 
