@@ -76,12 +76,18 @@ def positions(grid: dict) -> dict[int, tuple[float, float]]:
     return bfs_positions([int(b["id"]) for b in buses], edges, grid.get("root_bus"))
 
 
-def branches(grid: dict) -> list[dict]:
-    """Lines and transformers alike: from_bus, to_bus, loading_pct, name."""
+def branches(grid: dict, switches: bool = True) -> list[dict]:
+    """Lines and transformers alike: from_bus, to_bus, loading_pct, name; closed bus-bus
+    switches too (they join e.g. CIGRE LV's source bus to its transformers)."""
     out = list(grid.get("lines", []))
     for t in grid.get("trafos", []):
         out.append({"from_bus": t.get("hv_bus", t.get("from_bus")), "to_bus": t.get("lv_bus", t.get("to_bus")),
                     "loading_pct": t.get("loading_pct"), "name": t.get("name", "trafo"), "trafo": True})
+    if switches:
+        for sw in grid.get("switches", []):
+            if sw.get("closed", True):
+                out.append({"from_bus": sw["from_bus"], "to_bus": sw["to_bus"], "loading_pct": None,
+                            "name": sw.get("name", "switch"), "switch": True})
     return out
 
 
@@ -90,10 +96,20 @@ def one_line_figure(grid: dict, v_min_pu: float = 0.95, v_max_pu: float = 1.05) 
     pos = positions(grid)
     data = []
     bands: list[tuple[list, list, list]] = [([], [], []) for _ in LOADING_BANDS]
+    sw_x, sw_y, tr_x, tr_y, tr_txt = [], [], [], [], []
     for br in branches(grid):
         a, b = pos.get(int(br["from_bus"])), pos.get(int(br["to_bus"]))
         if a is None or b is None:
             continue
+        if br.get("switch"):
+            sw_x += [a[0], b[0], None]
+            sw_y += [a[1], b[1], None]
+            continue
+        if br.get("trafo"):
+            tr_x.append((a[0] + b[0]) / 2)
+            tr_y.append((a[1] + b[1]) / 2)
+            ld = br.get("loading_pct")
+            tr_txt.append(f"{br.get('name', 'trafo')}: " + (f"{ld:.1f} %" if ld is not None else "n/a"))
         load = br.get("loading_pct")
         k = next(i for i, (hi, _, _) in enumerate(LOADING_BANDS) if load is None or load < hi)
         xs, ys, txt = bands[k]
@@ -104,11 +120,20 @@ def one_line_figure(grid: dict, v_min_pu: float = 0.95, v_max_pu: float = 1.05) 
     for (hi, colour, label), (xs, ys, txt) in zip(LOADING_BANDS, bands):
         data.append({"type": "scatter", "x": xs, "y": ys, "mode": "lines", "line": {"color": colour, "width": 3},
                          "name": f"loading {label}", "text": txt, "hoverinfo": "text", "showlegend": bool(xs)})
+    if sw_x:
+        data.append({"type": "scatter", "x": sw_x, "y": sw_y, "mode": "lines", "name": "switch (closed)",
+                     "line": {"color": "#999", "width": 1.5, "dash": "dot"}, "hoverinfo": "skip"})
+    if tr_x:
+        data.append({"type": "scatter", "x": tr_x, "y": tr_y, "mode": "markers", "name": "transformer",
+                     "marker": {"symbol": "circle-open-dot", "size": 16, "color": "#444", "line": {"width": 2}},
+                     "text": tr_txt, "hoverinfo": "text"})
     buses = [b for b in grid.get("buses", []) if int(b["id"]) in pos]
     ids = [int(b["id"]) for b in buses]
     v = [b.get("v_pu") for b in buses]
     data.append({
-        "type": "scatter", "x": [pos[i][0] for i in ids], "y": [pos[i][1] for i in ids], "mode": "markers",
+        "type": "scatter", "x": [pos[i][0] for i in ids], "y": [pos[i][1] for i in ids], "mode": "markers+text",
+        "textposition": "top center", "textfont": {"size": 8, "color": "#555"},
+        "texttemplate": [_short(b.get("name"), i) for i, b in zip(ids, buses)],
         "name": "bus voltage", "showlegend": False,
         "marker": {"size": 13, "color": [x if x is not None else 1.0 for x in v],
                     "colorscale": [[0, "#3b4cc0"], [0.5, "#dddddd"], [1, "#b40426"]],
@@ -117,10 +142,16 @@ def one_line_figure(grid: dict, v_min_pu: float = 0.95, v_max_pu: float = 1.05) 
         "text": [f"bus {i} {b.get('name', '')}: {x:.4f} pu" if x is not None else f"bus {i}: n/a"
               for i, b, x in zip(ids, buses, v)],
         "hoverinfo": "text"})
-    layout = base_layout(380, _title(v), margin={"t": 30, "l": 10, "r": 10, "b": 10},
+    layout = base_layout(400, _title(v), margin={"t": 30, "l": 10, "r": 10, "b": 40},
                          xaxis={"visible": False}, yaxis={"visible": False},
-                         legend={"orientation": "h", "y": 1.08}, uirevision="one-line")
+                         legend={"orientation": "h", "x": 0, "y": -0.02, "yanchor": "top"}, uirevision="one-line")
     return {"data": data, "layout": layout}
+
+
+def _short(name, i) -> str:
+    """Bus label on the diagram: the feeder's own name without a leading 'Bus '."""
+    n = str(name or i)
+    return n[4:] if n.lower().startswith("bus ") else n
 
 
 def _title(v: list) -> str:

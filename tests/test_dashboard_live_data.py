@@ -163,3 +163,18 @@ def test_one_line_of_cigre_lv_from_its_topology():
     drawn = sum(len(t["x"]) // 3 for t in fig["data"] if t["name"].startswith("loading"))
     assert drawn == len(net.line) + len(net.trafo)
     assert min(buses["marker"]["color"]) == pytest.approx(net.res_bus.vm_pu.min())
+
+
+def test_one_line_joins_switches_marks_transformers_and_names_buses():
+    grid = {"root_bus": 0,
+            "buses": [{"id": 0, "name": "Bus 0", "v_pu": 1.0}, {"id": 1, "name": "Bus R0", "v_pu": 1.0},
+                      {"id": 2, "name": "Bus R1", "v_pu": 0.99}],
+            "switches": [{"from_bus": 0, "to_bus": 1, "name": "S1", "closed": True}],
+            "trafos": [{"hv_bus": 1, "lv_bus": 2, "name": "Trafo R0-R1", "loading_pct": 40.0}]}
+    fig = one_line_figure(grid)
+    buses = next(t for t in fig["data"] if t["name"] == "bus voltage")
+    assert buses["x"] == [0.0, 1.0, 2.0]  # bus 0 joined through its switch, not floating alone
+    assert buses["texttemplate"] == ["0", "R0", "R1"]
+    tr = next(t for t in fig["data"] if t["name"] == "transformer")
+    assert tr["text"] == ["Trafo R0-R1: 40.0 %"] and tr["x"] == [1.5]
+    assert fig["layout"]["legend"]["y"] < 0  # legend below the diagram, clear of the title
