@@ -65,6 +65,8 @@ def _pv_controls(dev) -> dict[str, float]:
     """
     img, f, i = dev.image, dev.fleet, dev.index
     limits = [100.0]
+    if _has(img, "123.Conn") and img.raw(img.by_name["123.Conn"]) == 0:  # DISCONNECT
+        limits.append(0.0)
     if _on(img, "123.WMaxLim_Ena"):
         limits.append(_eng(img, "123.WMaxLimPct"))
     if _on(img, "704.WMaxLimPctEna"):
@@ -150,6 +152,8 @@ class EmulatedDevice:
         self.pf_devices: set = set()  # the host's set of devices in constant-PF mode
         self.rating_kva = float(rating_kva)
         self._vn_v: float | None = None
+        self._fresh = None  # (twin time, power flow, sf error, writes) the registers show
+        self._writes = 0
         self.image.resolve_auto_scale(self.sources())
         self.refresh()
 
@@ -206,11 +210,28 @@ class EmulatedDevice:
             out["wh_neg"] = float(self.acc[1][self.index or 0])
         return out
 
-    def refresh(self, address: int | None = None, count: int = 0) -> None:
-        """Publish twin values into the registers (those covering address..+count if given)."""
-        if not self.frozen:
-            only = None if address is None else self.image.covering(address, count)
-            self.image.publish(self.sources(), self.sf_error, only)
+    def refresh(self) -> None:
+        """Publish twin values into the registers, once per twin step (and after a write):
+        twin quantities only change when the twin steps, so every read sees current values
+        without recomputing them per request."""
+        tw = self.twin
+        key = (tw.t_s, id(tw.grid.result), self.sf_error, self._writes)
+        if self.frozen or key == self._fresh:
+            return
+        self.image.publish(self.sources(), self.sf_error)
+        self._fresh = key
+
+    def identity_objects(self) -> dict[int, bytes]:
+        """Modbus device identification objects (FC 0x2B/0x0E): SunSpec model 1's Mn, Md, Vr
+        for VendorName, ProductCode/ModelName and MajorMinorRevision."""
+        img = self.image
+
+        def const(name, default):
+            b = img.by_name.get(name)
+            return str(b.value if b is not None and b.value is not None else default).encode()[:64]
+
+        vendor, model, rev = const("1.Mn", "gridtwin"), const("1.Md", self.map_name), const("1.Vr", "1.0")
+        return {0: vendor, 1: model, 2: rev, 4: model, 5: model}
 
     # --- registers -> twin --------------------------------------------------------------------
     def apply_write(self, address: int, values: list[int]) -> None:
@@ -219,11 +240,17 @@ class EmulatedDevice:
         lo, hi = img.address_range()
         if address < lo or address + len(values) > hi:
             raise WriteRefused(2, f"write outside {lo}..{hi - 1}")
+        bad = next((a for a in range(address, address + len(values)) if a not in img.writable_regs), None)
+        if bad is not None:  # refused whole: IDs, lengths, read-only points, unmapped gaps
+            raise WriteRefused(2, f"register {bad} is not writable")
         touched = img.covering(address, len(values))
-        if not touched or any(not (b.writable or b.write) for b in touched):
-            raise WriteRefused(2, "register is read-only")
         before = list(img.regs)
+        self._writes += 1
         img.regs[address - lo:address - lo + len(values)] = [int(v) & 0xFFFF for v in values]
+        why = img.write_error(touched)
+        if why is not None:
+            img.regs[:] = before
+            raise WriteRefused(3, why)
         try:
             setpoints = {b.write: img.engineering(b) for b in touched if b.write}
             if self.law is not None:

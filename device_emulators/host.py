@@ -55,10 +55,12 @@ class EmulatorHost:
     """Start/stop the emulated devices of `twin`; `endpoints` is the table clients use."""
 
     def __init__(self, twin, skip_groups=(), host: str = "127.0.0.1", port_base: int | None = None,
-                 rtu: bool = True, meter: bool = True, groups=None, start_timeout_s: float = 60.0):
+                 rtu: bool = True, meter: bool = True, groups=None, start_timeout_s: float = 60.0,
+                 idle_timeout_s: float = 60.0):
         if not host.startswith("127."):
             raise ValueError(f"emulators bind loopback addresses only (127.0.0.0/8), not {host!r}")
         self.twin, self.host, self.port_base = twin, host, port_base
+        self.idle_timeout_s = idle_timeout_s  # Modbus connections idle this long are closed
         self.lock = threading.RLock()
         self.devices: dict[str, EmulatedDevice] = {}
         self.endpoints: list[Endpoint] = []
@@ -135,7 +137,7 @@ class EmulatorHost:
 
     def _add_port(self, devs, group, bus=None) -> None:
         port = self._port()
-        self._modbus.append(ModbusEndpoint(self.host, port, devs, self.lock))
+        self._modbus.append(ModbusEndpoint(self.host, port, devs, self.lock, self.idle_timeout_s))
         for d in devs:
             self.devices[d.device_id] = d
             b = bus if d.fleet is None else int(d.fleet.bus[d.index])

@@ -39,6 +39,14 @@ class PointDef:
     offset: int  # registers from the model's ID register (SunSpec) or absolute address
     type: str
     size: int
+    access: str = "R"  # SunSpec: "RW" points a client may write
+    symbols: tuple[int, ...] = ()  # enum values the model defines
+    units: str = ""
+
+
+def _pointdef(p: dict, name: str, off: int) -> PointDef:
+    return PointDef(name, off, p["type"], int(p.get("size", 1)), p.get("access", "R"),
+                    tuple(int(s["value"]) for s in p.get("symbols", [])), str(p.get("units", "")))
 
 
 @cache
@@ -52,16 +60,14 @@ def sunspec_layout(model_id: int) -> tuple[PointDef, ...]:
     group = json.loads(path.read_text())["group"]
     out, off = [], 0
     for p in group["points"]:
-        size = int(p.get("size", 1))
-        out.append(PointDef(p["name"], off, p["type"], size))
-        off += size
+        out.append(_pointdef(p, p["name"], off))
+        off += out[-1].size
     for g in group.get("groups", []):  # fixed sub-groups (e.g. 704 PFWInj) count toward L
         if g.get("count", 1) != 1:
             continue  # repeating groups: served with zero repeats
         for p in g["points"]:
-            size = int(p.get("size", 1))
-            out.append(PointDef(f"{g['name']}.{p['name']}", off, p["type"], size))
-            off += size
+            out.append(_pointdef(p, f"{g['name']}.{p['name']}", off))
+            off += out[-1].size
     return tuple(out)
 
 
@@ -152,6 +158,11 @@ class DeviceImage:
                     b = self._binding(known[name], start + known[name].offset, s, device_id, unit, mid)
                     self.by_name[f"{mid}.{name}"] = b
                     self.by_name.setdefault(name, b)
+                for p in layout:  # writable in SunSpec but not used by a control law: stored
+                    if p.access == "RW" and p.name not in spec:
+                        b = Binding(p, start + p.offset, writable=True)
+                        self.bindings.append(b)
+                        self.by_name[f"{mid}.{p.name}"] = b
                 regs += block
             regs += END_MODEL
             self.regs = regs
@@ -166,6 +177,8 @@ class DeviceImage:
                             write=r.get("write"))
                 self.bindings.append(b)
                 self.by_name[p.name] = b
+        self.writable_regs = {a for b in self.bindings if b.writable or b.write
+                              for a in range(b.address, b.address + b.point.size)}
         for b in self.bindings:
             if b.sf_point and b.sf_point not in self.by_name:
                 raise MapError(f"map {map_def['name']}: point {b.point.name} scale factor "
@@ -181,7 +194,7 @@ class DeviceImage:
                     sf_point=f"{mid}.{s['sf']}" if s.get("sf") else None, write=s.get("write"),
                     writable=bool(s.get("writable")),
                     auto=s.get("auto"))
-        if b.write or b.writable:
+        if b.write or b.writable or p.access == "RW":
             b.writable = True
         self.bindings.append(b)
         return b
@@ -203,6 +216,30 @@ class DeviceImage:
         if self.map["sunspec"]:
             return self.raw(b) * 10.0 ** self.sf(b) / b.factor
         return self.raw(b) * b.scale
+
+    def write_error(self, touched: list[Binding]) -> str | None:
+        """Why a write that left these bindings' registers as they now are breaks the model
+        definition (enum value not defined, percentage beyond 100, power factor outside
+        (0, 1]), or None. Checked before any control law sees the values."""
+        if not self.map["sunspec"]:
+            return None
+        for b in touched:
+            p, raw = b.point, self.raw(b)
+            if raw == NOT_IMPLEMENTED.get(p.type):
+                continue
+            if p.symbols and p.type.startswith("enum") and raw not in p.symbols:
+                return f"{p.name}={raw} is not one of {sorted(p.symbols)}"
+            units = p.units.lower()
+            if p.type.startswith(("enum", "bitfield", "sunssf", "string")):
+                continue
+            x = raw * 10.0 ** self.sf(b)
+            if "pct" in units or "%" in units:
+                lo = 0.0 if p.type.startswith("uint") else -100.0
+                if not lo <= x <= 100.0:
+                    return f"{p.name}={x:g} outside {lo:g}..100 %"
+            elif "cos" in units and not 0.0 < abs(x) <= 1.0:
+                return f"{p.name}={x:g}: power factor outside (0, 1]"
+        return None
 
     def resolve_auto_scale(self, sources: dict[str, float]) -> None:
         """Scale factors marked `auto`: the finest power of ten (10^-3 at best) at which the
