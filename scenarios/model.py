@@ -456,7 +456,7 @@ class Scenario(Strict):
         end = r.identify_s + r.holdout_s + r.duration_s
         if end > self.duration_s + 1e-9:
             raise At("duration_s", f"regulation windows (identify_s + holdout_s + duration_s) end at {end:g} s, "
-                     f"after the run ends", self.duration_s)
+                     f"after duration_s {self.duration_s:g}, the run's end", show=False)
         if r.step_s < self.device_step_s:
             raise At("regulation.step_s", f"must be >= device_step_s ({self.device_step_s:g})", r.step_s)
         return self

@@ -73,7 +73,7 @@ def test_duration_override_goes_through_the_model(capsys, tmp_path, value, expec
 def test_duration_override_cannot_cut_regulation_windows(capsys, tmp_path):
     path = ROOT / "scenarios" / "tcl_regulation.yaml"
     rc, _, err = gridtwin(capsys, "run", path, "--out", tmp_path / "runs", "--quiet", "--duration-s", "60")
-    assert_user_error(rc, err, path, "duration_s (set by --duration-s)", "regulation windows", "after the run ends")
+    assert_user_error(rc, err, path, "duration_s (set by --duration-s)", "regulation windows", "after duration_s 60, the run's end")
     assert not (tmp_path / "runs").exists()
 
 

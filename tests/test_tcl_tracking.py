@@ -80,7 +80,7 @@ def test_regulation_section_errors_are_one_line(tmp_path):
     bad.write_text(yaml.safe_dump(doc))
     with pytest.raises(ScenarioError) as e:
         load_scenario(bad)
-    assert "regulation.group 'nope' must name a fleet group of kind 'tcl'" in str(e.value)
+    assert "regulation.group: must name a fleet group of kind 'tcl' (got 'nope')" in str(e.value)
     assert "\n" not in str(e.value)
     doc["regulation"]["group"] = "acs"
     doc["regulation"]["duration_s"] = 7200
