@@ -247,7 +247,7 @@ class EmulatedDevice:
         before = list(img.regs)
         self._writes += 1
         img.regs[address - lo:address - lo + len(values)] = [int(v) & 0xFFFF for v in values]
-        why = img.write_error(touched)
+        why = img.write_error(touched, before)
         if why is not None:
             img.regs[:] = before
             raise WriteRefused(3, why)

@@ -217,7 +217,7 @@ class DeviceImage:
             return self.raw(b) * 10.0 ** self.sf(b) / b.factor
         return self.raw(b) * b.scale
 
-    def write_error(self, touched: list[Binding]) -> str | None:
+    def write_error(self, touched: list[Binding], before: list[int]) -> str | None:
         """Why a write that left these bindings' registers as they now are breaks the model
         definition (enum value not defined, percentage beyond 100, power factor outside
         (0, 1]), or None. Checked before any control law sees the values."""
@@ -225,8 +225,9 @@ class DeviceImage:
             return None
         for b in touched:
             p, raw = b.point, self.raw(b)
-            if raw == NOT_IMPLEMENTED.get(p.type):
-                continue
+            i = b.address - self.base
+            if raw == NOT_IMPLEMENTED.get(p.type) and before[i:i + p.size] == self.regs[i:i + p.size]:
+                continue  # an unimplemented value written back unchanged (block writes)
             if p.symbols and p.type.startswith("enum") and raw not in p.symbols:
                 return f"{p.name}={raw} is not one of {sorted(p.symbols)}"
             units = p.units.lower()
