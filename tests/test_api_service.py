@@ -26,9 +26,9 @@ ENV = dict(os.environ, GRIDTWIN_API_TOKENS="op-secret:olga:operator,vw-secret:vi
 CMD = [sys.executable, "-m", "gridtwin_cli", "controller", "serve", "--config"]
 
 
-def _config(tmp_path, ports, api_port, **api):
+def _config(tmp_path, ports, api_port, extra=None, **api):
     cfg = tmp_path / "controller.yaml"
-    cfg.write_text(yaml.safe_dump({
+    cfg.write_text(yaml.safe_dump({**(extra or {}),
         "name": "g17", "cycle_s": 0.25,
         "devices": [{"group": "bat", "kind": "battery", "ports": ports, "poll_s": 0.2}],
         "link": {"timeout_s": 0.3},
@@ -68,6 +68,13 @@ def test_insecure_secrets_and_exposure_refused(tmp_path):
         with pytest.raises(ConfigError, match=needle) as e:
             serve(load_config(_config(tmp_path, [1502], free_port(), **api)))
         assert "\n" not in str(e.value)
+    (tmp_path / "ven.crt").write_text("cert")
+    (tmp_path / "ven.key").write_text("key")
+    os.chmod(tmp_path / "ven.key", 0o640)
+    oa = {"openadr": {"vtn_url": "http://127.0.0.1:1/OpenADR2/Simple/2.0b", "cert_file": "ven.crt",
+                      "key_file": "ven.key"}}
+    with pytest.raises(ConfigError, match="openadr.key_file: .*chmod 600"):
+        serve(load_config(_config(tmp_path, [1502], free_port(), extra=oa)))
     assert not (tmp_path / "state").exists()  # nothing half-started
 
 

@@ -33,7 +33,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from controller.api.guard import DEVICE_ID, INT64_MAX, SAFE_ID, BodyLimit, DeniedAudit
+from controller.api.guard import DEVICE_ID, INT64_MAX, SAFE_ID, BodyLimit, CycleFirst, DeniedAudit
 from controller.api.view import StateView
 from controller.api_settings import ApiSettings
 from controller.commands import Command
@@ -160,6 +160,8 @@ def create_app(controller, tokens: TokenStore | dict[str, dict],
 
     app = FastAPI(title="gridtwin VPP controller", version="0.2", lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=st.max_body_bytes)
+    view = StateView(controller)
+    app.add_middleware(CycleFirst, busy=view.cycle_running)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -171,7 +173,6 @@ def create_app(controller, tokens: TokenStore | dict[str, dict],
     bearer = HTTPBearer(auto_error=False)
     hist = controller.hist
     clock = controller.clock
-    view = StateView(controller)
     metrics = ControllerMetrics(view, hist)
     denied = DeniedAudit(hist, clock, st.denied_audit_per_min, metrics.denied)
     watch = DeliveryWatch(controller, st.dr_under_delivery_pct, st.dr_under_delivery_s)
@@ -263,6 +264,9 @@ def create_app(controller, tokens: TokenStore | dict[str, dict],
                 "trafos": [{"hv_bus": int(r.hv_bus), "lv_bus": int(r.lv_bus), "name": str(r.name),
                             "loading_pct": m(f"trafo_loading_pct.{k}")}
                            for k, r in enumerate(net.trafo.itertuples())],
+                "switches": [{"from_bus": int(r.bus), "to_bus": int(r.element), "name": str(r.name),
+                              "closed": bool(r.closed)}  # bus-bus switches join the one-line
+                             for r in net.switch.itertuples() if r.et == "b"] if len(net.switch) else [],
                 "head_p_kw": m("head_p_kw"), "head_q_kvar": m("head_q_kvar")}
 
     @app.get("/api/devices")

@@ -4,6 +4,7 @@ in the audit trail without being able to fill the disk."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -55,6 +56,23 @@ class BodyLimit:
 
 class _TooLarge(Exception):
     pass
+
+
+class CycleFirst:
+    """While the control cycle runs (it holds the controller's lock for a few ms), requests
+    wait on the event loop before they start, so the cycle has the interpreter to itself;
+    the emergency endpoints never wait. Bounded: after `max_wait_s` a request goes ahead."""
+
+    def __init__(self, app, busy, max_wait_s: float = 2.0):
+        self.app, self.busy, self.max_wait_s = app, busy, max_wait_s
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and not scope.get("path", "").startswith("/api/emergency/"):
+            waited = 0.0
+            while waited < self.max_wait_s and self.busy():
+                await asyncio.sleep(0.001)
+                waited += 0.001
+        return await self.app(scope, receive, send)
 
 
 class DeniedAudit:

@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import logging
 import math
+import select
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 
 from pymodbus.client import ModbusTcpClient
-from pymodbus.exceptions import ModbusException
+from pymodbus.exceptions import ConnectionException, ModbusException
 
 from controller.links import regmaps
 from controller.links import sunspec as ss
@@ -57,6 +59,34 @@ RATINGS = {
     "battery": {"p_max_kw": [(124, "WChaMax", 1e-3)], "e_cap_kwh": [(713, "WHRtg", 1e-3)],
                 "soc_min_pct": [(124, "MinRsvPct", 1.0)]},
 }
+
+
+class _Client(ModbusTcpClient):
+    """pymodbus's sync TCP client waits for answers with select.select, which fails for file
+    descriptors >= 1024 (past ~1,000 devices, one connection each); this one waits with poll()."""
+
+    def recv(self, size: int | None) -> bytes:
+        if not self.socket:
+            raise ConnectionException(str(self))
+        self.socket.setblocking(False)
+        poller = select.poll()
+        poller.register(self.socket, select.POLLIN)
+        want = size if size else 4096
+        data: list[bytes] = []
+        got = 0
+        start = time.time()
+        end = start + (self.comm_params.timeout_connect or 0)
+        while want > 0:
+            if poller.poll(max(0.0, end - time.time()) * 1000.0):
+                chunk = self.socket.recv(want)
+                if chunk == b"":
+                    return self._handle_abrupt_socket_close(size, data, time.time() - start)
+                data.append(chunk)
+                got += len(chunk)
+            if not size or time.time() > end:
+                break
+            want = size - got
+        return b"".join(data)
 
 
 class ModbusLinkError(ValueError):
@@ -131,7 +161,7 @@ class ModbusLink(DeviceLink):
         with self._mu:
             c = self._clients.get(key)
             if c is None:
-                c = ModbusTcpClient(d.host, port=d.port, timeout=self.timeout_s, retries=0,
+                c = _Client(d.host, port=d.port, timeout=self.timeout_s, retries=0,
                                     reconnect_delay=0.0)
                 self._clients[key] = c
                 self._locks[key] = threading.Lock()
