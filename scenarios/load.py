@@ -271,6 +271,11 @@ def _referenced_files(path, s: Scenario):
         yield "base_load.path", s.base_load.path
     if s.prices.kind == "csv":
         yield "prices.path", s.prices.path
+    for i, g in enumerate(s.fleet):
+        sec = getattr(g.endpoint, "secure", None)
+        for key in ("key_file", "gateway_pubkey_file"):
+            if sec is not None and getattr(sec, key):
+                yield f"fleet[{i}].endpoint.secure.{key}", getattr(sec, key)
 
 
 def resolve_path(scenario: Scenario, rel: str) -> Path:

@@ -68,3 +68,11 @@ def test_subprocess_contract(tmp_path):
     assert_user_error(r.returncode, r.stderr, path, "fleet[0].params.mode")
     assert not (tmp_path / "runs").exists()
 
+
+
+def test_secure_channel_key_files_must_exist(capsys, tmp_path):
+    (tmp_path / "gw.json").write_text("{}")
+    text = fleet("  - {name: pv, kind: pv, count: 1, link: modbus, endpoint: {host: 127.0.0.2, port: 1502, "
+                 "map: sunspec_pv, secure: {gateway: '127.0.0.2:7700', key_file: missing.pem, "
+                 "gateway_pubkey_file: gw.json}}}")
+    rejected_everywhere(capsys, tmp_path, text, "fleet[0].endpoint.secure.key_file: file not found: missing.pem")
