@@ -17,8 +17,9 @@ return r;});};})();</script>"""
 
 
 def create_app(api_url: str | None = None, run_dirs=(), refresh_ms: int = 1000,
-               session_ttl_s: float = 8 * 3600.0) -> Dash:
-    """Build the app; `api_url` enables the live tab (behind a login), `run_dirs` the run viewer tab."""
+               session_ttl_s: float = 8 * 3600.0, sweep_dirs=()) -> Dash:
+    """Build the app; `api_url` enables the live tab (behind a login), `run_dirs` the run viewer
+    tab, `sweep_dirs` the sweep viewer tab."""
     app = Dash(__name__, title="gridtwin", suppress_callback_exceptions=True,
                update_title=None)
     tabs = []
@@ -37,8 +38,14 @@ def create_app(api_url: str | None = None, run_dirs=(), refresh_ms: int = 1000,
 
         tabs.append(dcc.Tab(label="Runs", value="runs", children=run_view.layout(runs)))
         run_view.register(app, runs)
+    if sweep_dirs:
+        from dashboard import sweep_view
+
+        sweeps = [sweep_view.load_sweep(d) for d in sweep_dirs]
+        tabs.append(dcc.Tab(label="Sweep", value="sweep", children=sweep_view.layout(sweeps)))
+        sweep_view.register(app, sweeps)
     if not tabs:
-        raise ValueError("dashboard needs --api URL and/or --run DIR")
+        raise ValueError("dashboard needs --api URL, --run DIR and/or --sweep DIR")
     app.layout = html.Div([
         html.H1("gridtwin operator dashboard", style={"fontSize": "22px"}),
         dcc.Tabs(id="tabs", value=tabs[0].value, children=tabs),

@@ -81,3 +81,33 @@ def test_run_viewer_in_browser(two_runs):
         assert "dr_event_start" in events and "ev2" in events
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         drv.save_screenshot(str(ARTIFACTS / "dashboard_runs.png"))
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="Debian chromium/chromium-driver not installed")
+def test_sweep_viewer_in_browser(tmp_path):
+    """A sweep's results table (the shape gridtwin sweep writes) as table + KPI-vs-parameter scatter."""
+    import pandas as pd
+    from selenium.webdriver.common.by import By
+
+    from dashboard.app import create_app
+    from dashboard.sweep_view import axes, load_sweep
+
+    d = tmp_path / "pv_quick-20260101T000000Z"
+    d.mkdir()
+    pd.DataFrame({"point": [0, 0, 1, 1], "replicate": [0, 1, 0, 1], "seed": [5, 6, 5, 6],
+                  "fleet[rooftop_pv].count": [20, 20, 60, 60],
+                  "voltage.max_pu": [1.0412345678, 1.0398, 1.0701, 1.0689],
+                  "energy_kwh.pv": [-120.5, -118.0, -360.2, -355.9], "status": ["ok"] * 4, "error": [""] * 4,
+                  "wall_s": [3.1, 3.0, 4.2, 4.0]}).to_parquet(d / "results.parquet")
+    params, kpis = axes(load_sweep(d)[1])
+    assert params == ["fleet[rooftop_pv].count"] and kpis == ["energy_kwh.pv", "voltage.max_pu"]
+    app = create_app(sweep_dirs=[d])
+    with serve_dash(app) as url, chromium() as drv:
+        drv.get(url)
+        wait_for(drv, lambda d_: "1.0412" in d_.find_element(By.ID, "sweep-table").text, what="sweep table")
+        assert "1.0412345678" not in drv.find_element(By.ID, "sweep-table").text  # formatted
+        xs = wait_for(drv, lambda d_: d_.execute_script(
+            "const g = document.querySelector('#sweep-scatter .js-plotly-plot');"
+            "return g && g.data && g.data.length ? g.data.map(t => Array.from(t.x)) : null;"), what="scatter")
+        assert xs == [[20, 60], [20, 60]]  # one trace per replicate, x = the PV count
+        assert drv.find_elements(By.CSS_SELECTOR, "#sweep-table .export")
