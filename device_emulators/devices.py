@@ -11,6 +11,18 @@ from device_emulators.register_map import DeviceImage, MapError, load_map
 from twin.fleet.base import SetpointError
 
 
+def cha_state(p_kw: float, soc_kwh: float, soc_min_kwh: float, e_cap_kwh: float) -> float:
+    """SunSpec 124 ChaSt: CHARGING 4 / DISCHARGING 3 while exchanging power; idle: EMPTY 2 at
+    the reserve, FULL 5 at capacity, HOLDING 6 in between."""
+    if p_kw > 1e-6:
+        return 4.0
+    if p_kw < -1e-6:
+        return 3.0
+    if soc_kwh <= soc_min_kwh + 1e-3 * e_cap_kwh:
+        return 2.0
+    return 5.0 if soc_kwh >= e_cap_kwh * (1 - 1e-3) else 6.0
+
+
 class WriteRefused(Exception):
     """A write the device answers with a Modbus exception (code in .code)."""
 
@@ -178,7 +190,8 @@ class EmulatedDevice:
             if self.kind == "battery":
                 out["soc_min_pct"] = 100.0 * f.soc_min_kwh[i] / f.e_cap_kwh[i]
                 out["e_avail_kwh"] = f.soc_kwh[i] - f.soc_min_kwh[i]
-                out["cha_state"] = 4.0 if f.p_kw[i] > 0 else (3.0 if f.p_kw[i] < 0 else 2.0)
+                out["cha_state"] = cha_state(float(f.p_kw[i]), float(f.soc_kwh[i]), float(f.soc_min_kwh[i]),
+                                             float(f.e_cap_kwh[i]))
                 out["rating_kva"] = out["p_max_kw"]
             else:
                 out["rating_kva"] = out.get("s_rated_kva", out.get("p_max_kw", 1.0))
@@ -188,6 +201,8 @@ class EmulatedDevice:
             avail = bool(f.available[i])
             throttled = out.get("p_limit_pct", 100.0) < 100.0
             out["state"] = (5.0 if throttled else 4.0) if avail else 1.0  # 103 St: MPPT/THROTTLED/OFF
+            if self.kind == "battery" and avail and abs(float(f.p_kw[i])) < 1e-6:
+                out["state"] = 8.0  # 103 St STANDBY: available, exchanging no power
             out["st_on"] = 1.0 if avail else 0.0  # 701 St, ConnSt
             out["inv_st"] = (4.0 if throttled else 3.0) if avail else 0.0  # 701 InvSt
             out["throt_pct"] = out.get("p_limit_pct", 100.0)
@@ -203,8 +218,12 @@ class EmulatedDevice:
                    v_ln_rating_v=1.2 * vn_v / math.sqrt(3.0), va_kva=s_kva,
                    a=s_kva * 1000.0 / (math.sqrt(3.0) * v_pu * vn_v) if v_pu > 0 else np.nan,
                    a_rating=1.2 * out["rating_kva"] * 1000.0 / (math.sqrt(3.0) * vn_v),
-                   # PF magnitude |P|/S, negative when the device absorbs VAr (generator view)
-                   pf=(abs(p) / s_kva * (-1.0 if q > 0 else 1.0)) if s_kva > 1e-9 else 1.0)
+                   # 103: PF magnitude |P|/S, negative when the device absorbs VAr (generator view)
+                   pf=(abs(p) / s_kva * (-1.0 if q > 0 else 1.0)) if s_kva > 1e-9 else 1.0,
+                   # 701 and 203: the sign of PF is the sign of the model's active power
+                   # (701 W > 0 injecting; 203 W > 0 importing)
+                   pf_gen=(abs(p) / s_kva * (-1.0 if p > 0 else 1.0)) if s_kva > 1e-9 else 1.0,
+                   pf_load=(abs(p) / s_kva * (-1.0 if p < 0 else 1.0)) if s_kva > 1e-9 else 1.0)
         if self.acc is not None:
             out["wh_pos"] = float(self.acc[0][self.index or 0])
             out["wh_neg"] = float(self.acc[1][self.index or 0])

@@ -304,3 +304,46 @@ def test_meter_energy_registers_integrate_head_power(rig):
         assert m.PhV.cvalue == pytest.approx(m.PPV.cvalue / 3**0.5, abs=10.0 ** m.V_SF.cvalue)
     finally:
         d.close()
+
+
+def test_power_factor_scaling_and_sign_conventions(rig):
+    """Issue 13 items 4 and 9: 701 PF is |P|/S (not 32.767), signed like 701 W (> 0 injecting);
+    the meter's 203 PF is signed like 203 W (> 0 importing)."""
+    twin, host, eps = rig
+    pv = twin.fleets["pv"]
+    d = sunspec(eps["pv/0"])
+    try:
+        m = d.models[701][0]
+        m.read()
+        p, q = -pv.p_kw[0], -pv.q_kvar[0]
+        assert m.PF.cvalue == pytest.approx(abs(p) / np.hypot(p, q), abs=2e-3) and m.PF.cvalue > 0
+    finally:
+        d.close()
+    d = sunspec(eps["meter/head"])
+    try:
+        m = d.models[203][0]
+        m.read()
+        r = twin.grid.result
+        s = np.hypot(r.p_head_kw, r.q_head_kvar)
+        assert m.PF.cvalue == pytest.approx(100 * np.sign(r.p_head_kw) * abs(r.p_head_kw) / s, abs=1.0)
+        assert np.sign(m.PF.cvalue) == np.sign(m.W.cvalue)
+    finally:
+        d.close()
+
+
+def test_idle_battery_is_holding_and_standby(rig):
+    """Issue 13 item 5: an idle battery between reserve and full reports ChaSt HOLDING (6) and
+    103 St STANDBY (8), not EMPTY / MPPT."""
+    twin, host, eps = rig
+    bat = twin.fleets["bat"]
+    bat.write("p_set_kw", 0, 0.0)
+    host.step(twin.t_s + 2)
+    assert bat.soc_min_kwh[0] < bat.soc_kwh[0] < bat.e_cap_kwh[0] and bat.p_kw[0] == 0
+    d = sunspec(eps["bat/0"])
+    try:
+        s124, s103 = d.models[124][0], d.models[103][0]
+        s124.read()
+        s103.read()
+        assert s124.ChaSt.cvalue == 6 and s103.St.cvalue == 8
+    finally:
+        d.close()
