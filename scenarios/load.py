@@ -61,6 +61,8 @@ class _Limited(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults` merges; keys written here override merged ones
             key = self.construct_object(key_node, deep=True)
             try:
                 hash(key)
@@ -117,6 +119,8 @@ def parse_yaml(path: Path, text: str):
         raise ScenarioError(f"{path}:{where} not valid YAML: {clip(getattr(e, 'problem', None) or e)}") from None
     except RecursionError:
         raise ScenarioError(f"{path}: <top level>: document nested too deeply") from None
+    except ValueError as e:  # e.g. an integer literal with more digits than Python converts
+        raise ScenarioError(f"{path}: not a usable YAML value: {clip(e, 160)}") from None
     finally:
         loader.dispose()
 

@@ -86,7 +86,7 @@ class Normal(Strict):
 
 class Choice(Strict):
     dist: Literal["choice"]
-    values: list[float] = Field(min_length=1)
+    values: list[float] = Field(min_length=1, max_length=100_000)
     weights: list[float] | None = None
 
     @model_validator(mode="after")
@@ -258,7 +258,7 @@ class Prices(Strict):
     kind: Literal["tou", "csv"] = "tou"
     path: str | None = Field(None, description="CSV with columns time, price_eur_per_mwh (kind 'csv')")
     base_eur_per_mwh: float = 80.0
-    periods: list[TouPeriod] = Field(default_factory=list)
+    periods: list[TouPeriod] = Field(default_factory=list, max_length=1000)
     extend: Extend = Field("none", description=EXTEND_HELP)
 
     @model_validator(mode="after")
@@ -367,16 +367,16 @@ class Scenario(Strict):
     power_flow_interval_s: float = Field(60.0, gt=0)
     seed: int = Field(0, ge=0, le=SEED_MAX, description="0 .. 2**32-1")
     feeder: Feeder
-    fleet: list[FleetGroup] = Field(default_factory=list)
+    fleet: list[FleetGroup] = Field(default_factory=list, max_length=1000)
     weather: Weather = Weather()
     base_load: BaseLoad = BaseLoad()
     prices: Prices = Prices()
-    dr_events: list[DrEvent] = Field(default_factory=list)
-    faults: list[FaultSpec] = Field(default_factory=list)
+    dr_events: list[DrEvent] = Field(default_factory=list, max_length=10_000)
+    faults: list[FaultSpec] = Field(default_factory=list, max_length=10_000)
     measurement: Measurement = Measurement()
     controller: ControllerSpec = ControllerSpec()
     outputs: Outputs = Outputs()
-    assertions: list[Assertion] = Field(default_factory=list)
+    assertions: list[Assertion] = Field(default_factory=list, max_length=1000)
     regulation: Regulation | None = None
     hil: HilSpec = HilSpec()
     _source_dir: Path | None = PrivateAttr(None)

@@ -83,3 +83,14 @@ def test_results_root_checked_before_the_run(capsys, tmp_path):
     rc, _, err = gridtwin(capsys, "run", path, "--out", tmp_path / "taken", "--quiet")
     assert rc == 2 and "--out" in err and "cannot create the results folder" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_integer_with_too_many_digits(capsys, tmp_path):
+    rejected_everywhere(capsys, tmp_path, TINY.replace("count: 5", "count: 1" + "0" * 5000),
+                        "not a usable YAML value", "digits")
+
+
+def test_too_many_fleet_groups(capsys, tmp_path):
+    groups = "".join(f"  - {{name: g{i}, kind: pv, count: 1}}\n" for i in range(1001))
+    text = TINY.replace("  - {name: pv, kind: pv, count: 5}\n", groups)
+    rejected_everywhere(capsys, tmp_path, text, "fleet: List should have at most 1000 items")

@@ -97,3 +97,12 @@ def test_other_commands_check_like_validate(capsys, tmp_path, args, expected):
     rc, _, err = gridtwin(capsys, *argv)
     assert_user_error(rc, err, path, *expected)
     assert not (tmp_path / "runs").exists()
+
+
+def test_yaml_merge_keys_work_and_explicit_duplicates_do_not(capsys, tmp_path):
+    merged = TINY.replace("  - {name: pv, kind: pv, count: 5}",
+                          "  - &pv {name: pv, kind: pv, count: 5}\n  - {<<: *pv, name: pv2, count: 3}")
+    rc, out, err = gridtwin(capsys, "validate", write(tmp_path, merged, "ok.yaml"))
+    assert rc == 0 and "8 devices in 2 groups" in out, err
+    rejected_everywhere(capsys, tmp_path, merged.replace("name: pv2,", "name: pv2, name: pv3,"),
+                        "duplicate key 'name'")
