@@ -44,6 +44,15 @@ def _utc(v: datetime) -> datetime:
     return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
 
 
+def _path_only_for_csv(section, is_csv: bool):
+    """A CSV path or extend option on a section that does not read a CSV would be ignored."""
+    if section.path and not is_csv:
+        raise At("path", "is used only with a CSV source (kind/profile 'csv')", section.path)
+    if section.extend != "none" and not is_csv:
+        raise At("extend", "is used only with a CSV source (kind/profile 'csv')", section.extend)
+    return section
+
+
 Extend = Literal["none", "hold", "cycle"]
 EXTEND_HELP = ("a CSV must cover the run window (none); or hold its first/last value (hold), "
                "or repeat it (cycle)")
@@ -136,9 +145,13 @@ class Feeder(Strict):
     @model_validator(mode="after")
     def _needs(self):
         if self.kind == "simbench" and not self.code:
-            raise ValueError("kind 'simbench' needs 'code' (e.g. 1-MV-rural--0-sw)")
+            raise At("code", "kind 'simbench' needs 'code' (e.g. 1-MV-rural--0-sw)")
         if self.kind == "pandapower_json" and not self.path:
-            raise ValueError("kind 'pandapower_json' needs 'path'")
+            raise At("path", "kind 'pandapower_json' needs 'path'")
+        if self.code and self.kind != "simbench":
+            raise At("code", f"is used only with kind 'simbench' (kind is {self.kind!r})", self.code)
+        if self.path and self.kind != "pandapower_json":
+            raise At("path", f"is used only with kind 'pandapower_json' (kind is {self.kind!r})", self.path)
         return self
 
 
@@ -224,8 +237,8 @@ class Weather(Strict):
     @model_validator(mode="after")
     def _needs(self):
         if self.kind == "csv" and not self.path:
-            raise ValueError("kind 'csv' needs 'path' (columns: time, ghi_w_m2, t_out_c)")
-        return self
+            raise At("path", "kind 'csv' needs 'path' (columns: time, ghi_w_m2, t_out_c)")
+        return _path_only_for_csv(self, self.kind == "csv")
 
 
 class BaseLoad(Strict):
@@ -238,7 +251,7 @@ class BaseLoad(Strict):
     def _needs(self):
         if self.profile == "csv" and not self.path:
             raise At("path", "profile 'csv' needs 'path' (columns: time, scale)")
-        return self
+        return _path_only_for_csv(self, self.profile == "csv")
 
 
 class TouPeriod(Strict):
@@ -265,7 +278,7 @@ class Prices(Strict):
     def _needs(self):
         if self.kind == "csv" and not self.path:
             raise At("path", "kind 'csv' needs 'path' (columns: time, price_eur_per_mwh)")
-        return self
+        return _path_only_for_csv(self, self.kind == "csv")
 
 
 class DrEvent(Strict):
@@ -359,7 +372,7 @@ class Outputs(Strict):
 
 
 class Scenario(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)
     description: str = ""
     start: datetime
     duration_s: float = Field(gt=0, le=MAX_DURATION_S)
@@ -414,6 +427,9 @@ class Scenario(Strict):
         for i, n in enumerate(names):
             if n in names[:i]:
                 raise At(f"fleet[{i}].name", "fleet group names must be unique", n)
+            if self.controller.enabled and self.fleet[i].count == 0:
+                raise At(f"fleet[{i}].count", "must be at least 1 while controller.enabled is true "
+                         "(the controller links every group)", 0)
         ids = [ev.id for ev in self.dr_events]
         end = self.start + timedelta(seconds=self.duration_s)
         for i, ev in enumerate(self.dr_events):
@@ -453,6 +469,8 @@ class Scenario(Strict):
         kinds = {g.name: g.kind for g in self.fleet}
         if kinds.get(r.group) != "tcl":
             raise At("regulation.group", "must name a fleet group of kind 'tcl'", r.group)
+        if not next(g.count for g in self.fleet if g.name == r.group):
+            raise At("regulation.group", "names a group with count 0; regulation needs devices", r.group)
         end = r.identify_s + r.holdout_s + r.duration_s
         if end > self.duration_s + 1e-9:
             raise At("duration_s", f"regulation windows (identify_s + holdout_s + duration_s) end at {end:g} s, "

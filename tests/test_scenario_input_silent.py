@@ -106,3 +106,15 @@ def test_yaml_merge_keys_work_and_explicit_duplicates_do_not(capsys, tmp_path):
     assert rc == 0 and "8 devices in 2 groups" in out, err
     rejected_everywhere(capsys, tmp_path, merged.replace("name: pv2,", "name: pv2, name: pv3,"),
                         "duplicate key 'name'")
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ("kind: cigre_mv}", "kind: cigre_mv, code: 1-MV-rural--0-sw}", "feeder.code: is used only with kind 'simbench'"),
+    ("kind: cigre_mv}", "kind: cigre_mv, path: net.json}", "feeder.path: is used only with kind 'pandapower_json'"),
+    ("duration_s: 600", "duration_s: 600\nweather: {path: w.csv}", "weather.path: is used only with a CSV source"),
+    ("duration_s: 600", "duration_s: 600\nprices: {extend: cycle}", "prices.extend: is used only with a CSV source"),
+    ("name: tiny", "name: " + "n" * 101, "name: String should have at most 100 characters"),
+    ("count: 5}", "count: 0}\ncontroller: {enabled: true}", "fleet[0].count: must be at least 1 while controller"),
+])
+def test_settings_that_would_be_ignored_or_crash(capsys, tmp_path, old, new, expected):
+    rejected_everywhere(capsys, tmp_path, TINY.replace(old, new), expected)

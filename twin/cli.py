@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -102,6 +103,8 @@ def cmd_run(args) -> int:
         Path(args.out).mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ScenarioError(f"--out {args.out}: cannot create the results folder: {e.strerror or e}") from None
+    if not os.access(args.out, os.W_OK | os.X_OK):
+        raise ScenarioError(f"--out {args.out}: results folder is not writable")
     from hil.runner import run_scenario  # the run may attach the controller (hil wires it)
 
     try:
