@@ -72,6 +72,12 @@ def main(argv=None) -> int:
     if not host.startswith("127."):
         print(f"hil.agent: --connect must be a loopback address, got {host!r}", file=sys.stderr)
         return 2
+    import logging
+
+    # controller.log (the coordinator sends our stdout there): the controller's own INFO lines
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO, force=True,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    log = logging.getLogger("hil.agent")
     chan = connect(host, int(port))
     chan.send({"op": "hello", "version": PROTOCOL_VERSION, "pid": __import__("os").getpid()})
     rt = None
@@ -83,6 +89,8 @@ def main(argv=None) -> int:
         chan.on_message = rt.record_channel
         chan.send({"op": "ready", "devices": rt.device_count(), "links": rt.link_names(),
                    "restored": rt.restored()})
+        log.info("controller ready (%s mode): %d devices over %s; state restored: %s", init["mode"],
+                 rt.device_count(), ", ".join(rt.link_names()), rt.restored())
         if init["mode"] == "realtime":
             return _serve_realtime(chan, rt)
         return _serve_lockstep(chan, rt)
@@ -99,6 +107,7 @@ def main(argv=None) -> int:
     finally:
         if rt is not None:
             rt.close()
+            log.info("controller stopped")
         chan.close()
 
 

@@ -11,12 +11,14 @@ def register(sub) -> None:
     p = sub.add_parser("hil", help="hardware-in-the-loop: suites, lockstep/real-time runs, replay")
     hs = p.add_subparsers(dest="hil_command", required=True)
     r = hs.add_parser("run", help="run a regression suite (suites/<name>.yaml)")
-    r.add_argument("suite")
+    r.add_argument("suite", help="suite YAML file, e.g. suites/regression.yaml")
     r.add_argument("--junit", help="write JUnit XML here")
     r.add_argument("--short", action="store_true", help="CI version: shorter runs, fewer devices")
     r.add_argument("--out", default="runs/hil", help="results root (default: runs/hil)")
     r.add_argument("--only", action="append", help="run only this case (repeatable)")
-    r.add_argument("--quiet", action="store_true")
+    r.add_argument("--keep-recordings", choices=["failed", "all"], default="failed",
+                   help="keep links.jsonl (for gridtwin hil replay) of failed cases only, or of all (default: %(default)s)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar or per-case lines")
     r.set_defaults(func=cmd_run)
     s = hs.add_parser("scenario", help="run one scenario under HIL (controller in its own process)")
     s.add_argument("scenario")
@@ -78,20 +80,48 @@ def cmd_gateway(args) -> int:
 
 def cmd_run(args) -> int:
     from gridtwin_cli import UserError
-    from hil.suite import SuiteError, junit_xml, print_table, run_suite
+    from hil.suite import SuiteError, junit_xml, print_table, recording, run_suite, totals_line
+    from twin.cli import progress_bar
+
+    bar = {"close": lambda: None}
+
+    def on_case(i, n, name, r):
+        if args.quiet:
+            return
+        if r is None:
+            print(f"[{i}/{n}] {name} ...", flush=True)
+            bar["update"], bar["close"] = progress_bar(False, f"  {name}")
+            return
+        bar["close"]()
+        verdict = "PASS" if r.passed else "FAIL"
+        n_ok = sum(a["passed"] for a in r.assertions)
+        print(f"[{i}/{n}] {name}: {verdict} ({n_ok}/{len(r.assertions)} assertions, {r.wall_s:.1f} s)"
+              + (f" -> {r.out}" if r.out else ""), flush=True)
+
+    def progress(done, total):
+        if "update" in bar:
+            bar["update"](done, total)
 
     try:
-        suite, results = run_suite(args.suite, args.out, short=args.short, only=args.only)
+        suite, results = run_suite(args.suite, args.out, short=args.short, only=args.only,
+                                   progress=None if args.quiet else progress, on_case=on_case,
+                                   keep_recordings=args.keep_recordings)
     except SuiteError as e:
         raise UserError(str(e)) from None
+    finally:
+        bar["close"]()
     if args.junit:
         Path(args.junit).parent.mkdir(parents=True, exist_ok=True)
         Path(args.junit).write_text(junit_xml(suite, results))
     print_table(suite, results)
     failed = [r for r in results if not r.passed]
     for r in failed:
-        why = (r.error or "").strip().splitlines()[0] if r.error else "assertion failed"
-        print(f"FAILED {r.name}: {why}" + (f" ({r.out})" if r.out else ""), file=sys.stderr)
+        why = (r.error or "").strip().splitlines()[0] if r.error else "; ".join(
+            f"{a['kpi']} {a['op']} {a['value']} (actual {a['actual']})" for a in r.assertions if not a["passed"])
+        rec = recording(r)
+        print(f"FAILED {r.name}: {why}" + (f" ({r.out})" if r.out else "")
+              + (f"; replay: gridtwin hil replay {r.out}" if rec else ""), file=sys.stderr)
+    print(totals_line(suite, results, args.out, args.junit))
     return 1 if failed else 0
 
 

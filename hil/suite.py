@@ -119,16 +119,45 @@ def run_case(case: Case, base: Path, out_root: Path, short: bool, progress=None)
 
 
 def run_suite(path: str | Path, out_root: str | Path = "runs/hil", short: bool = False,
-              only: list[str] | None = None, progress=None) -> tuple[Suite, list[CaseResult]]:
+              only: list[str] | None = None, progress=None, on_case=None,
+              keep_recordings: str = "failed") -> tuple[Suite, list[CaseResult]]:
+    """Run the suite's cases in order. `on_case(i, n, name, result_or_None)` is called before
+    (None) and after each case; `progress(done_s, total_s)` during one. Each case records its
+    links (links.jsonl, for `gridtwin hil replay`); `keep_recordings` "failed" deletes the
+    recording of a passed case, "all" keeps every one."""
     suite, base = load_suite(path)
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
+    cases = [c for c in suite.cases if not only or (c.name or Path(c.scenario).stem) in only]
     results = []
-    for c in suite.cases:
-        if only and (c.name or Path(c.scenario).stem) not in only:
-            continue
-        results.append(run_case(c, base, out_root, short, progress))
+    for i, c in enumerate(cases, 1):
+        if on_case:
+            on_case(i, len(cases), c.name or Path(c.scenario).stem, None)
+        r = run_case(c, base, out_root, short, progress)
+        rec = Path(r.out) / "links.jsonl" if r.out else None
+        if rec is not None and r.passed and keep_recordings == "failed" and rec.exists():
+            rec.unlink()
+        results.append(r)
+        if on_case:
+            on_case(i, len(cases), r.name, r)
     return suite, results
+
+
+def recording(r: CaseResult) -> Path | None:
+    """The case's links.jsonl if it was kept."""
+    p = Path(r.out) / "links.jsonl" if r.out else None
+    return p if p is not None and p.exists() else None
+
+
+def totals_line(suite: Suite, results: list[CaseResult], out_root, junit: str | None = None) -> str:
+    n_pass = sum(r.passed for r in results)
+    n_err = sum(1 for r in results if r.error is not None and not r.assertions and not r.passed)
+    n_fail = len(results) - n_pass - n_err
+    n_as = sum(len(r.assertions) for r in results)
+    n_as_ok = sum(a["passed"] for r in results for a in r.assertions)
+    return (f"suite {suite.name}: {n_pass} passed, {n_fail} failed, {n_err} errors "
+            f"({n_as_ok}/{n_as} assertions) in {sum(r.wall_s for r in results):.1f} s; results in {out_root}"
+            + (f"; JUnit {junit}" if junit else ""))
 
 
 def junit_xml(suite: Suite, results: list[CaseResult]) -> str:
@@ -145,14 +174,24 @@ def junit_xml(suite: Suite, results: list[CaseResult]) -> str:
                           value=f"{a['actual']} ({'pass' if a['passed'] else 'FAIL'})")
         if r.out:
             ET.SubElement(props, "property", name="results", value=r.out)
+        out_lines = [f"{'pass' if a['passed'] else 'FAIL'}: {a['kpi']} {a['op']} {a['value']} "
+                     f"(actual {a['actual']})" for a in r.assertions]
+        if r.out:
+            out_lines.append(f"results: {r.out}")
+            rec = recording(r)
+            if rec is not None:
+                out_lines.append(f"replay: gridtwin hil replay {r.out}")
         if r.error is not None and not r.assertions:
             e = ET.SubElement(tc, "error", message=r.error.splitlines()[0][:500])
             e.text = r.error
         elif not r.passed:
             failed = [a for a in r.assertions if not a["passed"]]
             msg = "; ".join(f"{a['kpi']} {a['op']} {a['value']} (actual {a['actual']})" for a in failed)
-            f = ET.SubElement(tc, "failure", message=msg[:500] or (r.error or "failed"))
-            f.text = msg or r.error
+            f = ET.SubElement(tc, "failure", message=msg[:500] or (r.error or "failed"),
+                              type="AssertionError")
+            f.text = "\n".join(out_lines) if out_lines else r.error
+        if out_lines:
+            ET.SubElement(tc, "system-out").text = "\n".join(out_lines)
     ET.indent(ts)
     return ET.tostring(ts, encoding="unicode", xml_declaration=True) + "\n"
 
@@ -163,16 +202,18 @@ def print_table(suite: Suite, results: list[CaseResult], console=None) -> None:
 
     console = console or Console()
     t = Table(title=f"HIL suite {suite.name}")
-    for col in ("case", "result", "assertions", "sim s / wall s", "wall s", "note"):
-        t.add_column(col)
+    t.add_column("case", overflow="fold", min_width=16)  # long case names wrap, never cut
+    for col in ("result", "passed", "sim x", "wall s"):  # passed: assertions; sim x: sim s per wall s
+        t.add_column(col, no_wrap=True)
+    t.add_column("note", overflow="fold", min_width=16)
     for r in results:
         n_ok = sum(a["passed"] for a in r.assertions)
         note = ""
         if r.error:
-            note = r.error.splitlines()[0][:70]
+            note = r.error.splitlines()[0][:200]
         elif not r.passed:
             a = next(a for a in r.assertions if not a["passed"])
-            note = f"{a['kpi']} {a['op']} {a['value']} (actual {a['actual']})"[:70]
+            note = f"{a['kpi']} {a['op']} {a['value']} (actual {a['actual']})"
         t.add_row(r.name, "[green]PASS[/]" if r.passed else "[bold red]FAIL[/]",
                   f"{n_ok}/{len(r.assertions)}", str(r.hil.get("sim_s_per_wall_s", "")),
                   f"{r.wall_s:.1f}", note)

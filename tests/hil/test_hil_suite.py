@@ -25,3 +25,30 @@ def test_short_regression_suite_passes(tmp_path):
                   "emergency_shed"):
         assert any(topic in n for n in names), topic
     assert not list(suite.iter("failure")) and not list(suite.iter("error"))
+    # progress per case, a totals line, each case's folder named; passed cases drop their recording
+    for i in range(1, 7):
+        assert f"[{i}/6] " in r.stdout
+    assert "suite regression: 6 passed, 0 failed, 0 errors" in r.stdout and f"JUnit {junit}" in r.stdout
+    outs = [p.get("value") for p in suite.iter("property") if p.get("name") == "results"]
+    assert len(outs) == 6 and all(Path(o, "summary.json").exists() for o in outs)
+    assert all("pass: " in (c.findtext("system-out") or "") for c in suite.iter("testcase"))
+
+
+def test_junit_failure_message_names_assertions_and_replay(tmp_path):
+    from hil.suite import CaseResult, Suite, junit_xml, totals_line
+
+    (tmp_path / "links.jsonl").write_text("{}\n")
+    bad = CaseResult("a_case_with_a_rather_long_name_that_used_to_be_cut_at_eighty_columns", "x.yaml", False, 3.0,
+                     [{"kpi": "dr.e1.delivery_pct", "op": ">=", "value": 90.0, "actual": 71.2, "passed": False},
+                      {"kpi": "violations.minutes", "op": "==", "value": 0.0, "actual": 0.0, "passed": True}],
+                     out=str(tmp_path))
+    good = CaseResult("ok", "y.yaml", True, 2.0, [{"kpi": "k", "op": "<", "value": 1.0, "actual": 0.5,
+                                                   "passed": True}], out=None)
+    suite = Suite(name="s", cases=[{"scenario": "x.yaml"}])
+    root = ET.fromstring(junit_xml(suite, [bad, good]).split("\n", 1)[1])
+    f = root.find("testcase/failure")
+    assert f.get("message") == "dr.e1.delivery_pct >= 90.0 (actual 71.2)"
+    assert "FAIL: dr.e1.delivery_pct >= 90.0 (actual 71.2)" in f.text and "pass: violations.minutes" in f.text
+    assert f"replay: gridtwin hil replay {tmp_path}" in f.text
+    assert totals_line(suite, [bad, good], "runs/hil") == (
+        "suite s: 1 passed, 1 failed, 0 errors (2/3 assertions) in 5.0 s; results in runs/hil")
