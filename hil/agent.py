@@ -77,6 +77,7 @@ def main(argv=None) -> int:
     # controller.log (the coordinator sends our stdout there): the controller's own INFO lines
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, force=True,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("pandapower").setLevel(logging.WARNING)  # import-time notices, not the controller's
     log = logging.getLogger("hil.agent")
     chan = connect(host, int(port))
     chan.send({"op": "hello", "version": PROTOCOL_VERSION, "pid": __import__("os").getpid()})
