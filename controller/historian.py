@@ -226,9 +226,12 @@ class Historian:
             "UPDATE alarms SET acked_by=?, acked_t=? WHERE id=?", (user, t, alarm_id)))
         return cur.rowcount > 0
 
-    def alarms(self, active_only: bool = False) -> list[dict]:
-        q = "SELECT * FROM alarms" + (" WHERE active=1" if active_only else "") + " ORDER BY id"
-        return self._rows(q)
+    def alarms(self, active_only: bool = False, limit: int | None = None) -> list[dict]:
+        """Alarms oldest first; with `limit`, the newest `limit` of them."""
+        q = "SELECT * FROM alarms" + (" WHERE active=1" if active_only else "")
+        if limit is None:
+            return self._rows(q + " ORDER BY id")
+        return self._rows(q + f" ORDER BY id DESC LIMIT {max(1, min(int(limit), MAX_ROWS))}")[::-1]
 
     def audit(self, t: float, user: str, role: str, action: str, target: str = "",
               data: dict | None = None, ok: bool = True) -> None:

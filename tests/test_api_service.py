@@ -155,3 +155,33 @@ def test_second_instance_refused_and_shed_preempts_heavy_reads(tmp_path):
             p.kill()
         log.close()
         srv.close()
+
+
+def test_exposure_options():
+    from controller.api.serving import ExposureError, uvicorn_options
+    from controller.api_settings import ApiSettings
+
+    def resolve(p):
+        return Path(p)
+
+    assert uvicorn_options(ApiSettings(), resolve) == {"host": "127.0.0.1", "port": 8080}
+    assert uvicorn_options(ApiSettings(host="::1"), resolve)["host"] == "::1"
+    assert uvicorn_options(ApiSettings(host="10.0.0.5", allow_plaintext_remote=True), resolve)["host"] == "10.0.0.5"
+    with pytest.raises(ExposureError, match="not loopback"):
+        uvicorn_options(ApiSettings(host="vpp.example.net"), resolve)
+
+
+def test_tls_options_need_a_private_key(tmp_path):
+    from controller.api.serving import ExposureError, uvicorn_options
+    from controller.api_settings import ApiSettings
+
+    (tmp_path / "api.crt").write_text("cert")
+    key = tmp_path / "api.key"
+    key.write_text("key")
+    os.chmod(key, 0o644)
+    st = ApiSettings(host="0.0.0.0", tls_cert_file=str(tmp_path / "api.crt"), tls_key_file=str(key))
+    with pytest.raises(ExposureError, match="tls_key_file: .*chmod 600"):
+        uvicorn_options(st, Path)
+    os.chmod(key, 0o600)
+    assert uvicorn_options(st, Path) == {"host": "0.0.0.0", "port": 8080, "ssl_certfile": str(tmp_path / "api.crt"),
+                                         "ssl_keyfile": str(key)}

@@ -336,9 +336,10 @@ def create_app(controller, tokens: TokenStore | dict[str, dict],
         return [{k: _clean(v) for k, v in e.items()} for e in view.get().dr]
 
     @app.get("/api/alarms")
-    def alarms(active: bool = False, user: dict = Depends(viewer)):
+    def alarms(active: bool = False, limit: int = Query(1000, ge=1, le=10**9), user: dict = Depends(viewer)):
+        """Alarms, oldest first: the newest `limit` (at most api.history_page_rows)."""
         view.yield_to_cycle()
-        return hist.alarms(active_only=active)
+        return _json(hist.alarms(active_only=active, limit=min(limit, st.history_page_rows)))
 
     @app.get("/api/gate")
     def gate(user: dict = Depends(viewer)):
