@@ -206,7 +206,7 @@ def report_a(a: dict) -> None:
           f"(x{a['cycle_ms_loaded'] / a['cycle_ms_idle']:.2f}; loaded max {a['cycle_ms_loaded_max']:.0f} ms)")
     print(f"   shed POST    idle {a['shed_post_ms_idle']:8.1f} ms   loaded {a['shed_post_ms_loaded']:8.1f} ms")
     print(f"   shed on devices (setpoints confirmed) idle {a['shed_devices_ms_idle']:.0f} ms, "
-          f"loaded {a['shed_devices_ms_loaded']:.0f} ms (includes waiting for the next 1 s cycle)")
+          f"loaded {a['shed_devices_ms_loaded']:.0f} ms")
     print(f"   load served: {a['load_requests']}", flush=True)
 
 

@@ -33,6 +33,9 @@ class ApiSettings(BaseModel):
                                          description="alarm when an event delivers below this share ...")
     dr_under_delivery_s: float = Field(300.0, gt=0, description="... averaged over this long")
     denied_audit_per_min: int = Field(60, ge=1, description="401/403 audit rows kept per minute; the rest counted")
+    shed_cycle_now: bool = Field(
+        True, description="after POST /api/emergency/shed run a cycle at once (setpoints reach the devices "
+                          "without waiting for the next period)")
 
     def is_loopback(self) -> bool:
         if self.host == "localhost":

@@ -473,9 +473,14 @@ def create_app(controller, tokens: TokenStore | dict[str, dict],
 
     @app.post("/api/emergency/shed")
     async def shed(body: ShedIn, user: dict = Depends(operator)):
-        """Shed every flexible resource now; returns the margin and battery hold time."""
+        """Shed every flexible resource now; returns the margin and battery hold time. With
+        api.shed_cycle_now a cycle runs at once, so the shed setpoints are on the devices when
+        this answers (not one cycle period later)."""
         m = await urgently(controller.set_emergency, True, by=user["user"], reason=body.reason)
         await urgently(audit, user, "emergency_shed", "", body.model_dump())
+        if st.shed_cycle_now:
+            rep = await urgently(controller.cycle)
+            m = {**m, "cycle": {k: rep.get(k) for k in ("cycle", "written", "rejected", "total_ms")}}
         return m
 
     @app.post("/api/emergency/restore")
