@@ -64,15 +64,18 @@ def _set(host, kind: str, target: str, value, on: bool) -> None:
             d.sf_error = int(value or 1) if on else 0
 
 
-def inject(host, kind: str, target: str, value=None) -> None:
-    """Start a fault now (run-time toggle)."""
+def inject(host, kind: str, target: str, value=None, source: str = "scenario") -> dict:
+    """Start a fault now (run-time toggle); returns the event logged."""
     _set(host, kind, target, value, True)
-    host.twin.events.log(host.twin.t_s, "fault_start", fault=kind, target=target, value=value)
+    host.active_faults[(kind, target)] = value
+    return host.twin.events.log(host.twin.t_s, "fault_start", fault=kind, target=target, value=value,
+                                source=source)
 
 
-def clear(host, kind: str, target: str) -> None:
+def clear(host, kind: str, target: str, source: str = "scenario") -> dict:
     _set(host, kind, target, None, False)
-    host.twin.events.log(host.twin.t_s, "fault_end", fault=kind, target=target)
+    host.active_faults.pop((kind, target), None)
+    return host.twin.events.log(host.twin.t_s, "fault_end", fault=kind, target=target, source=source)
 
 
 def schedule_faults(host) -> None:

@@ -68,6 +68,8 @@ class EmulatorHost:
         self._next_port = port_base
         self._held: list[socket.socket] = []
         self.rtu = None
+        self.active_faults: dict[tuple[str, str], object] = {}  # (kind, target) -> value
+        self.control = None  # device_emulators.control.ControlServer when asked for
         self._want_rtu = rtu
         self._timeout = start_timeout_s
         self._loop = asyncio.new_event_loop()
@@ -180,7 +182,17 @@ class EmulatorHost:
         schedule_faults(self)
         return [e.as_dict() for e in self.endpoints]
 
+    def start_control(self, port: int, events_path=None) -> int:
+        """Open the run-time fault control port on this host's loopback address; returns it."""
+        from device_emulators.control import ControlServer
+
+        self.control = ControlServer(self, events_path)
+        return self._run(self.control.start(self.host, port))
+
     def stop(self) -> None:
+        if self.control is not None:
+            self._run(self.control.stop(), 10)
+            self.control = None
         if self._hooked:
             with self.lock:
                 self.twin.after_step.remove(self._after_step)
