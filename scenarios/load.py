@@ -198,7 +198,7 @@ def format_validation_error(path: str | Path, err: ValidationError, overrides: d
     def noise(i, e):
         return (isinstance(e.get("input"), (dict, list))
                 and e["type"].endswith(("_type", "_parsing", "literal_error", "enum"))
-                and any(j != i and (p == paths[i] or p.startswith(paths[i] + ".") or p.startswith(paths[i] + "["))
+                and any(j != i and (p == paths[i] or p.startswith((paths[i] + ".", paths[i] + "[")))
                         for j, p in enumerate(paths)))
 
     meaningful = [e for i, e in enumerate(errors) if not noise(i, e)]

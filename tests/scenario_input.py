@@ -38,7 +38,7 @@ def gridtwin(capsys, *args: str) -> tuple[int, str, str]:
 
 def gridtwin_subprocess(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "gridtwin_cli.py"), *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+                          capture_output=True, text=True, cwd=ROOT, timeout=timeout, check=False)
 
 
 def assert_user_error(rc: int, err: str, path: Path, *expected: str, max_len: int = 1600) -> str:

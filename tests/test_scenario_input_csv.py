@@ -64,7 +64,7 @@ def test_bad_price_and_base_load_csv_listed_together(capsys, tmp_path):
 @pytest.mark.parametrize("extend", ["hold", "cycle"])
 def test_short_csv_accepted_with_explicit_extend(capsys, tmp_path, extend):
     (tmp_path / "w.csv").write_text(weather_csv(rows=6))
-    path = write(tmp_path, with_input("weather: {kind: csv, path: w.csv, extend: %s}" % extend), "ok.yaml")
+    path = write(tmp_path, with_input(f"weather: {{kind: csv, path: w.csv, extend: {extend}}}"), "ok.yaml")
     rc, out, err = gridtwin(capsys, "validate", path)
     assert rc == 0, err
     assert "ok" in out
@@ -72,10 +72,10 @@ def test_short_csv_accepted_with_explicit_extend(capsys, tmp_path, extend):
 
 def test_extend_semantics():
     """hold keeps the last value; cycle repeats the file (closing the loop one step later)."""
-    from twin.csv_inputs import WEATHER_COLUMNS, read_series
-
     import tempfile
     from pathlib import Path
+
+    from twin.csv_inputs import WEATHER_COLUMNS, read_series
 
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "w.csv"

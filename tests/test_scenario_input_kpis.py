@@ -24,17 +24,9 @@ assertions:
 """
 
 
-def leaves(d: dict, prefix: str = "") -> set[str]:
-    out = set()
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        out |= leaves(v, key + ".") if isinstance(v, dict) and v else {key}
-    return out
-
-
 def test_known_kpis_equal_a_real_summary(capsys, tmp_path):
     from scenarios.load import load_scenario
-    from twin.kpi_keys import known_kpis
+    from twin.kpi_keys import _tiny_fleet, dry_summary_keys, known_kpis, leaves
 
     path = write(tmp_path, SCENARIO, "kpi.yaml")
     rc, _, err = gridtwin(capsys, "run", path, "--out", tmp_path / "runs", "--quiet")
@@ -42,9 +34,12 @@ def test_known_kpis_equal_a_real_summary(capsys, tmp_path):
     (summary_file,) = (tmp_path / "runs").glob("*/summary.json")
     written = leaves(json.loads(summary_file.read_text())) - {"assertions"}
     written = {k for k in written if not k.startswith("assertions")}
-    known = known_kpis(load_scenario(path))
+    s = load_scenario(path)
+    dry = dry_summary_keys(s, {g.name: _tiny_fleet(g, s) for g in s.fleet})  # no fallback here
+    known = known_kpis(s)
     plain = {k for k in known if not k.endswith(".*")}
-    assert written - plain == set(), "summary.json keys missing from twin.kpi_keys (add them to CORE)"
+    assert dry == plain
+    assert written - plain == set(), "summary.json keys the dry summary in twin/kpi_keys.py misses"
     assert plain - written == set(), "twin.kpi_keys lists keys the run does not write"
 
 

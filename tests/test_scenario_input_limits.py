@@ -52,7 +52,7 @@ def test_step_count_bounded_unless_allow_long(capsys, tmp_path, old, new, key):
     text = TINY.replace(old, new)
     rejected_everywhere(capsys, tmp_path, text, key, "more than 1e+08", "--allow-long")
     path = write(tmp_path, text, "long.yaml")
-    rc, out, err = gridtwin(capsys, "validate", "--allow-long", path)
+    rc, _, err = gridtwin(capsys, "validate", "--allow-long", path)
     assert rc == 0, err
 
 

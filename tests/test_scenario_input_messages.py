@@ -25,8 +25,8 @@ def test_errors_beyond_the_bound_are_counted(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("old, new, expected", [
-    ("count: 5}", "count: 5}\ndr_events: [{id: e, start: 2026-06-21T10:01:00Z, duration_s: 60, reduction_kw: 5, "
-                  "groups: [pvv]}]", "dr_events[0].groups[0]: unknown fleet group 'pvv'; fleet groups: pv"),
+    ("count: 5}", ("count: 5}\ndr_events: [{id: e, start: 2026-06-21T10:01:00Z, duration_s: 60, reduction_kw: 5, "
+                   "groups: [pvv]}]"), "dr_events[0].groups[0]: unknown fleet group 'pvv'; fleet groups: pv"),
     ("count: 5}", "count: 5}\nfaults: [{at_s: 10, duration_s: 5, kind: drop, target: 'pv:7'}]",
      "faults[0].target: index must be 0..4 (got 'pv:7')"),
     ("count: 5}", "count: 5}\nfaults: [{at_s: 10, duration_s: 5, kind: drop, target: meters}]",
@@ -37,8 +37,8 @@ def test_errors_beyond_the_bound_are_counted(capsys, tmp_path):
      "power_flow_interval_s: must be a multiple of device_step_s (60) (got 90"),
     ("duration_s: 600", "duration_s: 600\nprices: {periods: [{start_h: 22, end_h: 6, price_eur_per_mwh: 5}]}",
      "prices.periods[0].end_h: end_h (6) must exceed start_h (22)"),
-    ("count: 5}", "count: 5}\n  - {name: pv, kind: battery, count: 1}", "fleet[1].name: fleet group names must "
-                                                                        "be unique (got 'pv')"),
+    ("count: 5}", "count: 5}\n  - {name: pv, kind: battery, count: 1}",
+     "fleet[1].name: fleet group names must be unique (got 'pv')"),
 ])
 def test_model_checks_name_key_and_value(capsys, tmp_path, old, new, expected):
     path = write(tmp_path, TINY.replace(old, new))

@@ -33,10 +33,10 @@ def test_binary_scenario_file(capsys, tmp_path):
      ["fleet[0].params.p_peak_kw.max", "must be >= min"]),
     ("start: 2026-06-21T10:00:00Z", "start: 9999-12-31T23:00:00Z", ["start", "year must be 1900..2200", "9999"]),
     ("start: 2026-06-21T10:00:00Z", "start: 0001-01-01T00:00:00+05:00", ["start", "year must be"]),
-    ("duration_s: 600", "duration_s: 600\ndr_events: [{id: e, start: 2026-06-21T10:05:00Z, duration_s: 1.0e+300, "
-                        "reduction_kw: 5}]", ["dr_events[0].duration_s", "less than or equal to 31622400"]),
-    ("duration_s: 600", "duration_s: 600\ndr_events: [{id: e, start: 2026-06-21T10:05:00, duration_s: 60, "
-                        "reduction_kw: 5}]\ncontroller: {enabled: true}", None),
+    ("duration_s: 600", ("duration_s: 600\ndr_events: [{id: e, start: 2026-06-21T10:05:00Z, duration_s: 1.0e+300, "
+                         "reduction_kw: 5}]"), ["dr_events[0].duration_s", "less than or equal to 31622400"]),
+    ("duration_s: 600", ("duration_s: 600\ndr_events: [{id: e, start: 2026-06-21T10:05:00, duration_s: 60, "
+                         "reduction_kw: 5}]\ncontroller: {enabled: true}"), None),
 ])
 def test_nonfinite_and_out_of_range_numbers(capsys, tmp_path, old, new, expected):
     text = TINY.replace(old, new)

@@ -3,7 +3,14 @@
 Each file here used to pass `validate` and fail (or silently misbehave) in `run`."""
 
 import pytest
-from scenario_input import TINY, assert_user_error, gridtwin, gridtwin_subprocess, rejected_everywhere, write
+from scenario_input import (
+    TINY,
+    assert_user_error,
+    gridtwin,
+    gridtwin_subprocess,
+    rejected_everywhere,
+    write,
+)
 
 
 def fleet(line: str) -> str:
@@ -43,8 +50,8 @@ def test_pandapower_json_that_is_no_network(capsys, tmp_path, content):
 
 
 def test_pandapower_json_network_validates(capsys, tmp_path):
-    import pandapower.networks as pn
     import pandapower as pp
+    import pandapower.networks as pn
 
     pp.to_json(pn.create_cigre_network_lv(), str(tmp_path / "lv.json"))
     path = write(tmp_path, TINY.replace("kind: cigre_mv}", "kind: pandapower_json, path: lv.json}"), "ok.yaml")

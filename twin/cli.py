@@ -41,7 +41,7 @@ def h_mm(seconds: float) -> str:
     """A duration as h:mm ('1:25'), rounded to the minute; seconds shown when under a minute."""
     if 0 < seconds < 60:
         return f"{seconds:g} s"
-    m = int(round(seconds / 60.0))
+    m = round(seconds / 60.0)
     return f"{m // 60}:{m % 60:02d} h"
 
 
@@ -124,7 +124,11 @@ def report_outcome(summary: dict, out: Path) -> int:
     for a in failed:
         print(f"ASSERTION FAILED: {a['kpi']} {a['op']} {a['value']} (actual {a['actual']})",
               file=sys.stderr)
-    return 1 if failed else 0
+    pf = summary.get("power_flow") or {}
+    if pf.get("failed_intervals"):  # issue 18: a run with unsolved intervals is not a success
+        print(f"POWER FLOW FAILED: {pf['failed_intervals']} of {pf['runs']} intervals did not converge "
+              f"(events.jsonl power_flow_failed); energies omit {pf['unsolved_h']:g} h", file=sys.stderr)
+    return 1 if failed or pf.get("failed_intervals") else 0
 
 
 def progress_bar(quiet: bool, label: str):

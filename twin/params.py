@@ -33,7 +33,7 @@ def draw_all(group, defaults: dict[str, object], rng: np.random.Generator,
     """Every parameter of a fleet class: scenario values over class defaults, range-checked."""
     unknown = set(group.params) - set(defaults)
     if unknown:
-        raise ParamError(f"fleet '{group.name}': params.{sorted(unknown)[0]}: unknown params {sorted(unknown)} "
+        raise ParamError(f"fleet '{group.name}': params.{min(unknown)}: unknown params {sorted(unknown)} "
                          f"for kind {group.kind}; known: {', '.join(sorted(defaults))}")
     out = {}
     for key, default in defaults.items():

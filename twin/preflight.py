@@ -17,7 +17,6 @@ import numpy as np
 
 from scenarios.load import MAX_ERRORS_LISTED, ScenarioError, resolve_path, source_of
 
-
 SAMPLE_DEVICES = 200_000  # per group; the run draws all of them with the same rules
 
 
