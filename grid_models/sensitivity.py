@@ -14,11 +14,20 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandapower as pp
-from pandapower.pypower.dSbus_dV import dSbus_dV
+from scipy.sparse.linalg import splu
 
+from grid_models.lean_flow import ModelError, NetModel
 
-class SensitivityError(RuntimeError):
-    """The net has no converged power flow to linearise around."""
+SensitivityError = ModelError  # the net has no converged power flow to linearise around
+
+__all__ = [
+    "NetModel",
+    "Sensitivities",
+    "SensitivityCache",
+    "SensitivityError",
+    "compute_sensitivities",
+    "linearize",
+]
 
 
 @dataclass
@@ -52,84 +61,12 @@ class Sensitivities:
         return v, ll, tl
 
 
-@dataclass
-class NetModel:
-    """The internal admittance model of a converged pandapower net, with the lookups that map
-    pandapower buses/branches onto it (what a fast solver or a linearisation needs)."""
-
-    ybus: object  # scipy sparse, internal bus order
-    yf: object
-    yt: object
-    v: np.ndarray  # complex voltages of the converged solution
-    ref: np.ndarray
-    pv: np.ndarray
-    pq: np.ndarray
-    base_mva: float
-    bus_index: np.ndarray  # pandapower bus index, in net.bus order
-    bus_pos: np.ndarray  # internal position of each pandapower bus
-    line_rows: np.ndarray  # internal branch row of each line (net.line order)
-    trafo_rows: np.ndarray
-    c_from: np.ndarray  # loading % per pu current, from side, per internal branch row
-    c_to: np.ndarray
-    sbus: np.ndarray  # complex injections (pu) of the converged solution
-
-    @classmethod
-    def from_net(cls, net: pp.pandapowerNet) -> NetModel:
-        if not net.get("converged", False) or net.get("_ppc") is None:
-            raise SensitivityError("no converged power flow on this net: run pandapower.runpp first")
-        internal = net._ppc["internal"]
-        v = internal["V"]
-        bus_index = net.bus.index.to_numpy()
-        pos = np.asarray(net._pd2ppc_lookups["bus"][bus_index], dtype=np.int64)
-        vm_pp = net.res_bus.vm_pu.to_numpy()
-        ok = np.isfinite(vm_pp)
-        if (pos[ok] >= len(v)).any() or not np.allclose(np.abs(v[pos[ok]]), vm_pp[ok], atol=1e-6):
-            raise SensitivityError("internal bus order does not match pandapower results (unsupported net)")
-        base_mva = float(internal["baseMVA"])
-        nbr = internal["Yf"].shape[0]
-        c_from, c_to = np.zeros(nbr), np.zeros(nbr)
-        lk = net._pd2ppc_lookups["branch"]
-        vn = net.bus.vn_kv
-        s3 = np.sqrt(3.0)
-        line_rows = trafo_rows = np.zeros(0, np.int64)
-        if "line" in lk and len(net.line):
-            a, b = lk["line"]
-            line_rows = np.arange(a, b)
-            i_max = (net.line.max_i_ka * net.line.df * net.line.parallel).to_numpy()
-            c_from[a:b] = 100.0 * base_mva / (s3 * vn.loc[net.line.from_bus].to_numpy()) / i_max
-            c_to[a:b] = 100.0 * base_mva / (s3 * vn.loc[net.line.to_bus].to_numpy()) / i_max
-        if "trafo" in lk and len(net.trafo):
-            a, b = lk["trafo"]
-            trafo_rows = np.arange(a, b)
-            t = net.trafo
-            den = (t.sn_mva * t.parallel * t.get("df", 1.0)).to_numpy()
-            c_from[a:b] = 100.0 * base_mva * t.vn_hv_kv.to_numpy() / (vn.loc[t.hv_bus].to_numpy() * den)
-            c_to[a:b] = 100.0 * base_mva * t.vn_lv_kv.to_numpy() / (vn.loc[t.lv_bus].to_numpy() * den)
-        m = cls(internal["Ybus"], internal["Yf"], internal["Yt"], v.copy(), internal["ref"],
-                internal["pv"], internal["pq"], base_mva, bus_index, pos, line_rows, trafo_rows,
-                c_from, c_to, internal["Sbus"].copy())
-        ll, tl = m.loadings(m.v)
-        for name, mine, theirs in (("line", ll, net.res_line.loading_percent.to_numpy()),
-                                   ("trafo", tl, net.res_trafo.loading_percent.to_numpy())):
-            good = np.isfinite(theirs) & (np.abs(theirs) > 1e-3)
-            if good.any() and not np.allclose(mine[good], theirs[good], rtol=1e-4, atol=1e-3):
-                raise SensitivityError(f"{name} loading model does not match pandapower (unsupported net)")
-        return m
-
-    def loadings(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Line and transformer loading % for internal voltages v."""
-        ld = np.maximum(np.abs(self.yf @ v) * self.c_from, np.abs(self.yt @ v) * self.c_to)
-        return ld[self.line_rows], ld[self.trafo_rows]
-
-
 def linearize(m: NetModel, v: np.ndarray, col_pos: np.ndarray, col_bus: np.ndarray) -> Sensitivities:
     """Sensitivities of the model at voltages v for unit loads at internal buses col_pos."""
     nb = len(v)
     pv, pq = m.pv, m.pq
     pvpq = np.r_[pv, pq]
-    ds_dvm, ds_dva = dSbus_dV(m.ybus, v)
-    jac = np.block([[_dense(ds_dva[np.ix_(pvpq, pvpq)].real), _dense(ds_dvm[np.ix_(pvpq, pq)].real)],
-                    [_dense(ds_dva[np.ix_(pq, pvpq)].imag), _dense(ds_dvm[np.ix_(pq, pq)].imag)]])
+    jac, _ = m.pattern.evaluate(v)  # the lean power flow's sparse Jacobian
     n_pvpq, n_pq = len(pvpq), len(pq)
     ncol = len(col_pos)
     row_p = np.full(nb, -1)
@@ -143,7 +80,7 @@ def linearize(m: NetModel, v: np.ndarray, col_pos: np.ndarray, col_bus: np.ndarr
     rhs[row_p[col_pos][hp], cols[hp]] = unit
     hq = row_q[col_pos] >= 0
     rhs[row_q[col_pos][hq], ncol + cols[hq]] = unit
-    sol = np.linalg.solve(jac, rhs)
+    sol = splu(jac).solve(rhs) if rhs.size else rhs
     vm = np.abs(v)
     dva = np.zeros((nb, 2 * ncol))
     dvm = np.zeros((nb, 2 * ncol))
@@ -163,6 +100,7 @@ def linearize(m: NetModel, v: np.ndarray, col_pos: np.ndarray, col_bus: np.ndarr
     d_load[idle] = c_side[idle, None] * np.abs(di[idle])
     ll, tl = m.loadings(v)
     dvm_pp = dvm[m.bus_pos]
+    d_load = np.vstack([d_load, np.zeros((1, d_load.shape[1]))])  # row -1: out-of-service branch
     dl = d_load[m.line_rows]
     dt = d_load[m.trafo_rows]
     return Sensitivities(

@@ -13,7 +13,7 @@ from benchmarks.gate_value import run as run_gate_value
 from benchmarks.gate_value import snapshot_from_twin
 from controller.commands import Command
 from controller.safety import GridSnapshot, SafetyConfig, SafetyGate, alarms
-from controller.safety.fastflow import FastFlow
+from grid_models.lean_flow import LeanFlow
 from grid_models.sensitivity import NetModel
 from scenarios.model import Limits, Scenario
 from twin.simulation import Twin
@@ -49,6 +49,7 @@ class World:
             tw.fleets["pv"].p_limit_pct[:] = 30.0
             tw.fleets["ev"].p_max_set_kw[:] = 2.0
             tw.run_until(60)
+            tw.pf.invalidate()  # a full runpp: NetModel.from_net below reads the net's own model
             res = tw.solve_power_flow()
         assert not tw.grid.violations, tw.grid.violations
         self.limits = tw.scenario.feeder.limits
@@ -62,7 +63,7 @@ class World:
         self.model = NetModel.from_net(tw.net)
         slots = np.asarray(tw.net._pd2ppc_lookups["bus"][tw.pf.der_buses], np.int64)
         p0, q0 = tw.der_injections()
-        self.checker = FastFlow(self.model, slots, p0, q0)
+        self.checker = LeanFlow(self.model, slots, p0, q0)
 
     def restore(self):
         for n, f in self.twin.fleets.items():

@@ -24,9 +24,9 @@ import pandapower as pp
 from controller.commands import Command, Decision, GateResult
 from controller.kinds import KINDS
 from controller.kinds import kind as kind_of
-from controller.safety.fastflow import FastFlow, FlowResult
 from controller.safety.lp import solve_lp
 from controller.safety.state import GridSnapshot
+from grid_models.lean_flow import FlowResult, LeanFlow
 from grid_models.power_flow import PowerFlow
 from grid_models.sensitivity import NetModel, linearize
 
@@ -69,11 +69,11 @@ class SafetyGate:
                 net[tab]["in_service"] = False
         self.net = net
         buses = net.bus.index[net.bus.in_service].to_numpy()
-        self.pf = PowerFlow(net, buses)
+        self.pf = PowerFlow(net, buses, lean=False)  # runpp: its internal model feeds LeanFlow
         self.n_slots = len(self.pf.der_buses)
         self._slot_of = {int(b): i for i, b in enumerate(self.pf.der_buses)}
         self._bus_pos = {int(b): i for i, b in enumerate(self.pf.bus_index)}
-        self.fast: FastFlow | None = None
+        self.fast: LeanFlow | None = None
         self._sens = None
         self._rebuild(np.zeros(self.n_slots), np.zeros(self.n_slots))
         self._base_key = None
@@ -252,7 +252,7 @@ class SafetyGate:
             return FlowResult(False, res.v_pu, res.line_loading_pct, res.trafo_loading_pct)
         self.model = NetModel.from_net(self.net)
         self.slot_pos = np.asarray(self.net._pd2ppc_lookups["bus"][self.pf.der_buses], np.int64)
-        self.fast = FastFlow(self.model, self.slot_pos, p, q)
+        self.fast = LeanFlow(self.model, self.slot_pos, p, q)
         self._sens = None
         v = self.model.v
         ll, tl = self.model.loadings(v)
