@@ -11,7 +11,6 @@ end model 0xFFFF closes the chain. Points not named in the map read as SunSpec's
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from functools import cache
@@ -23,10 +22,6 @@ MAPS_DIR = Path(__file__).parent / "maps"
 SUNSPEC_BASE = 40000
 SUNS = [0x5375, 0x6E53]
 END_MODEL = [0xFFFF, 0]
-NOT_IMPLEMENTED = {"int16": 0x8000, "sunssf": 0x8000, "uint16": 0xFFFF, "enum16": 0xFFFF,
-                   "bitfield16": 0xFFFF, "acc16": 0, "count": 0, "pad": 0x8000,
-                   "uint32": 0xFFFFFFFF, "int32": 0x80000000, "acc32": 0, "enum32": 0xFFFFFFFF,
-                   "bitfield32": 0xFFFFFFFF, "uint64": 0xFFFFFFFFFFFFFFFF, "acc64": 0}
 
 
 class MapError(ValueError):
@@ -44,53 +39,60 @@ class PointDef:
     units: str = ""
 
 
-def _pointdef(p: dict, name: str, off: int) -> PointDef:
-    return PointDef(name, off, p["type"], int(p.get("size", 1)), p.get("access", "R"),
-                    tuple(int(s["value"]) for s in p.get("symbols", [])), str(p.get("units", "")))
+def _pointdef(p, name: str) -> PointDef:
+    d = p.pdef
+    return PointDef(name, p.offset, d["type"], p.len, d.get("access", "R"),
+                    tuple(int(s["value"]) for s in d.get("symbols", [])), str(d.get("units", "")))
 
 
 @cache
 def sunspec_layout(model_id: int) -> tuple[PointDef, ...]:
-    """Fixed-block points of a SunSpec model from pysunspec2's JSON definition."""
-    import sunspec2
+    """Fixed-block points of a SunSpec model, laid out by pysunspec2's own model object (the
+    controller's links use the same), fixed sub-groups (e.g. 704 PFWInj) included."""
+    from sunspec2.device import Model
 
-    path = Path(sunspec2.__file__).parent / "models" / "json" / f"model_{model_id}.json"
-    if not path.exists():
-        raise MapError(f"SunSpec model {model_id} is not defined in pysunspec2")
-    group = json.loads(path.read_text())["group"]
-    out, off = [], 0
-    for p in group["points"]:
-        out.append(_pointdef(p, p["name"], off))
-        off += out[-1].size
-    for g in group.get("groups", []):  # fixed sub-groups (e.g. 704 PFWInj) count toward L
-        if g.get("count", 1) != 1:
+    try:
+        m = Model(model_id=model_id)
+    except Exception as e:  # noqa: BLE001 - pysunspec2 raises plain Exception for unknown ids
+        raise MapError(f"SunSpec model {model_id} is not defined in pysunspec2 ({e})") from None
+    out = [_pointdef(p, name) for name, p in m.points.items()]
+    for gname, g in m.groups.items():
+        if isinstance(g, list):
             continue  # repeating groups: served with zero repeats
-        for p in g["points"]:
-            out.append(_pointdef(p, f"{g['name']}.{p['name']}", off))
-            off += out[-1].size
-    return tuple(out)
+        out += [_pointdef(p, f"{gname}.{name}") for name, p in g.points.items()]
+    return tuple(sorted(out, key=lambda p: p.offset))
+
+
+def _regs(data: bytes) -> list[int]:
+    return [int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2)]
+
+
+def unimplemented(p: PointDef) -> list[int]:
+    """Registers of p marked "not implemented" (pysunspec2's value for its type; plain: 0)."""
+    from sunspec2.mb import create_unimpl_value
+
+    try:
+        return _regs(create_unimpl_value(p.type, 2 * p.size))
+    except ValueError:
+        return [0] * p.size
 
 
 def encode(value: float | str, p: PointDef) -> list[int]:
-    """Registers for one point (big-endian words; strings space-free, NUL padded)."""
+    """Registers for one point, by pysunspec2's codec for its type (strings NUL padded)."""
+    from sunspec2.mb import point_type_info
+
+    info = point_type_info.get(p.type)
+    if info is None:
+        raise MapError(f"point {p.name}: unknown SunSpec type {p.type!r}")
     if p.type == "string":
-        raw = str(value).encode()[: 2 * p.size].ljust(2 * p.size, b"\0")
-        return [int.from_bytes(raw[i:i + 2], "big") for i in range(0, 2 * p.size, 2)]
-    v = int(value)
-    bits = 16 * p.size
-    if v < 0:
-        v += 1 << bits
-    v &= (1 << bits) - 1
-    return [(v >> (16 * (p.size - 1 - i))) & 0xFFFF for i in range(p.size)]
+        return _regs(str(value).encode()[: 2 * p.size].ljust(2 * p.size, b"\0"))
+    return _regs(info.to_data(int(value), 2 * p.size))
 
 
 def decode(regs: list[int], p: PointDef) -> int:
-    v = 0
-    for r in regs:
-        v = (v << 16) | (r & 0xFFFF)
-    if p.type in ("int16", "sunssf", "int32", "int64") and v >= 1 << (16 * p.size - 1):
-        v -= 1 << (16 * p.size)
-    return v
+    from sunspec2.mb import point_type_info
+
+    return point_type_info[p.type].data_to(b"".join((r & 0xFFFF).to_bytes(2, "big") for r in regs))
 
 
 @cache
@@ -145,10 +147,9 @@ class DeviceImage:
                 layout = sunspec_layout(mid)
                 start = SUNSPEC_BASE + len(regs)
                 length = sum(p.size for p in layout)
-                block = []
+                block = [0] * length
                 for p in layout:
-                    block += encode(NOT_IMPLEMENTED.get(p.type, 0), p) if p.type != "string" \
-                        else [0] * p.size
+                    block[p.offset:p.offset + p.size] = unimplemented(p)
                 block[0], block[1] = mid, length - 2
                 spec = model.get("points", {}) or {}
                 known = {p.name: p for p in layout}
@@ -226,7 +227,7 @@ class DeviceImage:
         for b in touched:
             p, raw = b.point, self.raw(b)
             i = b.address - self.base
-            if raw == NOT_IMPLEMENTED.get(p.type) and before[i:i + p.size] == self.regs[i:i + p.size]:
+            if self.regs[i:i + p.size] == unimplemented(p) and before[i:i + p.size] == self.regs[i:i + p.size]:
                 continue  # an unimplemented value written back unchanged (block writes)
             if p.symbols and p.type.startswith("enum") and raw not in p.symbols:
                 return f"{p.name}={raw} is not one of {sorted(p.symbols)}"
@@ -259,7 +260,8 @@ class DeviceImage:
                 continue
             x = float(sources[b.read])
             if not math.isfinite(x):
-                self._put(b, NOT_IMPLEMENTED.get(b.point.type, 0))
+                i = b.address - self.base
+                self.regs[i:i + b.point.size] = unimplemented(b.point)
                 continue
             if self.map["sunspec"]:
                 raw = round(x * b.factor / 10.0 ** (self.sf(b) - (sf_error if b.sf_point else 0)))

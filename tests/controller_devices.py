@@ -32,8 +32,7 @@ def _image(models) -> tuple[list[int], dict[int, int]]:
         n = max(p.offset + p.size for p in lay.values())
         block = []
         for p in sorted(lay.values(), key=lambda p: p.offset):
-            nv = ss.NOT_IMPL.get(p.type, 0)
-            block += ss.encode(nv, p) if p.type in ss.NOT_IMPL else [0] * p.size
+            block += ss.unimplemented(p)
         block = block[:n]
         block[0], block[1] = mid, n - 2
         where[mid] = BASE + len(regs)

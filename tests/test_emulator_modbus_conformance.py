@@ -24,7 +24,7 @@ def rig():
                {"name": "bat", "kind": "battery", "count": 1, "params": {"p_max_kw": 8, "e_cap_kwh": 20}}],
         outputs={"report": False}))
     twin = Twin(s)
-    host = EmulatorHost(twin, rtu=False, meter=False, idle_timeout_s=1.0)
+    host = EmulatorHost(twin, rtu=False, meter=False, idle_timeout_s=3.0)
     eps = {e["device_id"]: e for e in host.start()}
     host.step(60)
     yield twin, host, eps
@@ -133,7 +133,7 @@ def test_pipelined_requests_and_framing_errors(rig, pv):
     with pytest.raises(ConnectionResetError):
         c.recv(timeout_s=10.0)
     twin, host, eps = rig
-    idle = Raw(eps["pv/0"]["port"])  # idle_timeout_s = 1 in this rig
+    idle = Raw(eps["pv/0"]["port"])  # idle_timeout_s = 3 in this rig
     try:
         with pytest.raises(ConnectionResetError):
             idle.recv(timeout_s=15.0)
