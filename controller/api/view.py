@@ -89,16 +89,26 @@ class StateView:
 
     def _take(self) -> None:
         v = self._version
+        sig = self._signature()
         self._snap = Snapshot(self.ctl)
-        self._snap_version = v
+        self._snap_version, self._snap_sig = v, sig
 
     def invalidate(self) -> None:
         self._version += 1
 
+    def _signature(self):
+        """What changes outside the cycle and the API (the OpenADR VEN adds, opts and cancels
+        events; set_emergency from elsewhere): read without the lock, so best effort."""
+        try:
+            return (getattr(self.ctl, "n_cycle", 0), id(getattr(self.ctl, "emergency", None)),
+                    tuple((e.id, e.status, e.opt) for e in list(getattr(self.ctl, "dr", {}).values())))
+        except RuntimeError:  # the dict changed while we looked: call it changed
+            return None
+
     def stale(self) -> bool:
         s = self._snap
-        return (s is None or s.n_cycle != getattr(self.ctl, "n_cycle", 0)
-                or self._snap_version != self._version)
+        return (s is None or self._snap_version != self._version
+                or self._signature() != getattr(self, "_snap_sig", None))
 
     def refresh(self) -> bool:
         """Take a new snapshot if one is due and the cycle's lock is free right now."""
