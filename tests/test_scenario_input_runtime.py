@@ -31,6 +31,8 @@ def test_binary_scenario_file(capsys, tmp_path):
      ["fleet[0].params.p_peak_kw.weights", "not all 0"]),
     ("count: 5}", "count: 5, params: {p_peak_kw: {dist: normal, mean: 5, std: 1, min: 9, max: 2}}}",
      ["fleet[0].params.p_peak_kw.max", "must be >= min"]),
+    ("count: 5}", "count: 5, params: {p_peak_kw: {dist: uniform, low: -1.0e+308, high: 1.0e+308}}}",
+     ["fleet[0].params.p_peak_kw", "cannot draw values"]),
     ("start: 2026-06-21T10:00:00Z", "start: 9999-12-31T23:00:00Z", ["start", "year must be 1900..2200", "9999"]),
     ("start: 2026-06-21T10:00:00Z", "start: 0001-01-01T00:00:00+05:00", ["start", "year must be"]),
     ("duration_s: 600", ("duration_s: 600\ndr_events: [{id: e, start: 2026-06-21T10:05:00Z, duration_s: 1.0e+300, "
@@ -48,3 +50,15 @@ def test_nonfinite_and_out_of_range_numbers(capsys, tmp_path, old, new, expected
         assert load_scenario(p).dr_events[0].start.utcoffset().total_seconds() == 0
         return
     rejected_everywhere(capsys, tmp_path, text, *expected)
+
+
+def test_huge_choice_weights_are_fine(tmp_path):
+    """Weights are scaled before they are summed (1e308 + 1e308 overflowed to inf)."""
+    from twin.cli import load_checked
+
+    text = TINY.replace("count: 5}", "count: 5, params: {p_peak_kw: {dist: choice, values: [1, 2], "
+                                     "weights: [1.0e+308, 1.0e+308]}}}")
+    p = tmp_path / "ok.yaml"
+    p.write_text(text)
+    _, checked = load_checked(p)
+    assert checked.n_devices == 5

@@ -23,7 +23,8 @@ def draw(spec, n: int, rng: np.random.Generator) -> np.ndarray:
         hi = np.inf if spec.max is None else spec.max
         return np.clip(x, lo, hi)
     if isinstance(spec, Choice):
-        w = None if spec.weights is None else np.asarray(spec.weights, float) / sum(spec.weights)
+        w = None if spec.weights is None else np.asarray(spec.weights, float) / max(spec.weights)
+        w = None if w is None else w / w.sum()  # scaled first: huge weights must not overflow the sum
         return rng.choice(np.asarray(spec.values, float), size=n, p=w)
     raise ParamError(f"unsupported parameter spec {spec!r}")
 
@@ -37,7 +38,10 @@ def draw_all(group, defaults: dict[str, object], rng: np.random.Generator,
                          f"for kind {group.kind}; known: {', '.join(sorted(defaults))}")
     out = {}
     for key, default in defaults.items():
-        arr = draw(group.params.get(key, default), group.count, rng)
+        try:
+            arr = draw(group.params.get(key, default), group.count, rng)
+        except (ValueError, OverflowError) as e:  # numpy refuses ranges beyond float limits
+            raise ParamError(f"fleet '{group.name}': params.{key}: cannot draw values: {e}") from None
         lo, hi = (bounds or {}).get(key, (-np.inf, np.inf))
         if arr.size and (arr.min() < lo or arr.max() > hi):
             bad = arr[(arr < lo) | (arr > hi)][0]
