@@ -18,7 +18,9 @@ from pathlib import Path
 
 import yaml
 
-MAPS_DIR = Path(__file__).parent / "maps"
+MAPS_DIR = Path(__file__).parent / "maps"  # SunSpec maps: which twin quantity each point shows
+# plain (non-SunSpec) device maps are shared data: the controller's links read the same files
+DEVICE_MAPS_DIR = Path(__file__).resolve().parent.parent / "scenarios" / "device_maps"
 SUNSPEC_BASE = 40000
 SUNS = [0x5375, 0x6E53]
 END_MODEL = [0xFFFF, 0]
@@ -100,6 +102,8 @@ def load_map(name_or_path: str) -> dict:
     path = Path(name_or_path)
     if not path.suffix:
         path = MAPS_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            path = DEVICE_MAPS_DIR / f"{name_or_path}.yaml"
     try:
         m = yaml.safe_load(path.read_text())
     except OSError as e:

@@ -1,9 +1,9 @@
 """Plain (non-SunSpec) Modbus register maps the controller speaks: EV chargers, thermostat /
 TCL gateways, flexible process loads. Holding registers, one quantity each, int16/uint16
-with a fixed scale; `write` names the setpoint a register takes. The built-in tables are the
-controller's own copy of the field devices' published layout (the emulators serve the same
-layout from device_emulators/maps/); an endpoint row may point at another YAML file of the
-same form with `map_file`. `rating` marks registers read once as device ratings.
+with a fixed scale; `write` names the setpoint a register takes. The built-in maps are the
+YAML files in scenarios/device_maps/, the same files the emulators serve (read as data, no
+import across the controller/emulator line); an endpoint row may point at another YAML file of
+the same form with `map_file`. `rating` marks registers read once as device ratings.
 """
 
 from __future__ import annotations
@@ -54,25 +54,6 @@ class RegisterMap:
         return raw & 0xFFFF
 
 
-def _r(address, name, typ, scale, write=None, rating=False):
-    return Register(address, name, typ, scale, write, rating)
-
-
-BUILTIN = {
-    "ev_charger": RegisterMap("ev_charger", "ev", (
-        _r(1000, "p_kw", "int16", 0.01), _r(1001, "connected", "uint16", 1),
-        _r(1002, "e_need_kwh", "uint16", 0.01), _r(1003, "p_max_kw", "uint16", 0.01, rating=True),
-        _r(1004, "p_max_set_kw", "uint16", 0.01, write="p_max_set_kw"))),
-    "tcl_gateway": RegisterMap("tcl_gateway", "tcl", (
-        _r(2000, "p_kw", "int16", 0.01), _r(2001, "on", "uint16", 1), _r(2002, "t_in_c", "int16", 0.01),
-        _r(2003, "t_offset_c", "int16", 0.01, write="t_offset_c"), _r(2004, "force", "int16", 1, write="force"))),
-    "flex_load": RegisterMap("flex_load", "flex_load", (
-        _r(3000, "p_kw", "int16", 0.1), _r(3001, "p_base_kw", "int16", 0.1),
-        _r(3002, "curtail_pct", "uint16", 0.1, write="curtail_pct"))),
-}
-MAP_FOR_KIND = {m.kind: m.name for m in BUILTIN.values()}
-
-
 class RegisterMapError(ValueError):
     """A register map file is unusable; one line naming file and entry."""
 
@@ -95,6 +76,11 @@ def load_map_file(path: str | Path) -> RegisterMap:
         if isinstance(e, RegisterMapError):
             raise
         raise RegisterMapError(f"{p}: not a register map ({type(e).__name__}: {e})") from None
+
+
+DEVICE_MAPS_DIR = Path(__file__).resolve().parents[2] / "scenarios" / "device_maps"
+BUILTIN = {m.name: m for m in (load_map_file(p) for p in sorted(DEVICE_MAPS_DIR.glob("*.yaml")))}
+MAP_FOR_KIND = {m.kind: m.name for m in BUILTIN.values()}
 
 
 def resolve(row: dict) -> RegisterMap | None:
