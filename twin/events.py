@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import timedelta
 
 
@@ -24,4 +25,17 @@ class EventLog:
 
     def write(self, path) -> None:
         with open(path, "w") as f:
-            f.writelines(json.dumps(ev, default=str) + "\n" for ev in self.events)
+            f.writelines(json.dumps(finite(ev), default=str, allow_nan=False) + "\n" for ev in self.events)
+
+
+def finite(obj):
+    """obj with every non-finite float replaced by None (JSON has no NaN/Infinity)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:  # numpy scalar
+        return finite(obj.item())
+    return obj

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from twin.events import finite
+
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
        "==": lambda a, b: abs(a - b) <= 1e-9 * max(1.0, abs(b))}
 
@@ -26,7 +28,11 @@ def summarize(twin, wall_s: float) -> dict:
     """KPIs of a finished run: energy by class, voltage extremes, violation minutes, losses."""
     s = twin.scenario
     cols = twin.recorder.cols
-    dt_rec_h = s.outputs.timeseries_every_s / 3600.0
+    # the recorder samples every rec_every device steps: integrate with that real interval,
+    # not the nominal timeseries_every_s (which a device step need not divide)
+    dt_rec_h = twin.rec_every * twin.dt_s / 3600.0
+    head = np.asarray(cols.get("head_p_kw", []), dtype=float)
+    unsolved = int(np.count_nonzero(~np.isfinite(head)))
 
     def integral(key):
         arr = np.asarray(cols.get(key, []), dtype=float)
@@ -48,6 +54,15 @@ def summarize(twin, wall_s: float) -> dict:
         "duration_s": s.duration_s,
         "device_steps": twin.step_index,
         "power_flows": twin.pf.runs,
+        "power_flow": {
+            "runs": twin.pf.runs,
+            "failed_intervals": getattr(twin, "failed_intervals", 0),
+            "full_runs": getattr(twin.pf, "full_runs", twin.pf.runs),  # pandapower.runpp calls
+            # energies below integrate the converged samples only; this is the time they miss
+            "unsolved_samples": unsolved,
+            "unsolved_h": round(unsolved * dt_rec_h, 6),
+        },
+        "timeseries_interval_s": twin.rec_every * twin.dt_s,
         "wall_s": round(wall_s, 3),
         "speedup": round(s.duration_s / wall_s, 1) if wall_s > 0 else None,
         "energy_kwh": {
@@ -103,7 +118,8 @@ def write_results(twin, out: Path, wall_s: float) -> dict:
     twin.events.write(out / "events.jsonl")
     summary = summarize(twin, wall_s)
     summary["assertions"] = evaluate_assertions(summary, twin.scenario.assertions)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    summary = finite(summary)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str, allow_nan=False) + "\n")
     if twin.scenario.outputs.report:
         from twin.report import write_report
 

@@ -76,6 +76,8 @@ class Twin:
         for ev in s.dr_events:
             self.env.process(self._dr_window(ev))
         self.violation_intervals = 0
+        self.failed_intervals = 0  # power flows that did not converge (also in events.jsonl)
+        self._load_noise = None  # AR(1) state of the base-load noise, one value per own load
         self.violation_by_kind: dict[str, int] = {}
         self._active_violations: set = set()
         self.kpi_extra: dict = {}  # filled by attached parts (controller, TCL reference, ...)
@@ -148,19 +150,41 @@ class Twin:
             q += np.bincount(self._slots[name], weights=f.q_kvar, minlength=m)
         return p, q
 
+    NOISE_TAU_S = 900.0  # correlation time of the base-load noise (a load wanders, it does not jump)
+
+    def base_load_noise(self) -> np.ndarray | None:
+        """Per-load multiplicative factor: AR(1) around 1 with std noise_pct and a 15-minute
+        correlation time, advanced by the power-flow interval (seeded, reproducible)."""
+        sd = self.scenario.base_load.noise_pct / 100.0
+        if not sd:
+            return None
+        if self._load_noise is None:
+            self._load_noise = sd * self.rng.standard_normal(self._n_own_loads)
+        else:
+            a = math.exp(-self.scenario.power_flow_interval_s / self.NOISE_TAU_S)
+            self._load_noise = a * self._load_noise + sd * math.sqrt(1 - a * a) * self.rng.standard_normal(
+                self._n_own_loads)
+        return 1.0 + self._load_noise
+
     def solve_power_flow(self) -> PowerFlowResult:
         s = self.scenario
         p, q = self.der_injections()
-        noise = s.base_load.noise_pct / 100.0
-        per_row = (1.0 + noise * self.rng.standard_normal(self._n_own_loads)) if noise else None
+        per_row = self.base_load_noise()
         ghi = self.ambient.ghi_w_m2
         res = self.pf.run(p, q, load_scale=self.base_load_scale(self.env.now),
                           pv_scale=ghi / 1000.0, other_sgen_scale=0.5, load_scale_per_row=per_row)
+        if not res.converged:
+            self.failed_intervals += 1
+            self.events.log(self.env.now, "power_flow_failed", interval=self.pf.runs,
+                            head_der_kw=round(float(p.sum()), 3))
         g = self.grid
         g.t_s, g.result = float(self.env.now), res
         sd = s.measurement.v_noise_pu_std
         g.v_meas_pu = res.v_pu + (sd * self.rng.standard_normal(res.v_pu.size) if sd else 0.0)
         g.violations = self.pf.violations(res, s.feeder.limits)
+        if not res.converged:  # counted as failed_intervals, not as a limit violation
+            self._active_violations = set()
+            return res
         active = {(v.kind, v.element) for v in g.violations}
         for v in g.violations:
             if (v.kind, v.element) not in self._active_violations:

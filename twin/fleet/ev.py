@@ -1,7 +1,9 @@
 """EV chargers: sessions (arrival, departure, energy need) and a charging-rate setpoint.
 
 Sessions are drawn per charger per day at construction; one SimPy process (not one per
-charger) walks the sorted arrival/departure times and plugs vehicles in and out.
+charger) walks the sorted arrival/departure times and plugs vehicles in and out. A car that
+arrived before the run starts plugged in with what the same rule (full rate from arrival)
+would have left it to charge, as if the run had been going.
 """
 
 from __future__ import annotations
@@ -60,7 +62,11 @@ class EvFleet(Fleet):
                 continue  # previous session still plugged: the car did not leave, skip
             self.connected[i] = True
             self.departure_s[i] = dep_s
-            self.e_need_kwh[i] = need if arr_s >= 0 else need * max(0.0, 1 + arr_s / (dep_s - arr_s))
+            if arr_s >= 0:
+                self.e_need_kwh[i] = need
+            else:  # arrived before the run: charged by the same rule (full rate) until t = 0
+                done = self.p_max_kw[i] * self.eta[i] * (-arr_s) / 3600.0
+                self.e_need_kwh[i] = max(0.0, need - done)
 
     def step(self, dt_s: float, amb: Ambient) -> None:
         gone = self.connected & (amb.t_s >= self.departure_s)
