@@ -244,7 +244,8 @@ class Controller:
         self.cycle_ms.append(tm["total_ms"])
         self.last_report = {"cycle": self.n_cycle, "t": t, **{k: round(v, 3) for k, v in tm.items()},
                             "commands": len(cmds), "written": sum(r[4] for r in sp_rows),
-                            "rejected": len(result.rejected), "unavailable": n_unavail}
+                            "rejected": len(result.rejected), "unavailable": n_unavail,
+                            "gate_basis": self.stage.basis.get("basis")}
         log.debug("cycle %d: %s", self.n_cycle, self.last_report)
         return self.last_report
 

@@ -135,7 +135,8 @@ def attach_controller(twin, historian=None) -> Attached:
     clock = SteppedClock(t_start)
     link = DirectLink(TwinPort(twin), clock)
     prices = twin.prices
-    ctl = assemble(Spec.from_scenario(s), {g: link for g in [*twin.fleets, RTU, METER]}, clock,
+    groups = [g for g, f in twin.fleets.items() if f.n > 0] + [RTU, METER]  # an empty group has no devices
+    ctl = assemble(Spec.from_scenario(s), {g: link for g in groups}, clock,
                    historian, feeder_model(s), s.feeder.limits,
                    lambda times: np.array([prices.at(float(x) - t_start) for x in times]))
 

@@ -6,10 +6,9 @@ then) and every battery reaches its released value although the gate ramp-limits
 
 import numpy as np
 import pytest
-import yaml
+from lv_fleet import lv_scenario
 
 from hil.direct import attach_controller
-from scenarios.model import Scenario
 from twin.simulation import Twin
 
 SHED_S, RESTORE_S, SPREAD_S = 20.0, 80.0, 600.0
@@ -17,16 +16,7 @@ END_S = RESTORE_S + SPREAD_S + 40.0
 
 
 def scenario():
-    with open("scenarios/cigre_lv_evening_peak.yaml") as f:
-        d = yaml.safe_load(f)
-    d.pop("assertions")
-    d.update(start="2026-01-15T12:00:00Z", duration_s=END_S, device_step_s=1.0,
-             power_flow_interval_s=60.0)
-    d["fleet"].append({"name": "pumps", "kind": "flex_load", "count": 6,
-                       "params": {"p_nom_kw": 8, "flex_share": 0.5}})
-    d["controller"] = {"enabled": True, "cycle_s": 2.0, "objective": "dr"}
-    d["outputs"] = {"timeseries_every_s": 60, "report": False}
-    return Scenario.model_validate(d)
+    return lv_scenario("2026-01-15T12:00:00Z", END_S, 1.0, 60.0, {"cycle_s": 2.0, "objective": "dr"})
 
 
 @pytest.fixture(scope="module")

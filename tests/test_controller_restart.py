@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import yaml
-
 from controller_devices import DeviceServers, SunSpecBattery
 from ports import free_port
 
@@ -36,6 +35,15 @@ def _start(cfg: Path, port: int, log):
         time.sleep(0.1)
     p.kill()
     raise RuntimeError("controller API did not come up in 30 s")
+
+
+def _stop(p) -> None:
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 def _wait(pred, timeout_s=30.0):
@@ -107,12 +115,7 @@ def test_kill9_restart_resumes_dr_event_and_schedule(tmp_path):
         assert _wait(lambda: sum(d.setpoint_kw() for d in srv.devices) < -11.0, 10)
         db.close()
     finally:
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        _stop(p)
         log.close()
         srv.close()
 
@@ -148,11 +151,6 @@ def test_kill9_after_shed_resumes_the_emergency_and_restore_releases(tmp_path):
         assert _wait(lambda: _db(hist).execute(
             "SELECT COUNT(*) FROM events WHERE kind='emergency_restored'").fetchone()[0] == 1, 10)
     finally:
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        _stop(p)
         log.close()
         srv.close()

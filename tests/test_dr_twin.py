@@ -4,10 +4,9 @@ difference, and every device is handed back after the event."""
 
 import numpy as np
 import pytest
-import yaml
+from lv_fleet import lv_scenario
 
 from hil.direct import attach_controller
-from scenarios.model import Scenario
 from twin.simulation import Twin
 
 CYCLE_S = 60.0
@@ -16,20 +15,12 @@ EV_START, EV_END, DROP_T = 600.0, 3000.0, 1800.0
 
 
 def scenario():
-    with open("scenarios/cigre_lv_evening_peak.yaml") as f:
-        d = yaml.safe_load(f)
-    d.pop("assertions")
-    d.update(start="2026-01-15T17:30:00Z", duration_s=3600, device_step_s=5.0,
-             power_flow_interval_s=300.0)
-    d["fleet"].append({"name": "pumps", "kind": "flex_load", "count": 6,
-                       "params": {"p_nom_kw": 8, "flex_share": 0.5}})
     # this feeder is below its voltage band at the evening peak: the gate (tested on its own)
     # would hold the EVs back; here the DR program alone is under test
-    d["controller"] = {"enabled": True, "cycle_s": CYCLE_S, "objective": "dr", "safety_gate": False}
-    d["dr_events"] = [{"id": "peak", "start": "2026-01-15T17:40:00Z",
-                       "duration_s": EV_END - EV_START, "reduction_kw": REQUEST_KW}]
-    d["outputs"] = {"timeseries_every_s": 60, "report": False}
-    return Scenario.model_validate(d)
+    return lv_scenario("2026-01-15T17:30:00Z", 3600, 5.0, 300.0,
+                       {"cycle_s": CYCLE_S, "objective": "dr", "safety_gate": False},
+                       [{"id": "peak", "start": "2026-01-15T17:40:00Z",
+                         "duration_s": EV_END - EV_START, "reduction_kw": REQUEST_KW}])
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,14 @@
 Load allocation from head metering: the feeder model's nominal loads (and generators, as
 negative load) scaled by one factor so that, together with the managed devices' metered
 power, they explain the power measured at the feeder head. Without a head meter the
-nominal values are used unscaled. A state estimate (grid_models.estimation) can replace
-this where the feeder has enough measurements.
+nominal values are used unscaled.
+
+Where the controller's telemetry makes the feeder observable (the RTU reports bus voltages
+for at least `min_v_share` of the buses and the head meter answers), the WLS state estimate
+(grid_models.estimation, with bad-data removal) replaces the nominal shape: the per-bus load
+the managed devices do not explain, re-estimated every `every_s` or as soon as the measured
+voltages move by `drift_pu`, and moved with the head meter in between. Every snapshot says
+which basis it used (`GridSnapshot.basis`: "estimate" or "allocation").
 """
 
 from __future__ import annotations
@@ -45,11 +51,132 @@ class HeadMeterLoadAllocation:
         return GridSnapshot.from_fleet_state(state, self.bus, p, q, now_s=now_s)
 
 
+class EstimatedBaseLoad:
+    """The gate's unmanaged load from the state estimate when observable, else the head-meter
+    allocation (see module docstring)."""
+
+    def __init__(self, net, every_s: float = 4 * 3600.0, drift_pu: float = 0.03, min_v_share: float = 0.5):
+        self.net = net
+        self.alloc = HeadMeterLoadAllocation(net)
+        self.bus_index = net.bus.index.to_numpy()
+        self.every_s, self.drift_pu, self.min_v_share = every_s, drift_pu, min_v_share
+        self.se = None
+        self.gate = None  # set by make_gate: its power flow judges which basis explains the RTU
+        self.use_estimate = True
+        self.est = None  # (t, v measured, head kW, device kW, bus, p, q) of the last estimate
+        self.last: dict = {"basis": "allocation"}
+
+    def _measurements(self, state):
+        """(Measurements, v vector, head kW) from the RTU and head meter, or None (not observable)."""
+        from grid_models.estimation import Measurements
+
+        rtu = next((g for g in state.groups.values() if g.kind == "rtu"), None)
+        meter = next((g for g in state.groups.values() if g.kind == "meter"), None)
+        if rtu is None or meter is None:
+            return None
+        head = float(np.nansum(meter.get("p_kw"))) if np.isfinite(meter.get("p_kw")).any() else np.nan
+        head_q = float(np.nansum(meter.get("q_kvar")))
+        n = len(self.bus_index)
+        v = np.array([rtu.get(f"v_pu.{k}")[0] if f"v_pu.{k}" in rtu.values else np.nan for k in range(n)])
+        ok = np.isfinite(v)
+        if not np.isfinite(head) or ok.sum() < self.min_v_share * n:
+            return None
+        slack = np.asarray(self.net.ext_grid.bus.to_numpy()[:1], np.int64)
+        m = Measurements(v_bus=self.bus_index[ok], v_pu=v[ok], pq_bus=slack,
+                         p_kw=np.array([-head]), q_kvar=np.array([-head_q]))
+        return m, v, head
+
+    @staticmethod
+    def _devices(state):
+        bus, p, q = [], [], []
+        for g in state.groups.values():
+            if g.kind in ("meter", "rtu") or "p_kw" not in g.values:
+                continue
+            bus.append(g.bus)
+            p.append(np.nan_to_num(g.get("p_kw")))
+            q.append(np.nan_to_num(g.get("q_kvar")))
+        if not bus:
+            return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
+        return np.concatenate(bus), np.concatenate(p), np.concatenate(q)
+
+    def snapshot(self, state, now_s: float) -> GridSnapshot:
+        got = self._measurements(state)
+        if got is None:
+            snap = self.alloc.snapshot(state, now_s)
+            self.last = {"basis": "allocation", "why": "not observable from the RTU and head meter"}
+            return snap
+        m, v, head = got
+        d_bus, d_p, d_q = self._devices(state)
+        due = (self.est is None or now_s - self.est[0] >= self.every_s
+               or np.nanmax(np.abs(v - self.est[1])) > self.drift_pu)
+        if due:
+            from grid_models.estimation import EstimationError, StateEstimator
+
+            if self.se is None:
+                self.se = StateEstimator(self.net, device_buses=np.unique(d_bus[d_bus >= 0]))
+            try:
+                e = self.se.run(m, pseudo_scale=self.alloc.scale(state))
+            except EstimationError as err:
+                self.last = {"basis": "allocation", "why": str(err)[:200]}
+                return self.alloc.snapshot(state, now_s)
+            bus, p, q = e.base_load(d_bus, d_p, d_q)
+            self.est = (now_s, v, head, float(d_p.sum()), bus, p, q)
+            use, err = self._explains_better(state, now_s, v, e.removed)
+            self.last = {"basis": "estimate" if use else "allocation", "t": now_s,
+                         "bad_data": e.bad_data_detected, "removed": e.removed,
+                         "n_measurements": e.n_measurements, "v_rms_error_pu": err}
+            self.use_estimate = use
+        if not self.use_estimate:  # the allocation explains the RTU's voltages better
+            self.last = {**self.last, "basis": "allocation"}
+            return self.alloc.snapshot(state, now_s)
+        return self._estimate_snapshot(state, now_s, head, d_p)
+
+    def _estimate_snapshot(self, state, now_s, head, d_p) -> GridSnapshot:
+        t_est, _, head0, der0, bus, p, q = self.est
+        # between estimates: the unmanaged load moves with what the head meter sees beyond the devices
+        load = np.maximum(p, 0.0)
+        d = (head - head0) - (float(d_p.sum()) - der0)
+        p = p + (d * load / load.sum() if load.sum() > 1e-9 else 0.0)
+        snap = GridSnapshot.from_fleet_state(state, bus, p, q, now_s=now_s)
+        snap.basis = "estimate"
+        self.last = {**self.last, "basis": "estimate", "age_s": round(now_s - t_est, 1)}
+        return snap
+
+    def _explains_better(self, state, now_s, v, removed) -> tuple[bool, dict]:
+        """Does the gate's power flow on the estimate's load reproduce the RTU's voltages
+        (good channels; bad data removed) at least as well as on the allocation? Only then is
+        the estimate used: a poorly conditioned estimate never makes the gate see less."""
+        if self.gate is None:
+            return True, {}
+        bad = {r["element"] for r in removed if r["type"] == "v"}
+        keep = np.isfinite(v) & ~np.isin(self.bus_index, list(bad))
+        pos = {int(b): i for i, b in enumerate(self.gate.pf.bus_index)}
+        rows = [pos[int(b)] for b in self.bus_index[keep] if int(b) in pos]
+        meas = v[keep][[int(b) in pos for b in self.bus_index[keep]]]
+        err = {}
+        for name, snap in (("estimate", self._estimate_snapshot(state, now_s, *self._head_der(state))),
+                           ("allocation", self.alloc.snapshot(state, now_s))):
+            op = self.gate.operating_point(snap)
+            err[name] = np.inf if op is None else float(np.sqrt(np.mean((op["res"].v_pu[rows] - meas) ** 2)))
+        return err["estimate"] <= err["allocation"], {k: round(x, 5) for k, x in err.items()}
+
+    def _head_der(self, state):
+        meter = next(g for g in state.groups.values() if g.kind == "meter")
+        return float(np.nansum(meter.get("p_kw"))), self._devices(state)[1]
+
+
 def make_gate(net, limits, clock, config=None):
     """(SafetyGate, snapshot_fn) for a controller: the gate on the feeder model and the
-    function turning the controller's FleetState into the gate's GridSnapshot."""
+    function turning the controller's FleetState into the gate's GridSnapshot (state estimate
+    where observable, head-meter allocation otherwise); `snapshot_fn.base_load` says which."""
     from controller.safety.gate import SafetyGate
 
-    alloc = HeadMeterLoadAllocation(net)
+    base = EstimatedBaseLoad(net)
     gate = SafetyGate(net, limits, config)
-    return gate, lambda state: alloc.snapshot(state, clock.now())
+    base.gate = gate
+
+    def snapshot_fn(state):
+        return base.snapshot(state, clock.now())
+
+    snapshot_fn.base_load = base
+    return gate, snapshot_fn

@@ -88,7 +88,8 @@ class SafetyGate:
         t0 = time.perf_counter()
         self.checks += 1
         now = state.now_s if now_s is None else float(now_s)
-        report = {"n": len(commands), "power_flows": 0, "lp": False}
+        report = {"n": len(commands), "power_flows": 0, "lp": False,
+                  "basis": getattr(state, "basis", "allocation")}  # grid state: estimate | allocation
         self.last_report = report
         decisions: list[Decision | None] = [None] * len(commands)
         age = now - state.t_s

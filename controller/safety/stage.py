@@ -19,12 +19,30 @@ class GateStage:
         self.last_gate: GateResult | None = None
         self.gate_totals = {"accepted": 0, "curtailed": 0, "rejected": 0}
         self._gate_alarmed: set[str] = set()
+        self.basis: dict = {}  # which grid state the gate used: estimate or allocation (and why)
+        self._bad_t = None
+
+    def _note_basis(self, t: float) -> None:
+        """The snapshot's basis for the report; a measurement the estimator removed as bad data
+        raises one alarm (bad_measurement) and an event naming it."""
+        bl = getattr(self.snapshot_fn, "base_load", None)
+        if bl is None:
+            self.basis = {"basis": "allocation"}
+            return
+        self.basis = dict(bl.last)
+        if self.basis.get("removed") and self.basis.get("t") != self._bad_t:
+            self._bad_t = self.basis["t"]
+            what = ", ".join(f"{r['type']}@{r['element_type']}{r['element']}={r['value']:.4g}"
+                             for r in self.basis["removed"])
+            self.hist.log_event(t, "state_estimate_bad_data", removed=self.basis["removed"])
+            self.hist.raise_alarm(t, "bad_measurement", "rtu", f"removed by the state estimator: {what}"[:300])
 
     def check(self, t: float, cmds: list[Command], fleet) -> GateResult:
         """The gate's verdict on the batch; a failing gate rejects everything (fail safe).
         Rejections and curtailments raise alarms (one per device while it lasts) and an event."""
         try:
             state = self.snapshot_fn(fleet) if self.snapshot_fn else fleet
+            self._note_basis(t)
             result = self.gate.check(cmds, state)
         except Exception as e:  # never write what the gate did not see through
             log.warning("safety gate failed at %.0f: %s", t, e)
