@@ -53,7 +53,11 @@ def chromium(width: int = 1400, height: int = 1000):
 
 
 def wait_for(driver, predicate, timeout_s: float = 30.0, what: str = "condition"):
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout_s, poll_frequency=0.2).until(
+    # Dash redraws tables and the page navigates on login/logout: an element that went stale
+    # between finding and reading it means "not yet", not a failure
+    return WebDriverWait(driver, timeout_s, poll_frequency=0.2,
+                         ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(
         lambda d: predicate(d), message=f"timed out after {timeout_s}s waiting for {what}")

@@ -135,7 +135,7 @@ def test_login_required_bad_token_refused_logout_and_expiry(dash):
         _signed_in(drv, "olivia", "operator")
         sid = drv.get_cookie("gridtwin_session")["value"]
         app.sessions.get(sid).expires_at = time.time() - 1
-        wait_for(drv, lambda d: "expired" in d.find_element(By.TAG_NAME, "body").text, what="session expiry notice")
+        wait_for(drv, lambda d: "session has expired" in d.page_source, what="session expiry notice")
         assert "/login" in drv.current_url
 
 
