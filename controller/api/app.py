@@ -477,10 +477,10 @@ def create_app(controller, tokens: TokenStore | dict[str, dict],
         api.shed_cycle_now a cycle runs at once, so the shed setpoints are on the devices when
         this answers (not one cycle period later)."""
         m = await urgently(controller.set_emergency, True, by=user["user"], reason=body.reason)
-        await urgently(audit, user, "emergency_shed", "", body.model_dump())
-        if st.shed_cycle_now:
+        if st.shed_cycle_now:  # (a scheduled cycle may have sent it already: then this one writes 0)
             rep = await urgently(controller.cycle)
             m = {**m, "cycle": {k: rep.get(k) for k in ("cycle", "written", "rejected", "total_ms")}}
+        await urgently(audit, user, "emergency_shed", "", body.model_dump())
         return m
 
     @app.post("/api/emergency/restore")
