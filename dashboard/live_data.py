@@ -369,7 +369,7 @@ def audit_detail(d) -> str:
         if isinstance(v, (int, float)) and not isinstance(v, bool) and (k.endswith("_t") or k in ("t", "since")) \
                 and v > 1e8:
             v = utc(v) + " UTC"
-            k = k[:-2] if k.endswith("_t") else k
+            k = k.removesuffix("_t")
         elif isinstance(v, list):
             v = ",".join(map(str, v))
         parts.append(f"{k}={v}")

@@ -252,8 +252,8 @@ def margin_line(fl: dict):
     if not m:
         return ""
     return html.Span([html.B("Available reduction margin now: "),
-                      f"{m.get('margin_kw', 0):.1f} kW (batteries {m.get('battery_kw', 0):.1f} kW for "
-                      f"{m.get('battery_hold_s', 0) / 60:.0f} min). A DR request above it will under-deliver."],
+                      (f"{m.get('margin_kw', 0):.1f} kW (batteries {m.get('battery_kw', 0):.1f} kW for "
+                       f"{m.get('battery_hold_s', 0) / 60:.0f} min). A DR request above it will under-deliver.")],
                      id="live-margin-text")
 
 
@@ -305,8 +305,8 @@ def describe_action(trigger: str, v: dict, fleet: dict | None = None) -> tuple[d
         if row.get("status") not in ("pending", "active"):
             return None, ""
         return ({"kind": "dr_cancel", "id": row["id"]},
-                f"Cancel DR event {row['id']} ({row['status']}, {row.get('requested_kw')} kW, "
-                f"{row.get('start')} to {row.get('end')} UTC)?")
+                (f"Cancel DR event {row['id']} ({row['status']}, {row.get('requested_kw')} kW, "
+                 f"{row.get('start')} to {row.get('end')} UTC)?"))
     if trigger == "live-alarms":
         row = v.get("row") or {}
         if not row.get("id") or row.get("acknowledged") == "yes":
@@ -329,8 +329,8 @@ def describe_action(trigger: str, v: dict, fleet: dict | None = None) -> tuple[d
         if not em:
             return None, "restore: no emergency shed is active"
         return ({"kind": "emergency_restore"},
-                f"Restore from the EMERGENCY SHED active since {ld.utc(em.get('since'))} UTC by {em.get('by', '?')}? "
-                "Batteries, EV charging, flexible loads and TCLs go back to normal dispatch.")
+                (f"Restore from the EMERGENCY SHED active since {ld.utc(em.get('since'))} UTC by "
+                 f"{em.get('by', '?')}? Batteries, EV charging, flexible loads and TCLs go back to normal dispatch."))
     return None, ""
 
 

@@ -35,7 +35,7 @@ def fmt_num(v, sig: int = 6) -> str:
         return f"{v:,.0f}"
     if abs(v) < 1e-3:
         return f"{v:.3e}"
-    digits = max(0, sig - 1 - int(math.floor(math.log10(abs(v)))))
+    digits = max(0, sig - 1 - math.floor(math.log10(abs(v))))
     return f"{v:,.{min(digits, 4)}f}".rstrip("0").rstrip(".")
 
 

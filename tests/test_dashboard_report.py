@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from browser import CHROMEDRIVER, CHROMIUM, chromium, wait_for
 
 ARTIFACTS = Path(os.environ.get("GRIDTWIN_ARTIFACTS", Path(__file__).resolve().parent.parent / "artifacts"))
@@ -55,7 +54,7 @@ def test_report_is_small_and_references_plotly_once(run):
 
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="Debian chromium/chromium-driver not installed")
 def test_report_figures_in_browser(run):
-    summary, out = run
+    _, out = run
     with chromium(1300, 3800) as drv:
         drv.get((out / "report.html").as_uri())
         wait_for(drv, lambda d: d.execute_script("return document.querySelectorAll('.js-plotly-plot').length") >= 6,

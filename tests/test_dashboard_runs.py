@@ -4,7 +4,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from browser import CHROMEDRIVER, CHROMIUM, chromium, serve_dash, wait_for
 
 ARTIFACTS = Path(os.environ.get("GRIDTWIN_ARTIFACTS", Path(__file__).resolve().parent.parent / "artifacts"))
@@ -63,7 +62,7 @@ def test_run_viewer_in_browser(two_runs):
 
     from dashboard.app import create_app
 
-    (s1, o1), (s2, o2) = two_runs
+    (_, o1), (_, o2) = two_runs
     app = create_app(run_dirs=[o1, o2])
     with serve_dash(app) as url, chromium() as drv:
         drv.get(url)

@@ -405,7 +405,7 @@ def write_report(path, df: pd.DataFrame, summary: dict, bus_names: dict[str, str
     s = summary
     asserts = s.get("assertions") or []
     failed = sum(not a["passed"] for a in asserts)
-    verdict = ("<span class='bad'>%d of %d assertions FAILED</span>" % (failed, len(asserts)) if failed else
+    verdict = (f"<span class='bad'>{failed} of {len(asserts)} assertions FAILED</span>" if failed else
                (f"<span class='ok'>all {len(asserts)} assertions passed</span>" if asserts else "no assertions"))
     note = ""
     if rep.bins is not None:
@@ -435,9 +435,9 @@ def end_of_run_lines(summary: dict, out) -> list[str]:
     def f(x, nd=3):
         return "n/a" if x is None else f"{x:.{nd}f}"
 
-    lines = [f"{summary['scenario']}: {summary['duration_s'] / 3600:g} h simulated in "
-             f"{summary['wall_s']:.1f} s (x{summary['speedup']}), v {f(v['min_pu'])}..{f(v['max_pu'])} pu, "
-             f"violation minutes {summary['violations']['minutes']:g}; results in {out}"]
+    lines = [(f"{summary['scenario']}: {summary['duration_s'] / 3600:g} h simulated in "
+              f"{summary['wall_s']:.1f} s (x{summary['speedup']}), v {f(v['min_pu'])}..{f(v['max_pu'])} pu, "
+              f"violation minutes {summary['violations']['minutes']:g}; results in {out}")]
     energy = summary.get("energy_kwh") or {}
     if energy:
         lines.append("  energy (kWh, load +): " + ", ".join(f"{k.replace('_', ' ')} {x:,.1f}"
