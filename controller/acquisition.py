@@ -53,4 +53,7 @@ class Acquisition:
                     log.info("%s: ratings now %s", dev, found[dev])
                     if hist is not None:
                         hist.log_event(t, "device_discovered", device_id=dev, ratings=found[dev])
-        self.quality.apply(t, state, hist)
+        # the cycle's t is its scheduled slot (up to a period behind when it runs late); the
+        # readings are stamped when they were taken: judge "from the future" against now
+        now = max([t] + [link.clock.now() for link in links.values() if hasattr(link, "clock")])
+        self.quality.apply(now, state, hist)

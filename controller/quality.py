@@ -30,7 +30,8 @@ log = logging.getLogger("controller.quality")
 class KindChecks:
     rating_factor: float | None = 1.2  # |P| above this x rating is not physical
     rating_names: tuple[str, ...] = ("s_rated_kva", "p_max_kw")
-    counters: tuple[str, ...] = ()  # energy counters (kWh) that only go up
+    counters: tuple[tuple[str, int], ...] = ()  # energy counters (kWh) that only go up, and the
+    # sign of P (load convention) that makes each one advance: import +1, export -1
     stuck_polls: int = 3  # fresh polls a counter may stand still while |P| says it moves
     stuck_min_kwh: float = 0.005  # ... by at least this much (counter resolution is 1 Wh)
     max_rate_frac_per_s: float | None = None  # |dP/dt| limit as a share of the rating per s
@@ -38,9 +39,9 @@ class KindChecks:
 
 
 DEFAULTS: dict[str, KindChecks] = {
-    "pv": KindChecks(counters=("e_exp_kwh",), max_rate_frac_per_s=2.5),
-    "battery": KindChecks(counters=("e_exp_kwh", "e_imp_kwh"), max_rate_frac_per_s=2.5),  # where read
-    "meter": KindChecks(rating_factor=None, counters=("e_imp_kwh", "e_exp_kwh")),
+    "pv": KindChecks(counters=(("e_exp_kwh", -1),), max_rate_frac_per_s=2.5),
+    "battery": KindChecks(counters=(("e_imp_kwh", 1), ("e_exp_kwh", -1)), max_rate_frac_per_s=2.5),
+    "meter": KindChecks(rating_factor=None, counters=(("e_imp_kwh", 1), ("e_exp_kwh", -1))),
     "ev": KindChecks(rating_names=("p_max_kw",)),
     "flex_load": KindChecks(rating_factor=None),
     "tcl": KindChecks(rating_factor=None),
@@ -126,7 +127,7 @@ class DataQuality:
                     & (np.abs(p - mem.p) > ck.max_rate_frac_per_s * rating * np.maximum(dt, 1.0)))
             flag(fast, "rate_of_change", lambda j: f"P jumped {mem.p[j]:.2f} -> {p[j]:.2f} kW")
         # counters: backwards, or standing still while the power says they must move
-        for c in ck.counters:
+        for c, sign in ck.counters:
             v = g.values.get(c)
             if v is None:
                 continue
@@ -139,7 +140,8 @@ class DataQuality:
             same = ok & (v == prev)
             if p is not None:
                 dt_h = np.where(np.isfinite(tr - mem.t), tr - mem.t, 0.0) / 3600.0
-                owed[:] = np.where(same, owed + np.abs(np.nan_to_num(p)) * dt_h, np.where(ok, 0.0, owed))
+                flow = np.maximum(sign * np.nan_to_num(p), 0.0)  # power in this counter's direction
+                owed[:] = np.where(same, owed + flow * dt_h, np.where(ok, 0.0, owed))
             still[:] = np.where(same, still + 1, np.where(ok, 0, still))
             # a counter reading exactly 0 is SunSpec's "not implemented" for acc32: no evidence
             flag((still >= ck.stuck_polls - 1) & (owed > ck.stuck_min_kwh) & (v != 0), "stuck",

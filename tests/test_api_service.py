@@ -132,8 +132,10 @@ def test_second_instance_refused_and_shed_preempts_heavy_reads(tmp_path):
         readers = [threading.Thread(target=reader, daemon=True) for _ in range(6)]
         for t in readers:
             t.start()
-        while pages["done"] < 6:  # ... and are well under way
+        end = time.monotonic() + 120
+        while pages["done"] < 6 and time.monotonic() < end:  # ... and are well under way
             time.sleep(0.01)
+        assert pages["done"] >= 6, "history readers did not get going"
         # ... when the operator sheds: it reaches the batteries before the readers are done
         r = httpx.post(f"{base}/api/emergency/shed", headers=OP, json={"reason": "test"}, timeout=60)
         assert r.status_code == 200
