@@ -97,3 +97,23 @@ def test_times_with_offsets_are_utc(capsys, tmp_path):
     path = write(tmp_path, with_input(WEATHER), "ok.yaml")
     rc, _, err = gridtwin(capsys, "validate", path)
     assert rc == 0, err
+
+
+def test_run_reads_csv_inputs_with_extend(capsys, tmp_path):
+    """The run itself samples the checked CSVs: weather cycled (6-minute file), base load held."""
+    import pyarrow.parquet as pq
+
+    t = [START + pd.Timedelta(minutes=i) for i in range(6)]
+    (tmp_path / "w.csv").write_text("time,ghi_w_m2,t_out_c\n" + "".join(
+        f"{x.isoformat()},{300 + 10 * i},20\n" for i, x in enumerate(t)))
+    (tmp_path / "b.csv").write_text("time,scale\n2026-06-21T09:00:00Z,0.5\n2026-06-21T10:03:00Z,0.8\n")
+    text = (TINY + "weather: {kind: csv, path: w.csv, extend: cycle}\n"
+            "base_load: {profile: csv, path: b.csv, extend: hold, noise_pct: 0}\noutputs: {report: false}\n")
+    path = write(tmp_path, text, "ok.yaml")
+    rc, _, err = gridtwin(capsys, "run", path, "--out", tmp_path / "runs", "--quiet")
+    assert rc == 0, err
+    (ts_file,) = (tmp_path / "runs").glob("*/timeseries.parquet")
+    ts = pq.read_table(ts_file).to_pandas()
+    assert list(ts["ghi_w_m2"][:10]) == [300, 310, 320, 330, 340, 350, 300, 310, 320, 330]
+    base = ts["base_load_kw"].to_numpy()
+    assert base[3] == pytest.approx(base[9]) and base[3] > base[0]  # held at 0.8 after 10:03
