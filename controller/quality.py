@@ -34,6 +34,7 @@ class KindChecks:
     # sign of P (load convention) that makes each one advance: import +1, export -1
     stuck_polls: int = 3  # fresh polls a counter may stand still while |P| says it moves
     stuck_min_kwh: float = 0.005  # ... by at least this much (counter resolution is 1 Wh)
+    stuck_min_s: float = 1.5  # ... for at least this long (devices refresh registers about 1/s)
     max_rate_frac_per_s: float | None = None  # |dP/dt| limit as a share of the rating per s
     future_s: float = 5.0  # reading stamped later than now + this is not believed
 
@@ -58,6 +59,7 @@ class _Memory:
     counters: dict[str, np.ndarray] = field(default_factory=dict)
     still: dict[str, np.ndarray] = field(default_factory=dict)  # polls unchanged
     still_kwh: dict[str, np.ndarray] = field(default_factory=dict)  # energy |P| says passed since
+    still_s: dict[str, np.ndarray] = field(default_factory=dict)  # seconds unchanged
     suspect: dict[str, str] = field(default_factory=dict)  # device -> check that flagged it
 
 
@@ -134,6 +136,7 @@ class DataQuality:
             prev = mem.counters.get(c, np.full(n, np.nan))
             still = mem.still.setdefault(c, np.zeros(n, np.int64))
             owed = mem.still_kwh.setdefault(c, np.zeros(n))
+            dur = mem.still_s.setdefault(c, np.zeros(n))
             ok = fresh & np.isfinite(v) & np.isfinite(prev)
             flag(ok & (v < prev - 1e-9), "counter_backwards",
                  lambda j, c=c, prev=prev, v=v: f"{c} {prev[j]:.3f} -> {v[j]:.3f}")
@@ -142,9 +145,11 @@ class DataQuality:
                 dt_h = np.where(np.isfinite(tr - mem.t), tr - mem.t, 0.0) / 3600.0
                 flow = np.maximum(sign * np.nan_to_num(p), 0.0)  # power in this counter's direction
                 owed[:] = np.where(same, owed + flow * dt_h, np.where(ok, 0.0, owed))
+                dur[:] = np.where(same, dur + dt_h * 3600.0, np.where(ok, 0.0, dur))
             still[:] = np.where(same, still + 1, np.where(ok, 0, still))
             # a counter reading exactly 0 is SunSpec's "not implemented" for acc32: no evidence
-            flag((still >= ck.stuck_polls - 1) & (owed > ck.stuck_min_kwh) & (v != 0), "stuck",
+            flag((still >= ck.stuck_polls - 1) & (owed > ck.stuck_min_kwh) & (dur >= ck.stuck_min_s)
+                 & (v != 0), "stuck",
                  lambda j, c=c, still=still, owed=owed: f"{c} unchanged for {still[j] + 1} polls while "
                  f"|P| = {abs(np.nan_to_num(p[j])):.1f} kW (owes {owed[j]:.3f} kWh)")
             mem.counters[c] = np.where(fresh & np.isfinite(v), v, prev)

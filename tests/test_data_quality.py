@@ -120,3 +120,24 @@ def test_counter_backwards_and_pf_range_unit():
     g.t = np.array([3.0])
     g.values["e_imp_kwh"] = np.array([9.1])
     assert dq.apply(3.0, st) == {"m/0": "pf_range"}
+
+
+def test_stuck_needs_time_and_direction_unit():
+    """Fast polls inside one register refresh are not 'stuck'; an export counter standing still
+    while importing is not either; 3 polls 1 s apart with the import counter still are."""
+    from controller.links.base import DeviceInfo
+    from controller.state import FleetState, empty_group
+
+    g = empty_group("m", [DeviceInfo("m/0", "m", "meter")])
+    st = FleetState(0.0, {"m": g})
+    dq = DataQuality()
+
+    def read(t, e_imp, e_exp=5.0, p=400.0):
+        g.values = {"p_kw": np.array([p]), "e_imp_kwh": np.array([e_imp]), "e_exp_kwh": np.array([e_exp])}
+        g.quality = {k: np.zeros(1, np.int8) for k in g.values}
+        g.t = np.array([t])
+        return dq.apply(t, st)
+
+    assert all(read(0.2 * k, 100.0) == {} for k in range(1, 6))  # 1 s of 0.2 s polls, one refresh
+    assert read(1.2, 100.1) == {} and read(2.2, 100.2) == {}  # export counter still: importing
+    assert read(3.2, 100.2) == {} and read(4.2, 100.2) == {"m/0": "stuck"}
