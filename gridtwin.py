@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["Result", "load_scenario", "run", "sweep", "__version__"]
+__all__ = ["Result", "__version__", "load_scenario", "run", "sweep"]
 
 
 from gridtwin_cli import _version
@@ -38,7 +38,8 @@ class Result:
 def load_scenario(path_or_dict):
     """A validated `Scenario` from a YAML file or a mapping (relative files in a mapping are
     taken from the current folder)."""
-    from scenarios.load import ScenarioError, format_validation_error, load_scenario as _load
+    from scenarios.load import ScenarioError, format_validation_error
+    from scenarios.load import load_scenario as _load
     from scenarios.model import Scenario
 
     if isinstance(path_or_dict, (str, Path)):

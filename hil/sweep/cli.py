@@ -37,12 +37,18 @@ def cmd_sweep(args) -> int:
         print(f"{args.sweep}: ok ({sweep.spec.name}: {len(sweep.samples)} samples, design "
               f"{sweep.spec.design}, {sweep.spec.seeds} seeds per point, kpis {', '.join(sweep.spec.kpis)})")
         return 0
-    from hil.sweep.engine import run_sweep
-    from hil.sweep.report import first_exceedance
+    import signal
 
-    df, out = run_sweep(sweep, root=args.out, workers=args.workers, scheduler=args.scheduler,
+    from hil.sweep.engine import run_sweep
+
+    def _term(signum, frame):  # SIGTERM (a batch system's stop) ends like Ctrl-C: whole table kept
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
+    from hil.sweep.report import describe, first_exceedance
+
+    df, _ = run_sweep(sweep, root=args.out, workers=args.workers, scheduler=args.scheduler,
                         resume=args.resume, quiet=args.quiet)
     for kpi, v in first_exceedance(sweep, df).items():
-        print(f"{kpi}: limit {v['limit']:g} first left at {v['parameter']} = "
-              f"{v['first_worst_seed']} (worst seed), {v['first_median']} (median)")
+        print(describe(kpi, v))
     return 1 if (df["status"] != "ok").any() else 0

@@ -40,7 +40,7 @@ def first_exceedance(sweep: Sweep, df: pd.DataFrame) -> dict[str, dict]:
         if b.empty:
             continue
 
-        def first(col):
+        def first(col, b=b, lim=lim):
             over = np.zeros(len(b), bool)
             if lim.max is not None:
                 over |= b[col].to_numpy() > lim.max + 1e-12
@@ -49,10 +49,25 @@ def first_exceedance(sweep: Sweep, df: pd.DataFrame) -> dict[str, dict]:
             hits = b.index[over]
             return None if len(hits) == 0 else float(hits[0])
 
-        worst = first("max" if lim.max is not None else "min")
-        out[kpi] = {"parameter": xs[0], "limit": lim.max if lim.max is not None else lim.min,
-                    "first_worst_seed": worst, "first_median": first("median")}
+        edge = "max" if lim.max is not None else "min"
+        limit = lim.max if lim.max is not None else lim.min
+        worst = first(edge)
+        out[kpi] = {"parameter": xs[0], "limit": limit, "first_worst_seed": worst,
+                    "first_median": first("median"), "crossing_worst_seed": _crossing(b, edge, limit, worst)}
     return out
+
+
+def _crossing(b: pd.DataFrame, edge: str, limit: float, first_out) -> float | None:
+    """Where the band's edge meets the limit, linearly between the last step inside and the
+    first outside (None when the first step is already outside or none is)."""
+    if first_out is None:
+        return None
+    i = list(b.index).index(first_out)
+    if i == 0:
+        return None
+    x0, x1 = float(b.index[i - 1]), float(b.index[i])
+    y0, y1 = float(b[edge].iloc[i - 1]), float(b[edge].iloc[i])
+    return x0 + (x1 - x0) * (limit - y0) / (y1 - y0) if y1 != y0 else x1
 
 
 def _limit_lines(fig, lim, horizontal: bool) -> None:
@@ -67,7 +82,7 @@ def _limit_lines(fig, lim, horizontal: bool) -> None:
                           annotation_text=f"limit {word} {v:g}", annotation_position="top right")
 
 
-def _against(df, x: str, kpi: str, lim, group: str | None) -> go.Figure:
+def _against(df, x: str, kpi: str, lim, group: str | None, over: str | None = None) -> go.Figure:
     fig = go.Figure()
     groups = [(None, df)] if group is None else list(df.groupby(group, sort=True))
     for i, (gv, sub) in enumerate(groups):
@@ -93,7 +108,8 @@ def _against(df, x: str, kpi: str, lim, group: str | None) -> go.Figure:
     if lim is not None:
         _limit_lines(fig, lim, horizontal=True)
     seeds = int(df["replicate"].nunique()) if "replicate" in df else 1
-    fig.update_layout(title=f"{kpi} against {x} (line: median, band: min..max over {seeds} seeds)",
+    over = over or f"{seeds} seeds"
+    fig.update_layout(title=f"{kpi} against {x} (line: median, band: min..max over {over})",
                       xaxis_title=x, yaxis_title=kpi, template="plotly_white", height=420,
                       margin=dict(r=140))
     return fig
@@ -120,13 +136,13 @@ def write_report(path, sweep: Sweep, df: pd.DataFrame) -> None:
         lim = limits.get(kpi)
         if 1 <= len(xs) <= 2:
             figs.append(_against(df, xs[0], kpi, lim, xs[1] if len(xs) == 2 else None))
+        elif len(xs) > 2:  # one view per parameter, the band spanning the others and the seeds
+            figs += [_against(df, x, kpi, lim, None, over="the other parameters and the seeds") for x in xs]
         figs.append(_distribution(df, kpi, lim))
     parts = [f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figs)]
     n_fail = int((df["status"] != "ok").sum()) if not df.empty else 0
     found = first_exceedance(sweep, df)
-    lines = [f"<li>{html.escape(k)}: limit {v['limit']:g} first left at {v['parameter']} = "
-             f"{_fmt(v['first_worst_seed'])} (worst seed), {_fmt(v['first_median'])} (median)</li>"
-             for k, v in found.items()]
+    lines = [f"<li>{html.escape(describe(k, v))}</li>" for k, v in found.items()]
     fails = df[df["status"] != "ok"][["sample_id", "seed", "error"]] if n_fail else None
     head = (f"<h1>gridtwin sweep: {html.escape(sweep.spec.name)}</h1>"
             f"<p>{html.escape(sweep.spec.description)}</p>"
@@ -140,3 +156,11 @@ def write_report(path, sweep: Sweep, df: pd.DataFrame) -> None:
 
 def _fmt(v) -> str:
     return "not within the sweep" if v is None else f"{v:g}"
+
+
+def describe(kpi: str, v: dict) -> str:
+    """One line: where the band of seeds first leaves a KPI's limit."""
+    cross = v.get("crossing_worst_seed")
+    at = f"; the worst seed's edge crosses at {v['parameter']} ~ {cross:.3g} (linear)" if cross is not None else ""
+    return (f"{kpi}: limit {v['limit']:g} first left at {v['parameter']} = {_fmt(v['first_worst_seed'])} "
+            f"(worst seed), {_fmt(v['first_median'])} (median){at}")
