@@ -4,6 +4,7 @@ head), the control laws SunSpec defines for writes, and the device's injected fa
 from __future__ import annotations
 
 import math
+import zlib
 
 import numpy as np
 
@@ -21,6 +22,31 @@ def cha_state(p_kw: float, soc_kwh: float, soc_min_kwh: float, e_cap_kwh: float)
     if soc_kwh <= soc_min_kwh + 1e-3 * e_cap_kwh:
         return 2.0
     return 5.0 if soc_kwh >= e_cap_kwh * (1 - 1e-3) else 6.0
+
+
+# Default identity per device kind: one fictitious product line (scenario fleet[].emulation
+# overrides manufacturer, model, serial pattern and firmware).
+PRODUCT_LINE = {"pv": ("SVT", "SVT-3P-25K"), "battery": ("SVB", "SVB-HV-10"), "meter": ("SVM", "SVM-3P-CT"),
+                "ev": ("SVC", "SVC-22"), "tcl": ("SVA", "SVA-GW1"), "flex_load": ("SVL", "SVL-PLC")}
+VENDOR, FIRMWARE = "Solvanta", "4.12.3"
+
+
+def identity(kind: str, device_id: str, seed: int, emulation=None) -> dict[str, str]:
+    """Model 1 / device identification strings: a seeded 8-digit serial per device."""
+    prefix, model = PRODUCT_LINE.get(kind, ("SV", kind))
+    serial = zlib.crc32(f"{seed}:{device_id}".encode()) % 100_000_000
+    pattern = getattr(emulation, "serial_pattern", None) or "{prefix}{serial:08d}"
+    index = int(device_id.rpartition("/")[2]) if device_id.rpartition("/")[2].isdigit() else 0
+    return {"manufacturer": getattr(emulation, "manufacturer", None) or VENDOR,
+            "model": getattr(emulation, "model", None) or model,
+            "firmware": getattr(emulation, "firmware", None) or FIRMWARE,
+            "serial": pattern.format(prefix=prefix, serial=serial, index=index)}
+
+
+def grid_hz(t_s: float, seed: int) -> float:
+    """A grid frequency that wanders like a real one (tens of mHz, minutes), deterministic per run."""
+    ph = (seed % 997) / 997.0 * 2 * math.pi
+    return 50.0 + 0.018 * math.sin(2 * math.pi * t_s / 311.0 + ph) + 0.007 * math.sin(2 * math.pi * t_s / 47.0 + 2 * ph)
 
 
 class WriteRefused(Exception):
@@ -144,10 +170,14 @@ class EmulatedDevice:
     """Registers of one device; `refresh()` before a read, `apply_write()` for a write."""
 
     def __init__(self, device_id: str, kind: str, map_name: str, unit: int, twin, fleet=None,
-                 index: int | None = None, rating_kva: float = 1.0):
+                 index: int | None = None, rating_kva: float = 1.0, emulation=None):
         self.device_id, self.kind, self.unit = device_id, kind, unit
         self.map_name = map_name
-        self.image = DeviceImage(load_map(map_name), device_id, unit)
+        self.emulation = emulation  # scenarios.model.Emulation of the group (None: defaults)
+        self.seed = int(getattr(twin.scenario, "seed", 0) or 0)
+        self.refresh_s = float(getattr(emulation, "refresh_s", 1.0) or 1.0)
+        self.image = DeviceImage(load_map(map_name), device_id, unit,
+                                 identity(kind, device_id, self.seed, emulation))
         if self.image.kind != kind:
             raise MapError(f"map {map_name} is for {self.image.kind!r} devices, not {kind!r}")
         self.twin, self.fleet, self.index = twin, fleet, index
@@ -164,7 +194,7 @@ class EmulatedDevice:
         self.pf_devices: set = set()  # the host's set of devices in constant-PF mode
         self.rating_kva = float(rating_kva)
         self._vn_v: float | None = None
-        self._fresh = None  # (twin time, power flow, sf error, writes) the registers show
+        self._fresh = None  # (refresh period number, sf error, writes) the registers show
         self._writes = 0
         self.image.resolve_auto_scale(self.sources())
         self.refresh()
@@ -224,6 +254,7 @@ class EmulatedDevice:
                    # (701 W > 0 injecting; 203 W > 0 importing)
                    pf_gen=(abs(p) / s_kva * (-1.0 if p > 0 else 1.0)) if s_kva > 1e-9 else 1.0,
                    pf_load=(abs(p) / s_kva * (-1.0 if p < 0 else 1.0)) if s_kva > 1e-9 else 1.0)
+        out["hz"] = grid_hz(tw.t_s, self.seed)
         if self.acc is not None:
             out["wh_pos"] = float(self.acc[0][self.index or 0])
             out["wh_neg"] = float(self.acc[1][self.index or 0])
@@ -234,23 +265,17 @@ class EmulatedDevice:
         twin quantities only change when the twin steps, so every read sees current values
         without recomputing them per request."""
         tw = self.twin
-        key = (tw.t_s, id(tw.grid.result), self.sf_error, self._writes)
+        key = (math.floor(tw.t_s / self.refresh_s), self.sf_error, self._writes)
         if self.frozen or key == self._fresh:
             return
         self.image.publish(self.sources(), self.sf_error)
         self._fresh = key
 
     def identity_objects(self) -> dict[int, bytes]:
-        """Modbus device identification objects (FC 0x2B/0x0E): SunSpec model 1's Mn, Md, Vr
-        for VendorName, ProductCode/ModelName and MajorMinorRevision."""
-        img = self.image
-
-        def const(name, default):
-            b = img.by_name.get(name)
-            return str(b.value if b is not None and b.value is not None else default).encode()[:64]
-
-        vendor, model, rev = const("1.Mn", "gridtwin"), const("1.Md", self.map_name), const("1.Vr", "1.0")
-        return {0: vendor, 1: model, 2: rev, 4: model, 5: model}
+        """Modbus device identification objects (FC 0x2B/0x0E): the same identity as SunSpec
+        model 1 (Mn, Md, Vr): VendorName, ProductCode, MajorMinorRevision, ProductName, ModelName."""
+        i = {k: str(v).encode()[:64] for k, v in self.image.identity.items()}
+        return {0: i["manufacturer"], 1: i["model"], 2: i["firmware"], 4: i["model"], 5: i["model"]}
 
     # --- registers -> twin --------------------------------------------------------------------
     def apply_write(self, address: int, values: list[int]) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import socket
 import threading
 import time
+import zlib
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -51,6 +52,25 @@ def head_rating_kva(net) -> float:
     return max(sn, 2000.0 * float(net.load.p_mw.abs().sum()), 100.0)
 
 
+# full-load hours per year of a device's lifetime counters (into / out of the feeder side of it)
+LIFETIME_H_PER_YEAR = {"pv": (4.0, 1050.0), "battery": (220.0, 200.0), "meter": (1500.0, 40.0)}
+
+
+def lifetime_energy_wh(dev, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Energy counters (Wh absorbed, Wh delivered) a device has accumulated before the run: a
+    seeded age of 0.5-8 years (meters 0.5-2, so 32-bit counters fit) at typical full-load hours."""
+    f = dev.fleet
+    n = f.n if f is not None else 1
+    rng = np.random.default_rng([seed, zlib.crc32((f.name if f is not None else dev.device_id).encode())])
+    years = rng.uniform(0.5, 2.0 if f is None else 8.0, n)
+    if f is None:
+        rating_kw = np.full(1, dev.rating_kva)
+    else:
+        rating_kw = np.asarray(getattr(f, "s_rated_kva", getattr(f, "p_max_kw", np.ones(n))), dtype=float)
+    h_pos, h_neg = LIFETIME_H_PER_YEAR.get(dev.kind, (0.0, 0.0))
+    return rating_kw * 1000.0 * h_pos * years, rating_kw * 1000.0 * h_neg * years
+
+
 class EmulatorHost:
     """Start/stop the emulated devices of `twin`; `endpoints` is the table clients use."""
 
@@ -76,6 +96,7 @@ class EmulatorHost:
         self._thread = threading.Thread(target=self._loop.run_forever, name="emulators", daemon=True)
         skip = set(skip_groups)
         by_name = {g.name: g for g in twin.scenario.fleet}
+        self._groups = by_name
         for name, fleet in twin.fleets.items():
             g = by_name.get(name)
             if name in skip or (groups is not None and name not in groups):
@@ -92,8 +113,7 @@ class EmulatorHost:
         for d in self.devices.values():
             key = d.fleet.name if d.fleet is not None else d.device_id
             if key not in self._acc:
-                n = d.fleet.n if d.fleet is not None else 1
-                self._acc[key] = (np.zeros(n), np.zeros(n))
+                self._acc[key] = lifetime_energy_wh(d, int(twin.scenario.seed or 0))
             d.acc = self._acc[key]
             d.pf_devices = self._pf_devices
         self._hooked = False
@@ -128,8 +148,9 @@ class EmulatorHost:
 
     def _add_group(self, name, fleet, gateway: bool) -> None:
         map_name = MAP_FOR_KIND[fleet.KIND]
+        emu = getattr(self._groups.get(name), "emulation", None)
         devs = [EmulatedDevice(f"{name}/{i}", fleet.KIND, map_name, (i % GATEWAY_UNITS) + 1 if gateway else 1,
-                               self.twin, fleet, i) for i in range(fleet.n)]
+                               self.twin, fleet, i, emulation=emu) for i in range(fleet.n)]
         if gateway:
             for k in range(0, len(devs), GATEWAY_UNITS):
                 self._add_port(devs[k:k + GATEWAY_UNITS], name)
@@ -139,7 +160,10 @@ class EmulatorHost:
 
     def _add_port(self, devs, group, bus=None) -> None:
         port = self._port()
-        self._modbus.append(ModbusEndpoint(self.host, port, devs, self.lock, self.idle_timeout_s))
+        emu = devs[0].emulation
+        self._modbus.append(ModbusEndpoint(self.host, port, devs, self.lock, self.idle_timeout_s,
+                                           max_connections=getattr(emu, "max_connections", 0),
+                                           min_request_interval_s=getattr(emu, "min_request_interval_s", 0.0)))
         for d in devs:
             self.devices[d.device_id] = d
             b = bus if d.fleet is None else int(d.fleet.bus[d.index])

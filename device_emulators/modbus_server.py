@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 
 from device_emulators.devices import EmulatedDevice, WriteRefused
 
 log = logging.getLogger("device_emulators")
 
-ILLEGAL_FUNCTION, ILLEGAL_ADDRESS, ILLEGAL_VALUE, DEVICE_FAILURE, GATEWAY_NO_RESPONSE = 1, 2, 3, 4, 0x0B
+ILLEGAL_FUNCTION, ILLEGAL_ADDRESS, ILLEGAL_VALUE, DEVICE_FAILURE, BUSY, GATEWAY_NO_RESPONSE = 1, 2, 3, 4, 6, 0x0B
 READ_HOLDING, WRITE_SINGLE, WRITE_MULTIPLE, MEI = 0x03, 0x06, 0x10, 0x2B
 MEI_DEVICE_ID = 0x0E
 BASIC_OBJECTS = 3  # VendorName, ProductCode, MajorMinorRevision (mandatory)
@@ -98,8 +99,13 @@ def handle_pdu(dev: EmulatedDevice, pdu: bytes, lock) -> bytes:
 class ModbusEndpoint:
     """One listening TCP port serving one device or a gateway of many unit ids."""
 
-    def __init__(self, host: str, port: int, devices: list[EmulatedDevice], lock, idle_timeout_s: float = 60.0):
+    def __init__(self, host: str, port: int, devices: list[EmulatedDevice], lock, idle_timeout_s: float = 60.0,
+                 max_connections: int = 0, min_request_interval_s: float = 0.0):
         self.host, self.port, self.devices, self.lock = host, port, devices, lock
+        # field behaviour (scenario fleet[].emulation): some inverters accept one connection,
+        # and answer "busy" (exception 06) to requests faster than they can process
+        self.max_connections, self.min_interval_s = max_connections, min_request_interval_s
+        self._last_request: dict[int, float] = {}
         self.by_unit = {d.unit: d for d in devices}
         self.idle_timeout_s = idle_timeout_s
         self.server: asyncio.AbstractServer | None = None
@@ -125,6 +131,9 @@ class ModbusEndpoint:
         await self.start()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.max_connections and len(self.writers) >= self.max_connections:
+            writer.close()  # no free connection slot: closed at once, as such devices do
+            return
         self.writers.add(writer)
         try:
             while True:
@@ -158,4 +167,9 @@ class ModbusEndpoint:
             return None  # never answered; the client's timeout fires
         if dev.exception_code:
             return _exc(pdu[0], dev.exception_code)
+        if self.min_interval_s:
+            now, last = time.monotonic(), self._last_request.get(unit, -1e9)
+            self._last_request[unit] = now
+            if now - last < self.min_interval_s:
+                return _exc(pdu[0], BUSY)
         return handle_pdu(dev, pdu, self.lock)

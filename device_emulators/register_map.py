@@ -137,7 +137,8 @@ class Binding:
 class DeviceImage:
     """The register image of one device, laid out from its map."""
 
-    def __init__(self, map_def: dict, device_id: str, unit: int):
+    def __init__(self, map_def: dict, device_id: str, unit: int, identity: dict | None = None):
+        self.identity = identity or {}
         self.map = map_def
         self.kind = map_def["kind"]
         self.bindings: list[Binding] = []
@@ -194,7 +195,7 @@ class DeviceImage:
     def _binding(self, p, address, s, device_id, unit, mid) -> Binding:
         value = s.get("value")
         if isinstance(value, str):
-            value = value.format(device_id=device_id, unit=unit)
+            value = value.format(device_id=device_id, unit=unit, **self.identity)
         b = Binding(p, address, value=value, read=s.get("read"), factor=float(s.get("factor", 1.0)),
                     sf_point=f"{mid}.{s['sf']}" if s.get("sf") else None, write=s.get("write"),
                     writable=bool(s.get("writable")),

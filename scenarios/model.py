@@ -207,6 +207,22 @@ class RealEndpoint(Strict):
         return v
 
 
+class Emulation(Strict):
+    """How the group's emulated devices present themselves (device_emulators): identity and
+    the behaviour of real field devices a client can tell an emulator by. Unset identity
+    fields take per-kind defaults that look like a product line."""
+
+    manufacturer: str | None = Field(None, max_length=32, description="SunSpec 1 Mn / Modbus VendorName")
+    model: str | None = Field(None, max_length=32, description="SunSpec 1 Md / Modbus ProductCode")
+    serial_pattern: str = Field("{prefix}{serial:08d}", max_length=32,
+                                description="SunSpec 1 SN; fields prefix, serial (seeded 8 digits), index")
+    firmware: str | None = Field(None, max_length=16, description="SunSpec 1 Vr / MajorMinorRevision")
+    refresh_s: float = Field(1.0, gt=0, le=3600, description="measurements update every N s (device refresh)")
+    max_connections: int = Field(0, ge=0, le=1000, description="simultaneous TCP connections a device accepts (0: any)")
+    min_request_interval_s: float = Field(0.0, ge=0, le=60,
+                                          description="requests closer than this get exception 06 (busy)")
+
+
 class FleetGroup(Strict):
     name: str
     kind: Literal["pv", "battery", "ev", "tcl", "flex_load"]
@@ -217,6 +233,7 @@ class FleetGroup(Strict):
     endpoint: Literal["emulated"] | RealEndpoint = "emulated"
     gateway: bool = Field(False, description="modbus: one port, many unit ids, instead of a port each")
     record_devices: int = Field(0, ge=0, description="per-device series kept for the first N devices")
+    emulation: Emulation = Emulation()
 
 
 # --- exogenous inputs ----------------------------------------------------------------------

@@ -45,7 +45,9 @@ def test_pv_models_and_values_match_twin(rig):
         assert {1, 103, 120, 123} <= {k for k in d.models if isinstance(k, int)}
         common = d.models[1][0]
         common.read()
-        assert common.SN.cvalue == "pv/1" and common.Mn.cvalue == "gridtwin"
+        # identity of a product line, a distinct seeded serial per device (issue 13 item 10)
+        assert common.Mn.cvalue == "Solvanta" and common.SN.cvalue.startswith("SVT")
+        assert common.SN.cvalue != host.devices["pv/0"].image.identity["serial"]
         inv = d.models[103][0]
         inv.read()
         pv = twin.fleets["pv"]
@@ -177,7 +179,7 @@ def test_gateway_serves_many_unit_ids():
         e = eps[7]
         d = sunspec(e)
         d.models[1][0].read()
-        assert d.models[1][0].SN.cvalue == e["device_id"]
+        assert d.models[1][0].SN.cvalue == host.devices[e["device_id"]].image.identity["serial"]
         d.close()
     finally:
         host.stop()
