@@ -150,29 +150,25 @@ class FeederRtu:
         return handle
 
     def _tap_handler(self, k: int):
-        def handle(value: float) -> bool:
-            net = self.twin.net
-            row = net.trafo.index[k]
-            if not _integer_in(value, float(net.trafo.at[row, "tap_min"]), float(net.trafo.at[row, "tap_max"])):
-                return False
-            with self.lock:
-                net.trafo.at[row, "tap_pos"] = value
-                self.twin.pf.invalidate()
-                self.twin.events.log(self.twin.t_s, "rtu_command", point=f"trafo{k}.tap_pos", value=value)
-            self.commands += 1
-            return True
-        return handle
+        return self._step_handler("trafo", k, "tap_pos", lambda t, row: (float(t.at[row, "tap_min"]),
+                                                                          float(t.at[row, "tap_max"])),
+                                  f"trafo{k}.tap_pos")
 
     def _shunt_handler(self, k: int):
+        return self._step_handler("shunt", k, "step", lambda t, row: (0.0, float(t.at[row, "max_step"])),
+                                  f"shunt{k}.step")
+
+    def _step_handler(self, table: str, k: int, column: str, limits, label: str):
+        """A setpoint that must be an integer within the element's limits (tap, capacitor step)."""
         def handle(value: float) -> bool:
-            net = self.twin.net
-            row = net.shunt.index[k]
-            if not _integer_in(value, 0.0, float(net.shunt.at[row, "max_step"])):
+            t = getattr(self.twin.net, table)
+            row = t.index[k]
+            if not _integer_in(value, *limits(t, row)):
                 return False
             with self.lock:
-                net.shunt.at[row, "step"] = int(value)
+                t.at[row, column] = int(value)
                 self.twin.pf.invalidate()
-                self.twin.events.log(self.twin.t_s, "rtu_command", point=f"shunt{k}.step", value=value)
+                self.twin.events.log(self.twin.t_s, "rtu_command", point=label, value=value)
             self.commands += 1
             return True
         return handle
