@@ -153,9 +153,16 @@ def part_a(seconds: float, tmp: Path) -> dict:
 def part_b(counts, latency_s: float) -> dict:
     out = {}
     for n in counts:
-        tw = Twin(scenario(n, f"bench_{n}"))
-        host = EmulatorHost(tw, rtu=False, meter=False)
-        rows = [r for r in host.start() if r["protocol"] == "modbus"]
+        for attempt in range(5):  # a port picked for an emulator can be taken before it binds
+            tw = Twin(scenario(n, f"bench_{n}"))
+            host = EmulatorHost(tw, rtu=False, meter=False)
+            try:
+                rows = [r for r in host.start() if r["protocol"] == "modbus"]
+                break
+            except OSError:
+                host.stop()
+                if attempt == 4:
+                    raise
         try:
             res = {}
             for mode, workers in (("concurrent", 32), ("sequential", 1)):
