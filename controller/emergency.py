@@ -141,7 +141,7 @@ def _tcl_item(g: TclGroup) -> Item | None:
     idx = np.flatnonzero(on)
     m = np.asarray(g.p_kw, float)[idx]
     h = hold[idx]
-    cmds = [Command(f"{g.group}/{int(i)}", "force", -1.0, "emergency",
+    cmds = [Command(f"{g.group}/{int(i)}", KINDS["tcl"].dr_setpoint, -1.0, "emergency",
                     "emergency shed (after lockout)" if lock[i] > 0 else "emergency shed")
             for i in idx]
     return Item(f"{g.group}/*", "tcl", g.response_s + float(lock[idx].max()), float(m.sum()),

@@ -13,6 +13,7 @@ import logging
 
 import numpy as np
 
+from controller.kinds import KINDS
 from controller.state import FleetState
 
 log = logging.getLogger("controller.schedule")
@@ -56,16 +57,7 @@ class BatteryScheduler:
             slices[g.group] = j
             ids += [g.ids[i] for i in j]
             bus.append(g.bus[j])
-            e_cap = g.rating("e_cap_kwh", 10.0)[j]
-            defaults = {"p_max_kw": g.rating("p_max_kw")[j], "e_cap_kwh": e_cap,
-                        "soc_kwh": g.get("soc_kwh")[j],
-                        "soc_min_kwh": g.rating("soc_min_kwh", np.nan)[j],
-                        "soc_max_kwh": g.rating("soc_max_kwh", np.nan)[j],
-                        "eta_ch": g.rating("eta_ch", 0.95)[j], "eta_dis": g.rating("eta_dis", 0.95)[j]}
-            defaults["soc_min_kwh"] = np.where(np.isfinite(defaults["soc_min_kwh"]),
-                                               defaults["soc_min_kwh"], 0.1 * e_cap)
-            defaults["soc_max_kwh"] = np.where(np.isfinite(defaults["soc_max_kwh"]),
-                                               defaults["soc_max_kwh"], 0.95 * e_cap)
+            defaults = KINDS["battery"].plan_ratings(g, j)
             for k in cols:
                 cols[k].append(defaults[k])
         if not ids:

@@ -24,6 +24,16 @@ class Battery(Kind):
             return -p, p
         return super().bounds(g, sp)
 
+    def plan_ratings(self, g, j) -> dict:
+        """What the schedule optimiser needs for devices j, with defaults for what a device does
+        not state: 10 kWh, reserve 10 % and ceiling 95 % of capacity, 95 % efficiencies."""
+        e_cap = g.rating("e_cap_kwh", 10.0)[j]
+        lo, hi = g.rating("soc_min_kwh")[j], g.rating("soc_max_kwh")[j]
+        return {"p_max_kw": g.rating("p_max_kw")[j], "e_cap_kwh": e_cap, "soc_kwh": g.get("soc_kwh")[j],
+                "soc_min_kwh": np.where(np.isfinite(lo), lo, 0.1 * e_cap),
+                "soc_max_kwh": np.where(np.isfinite(hi), hi, 0.95 * e_cap),
+                "eta_ch": g.rating("eta_ch", 0.95)[j], "eta_dis": g.rating("eta_dis", 0.95)[j]}
+
     def energy_kwh(self, g) -> np.ndarray:
         """Energy it can still deliver to the grid (above soc_min, after losses); NaN unknown."""
         soc = g.get("soc_kwh")
