@@ -468,8 +468,13 @@ def create_app(controller, tokens: TokenStore | dict[str, dict],
         return {"id": alarm_id, "acked_by": user["user"]}
 
     async def urgently(fn, *args, **kw):
-        """Run on the emergency thread: never queued behind reads in the worker pool."""
-        return await asyncio.get_running_loop().run_in_executor(urgent, lambda: fn(*args, **kw))
+        """Run on the emergency thread: never queued behind reads in the worker pool; heavy
+        reads and new requests step aside meanwhile (view.urgent)."""
+        view.urgent += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(urgent, lambda: fn(*args, **kw))
+        finally:
+            view.urgent -= 1
 
     @app.post("/api/emergency/shed")
     async def shed(body: ShedIn, user: dict = Depends(operator)):

@@ -81,6 +81,7 @@ class StateView:
         self._version = 0  # bumped by API actions: the next read wants a fresh copy
         self._snap_version = -1
         self._build_lock = threading.Lock()
+        self.urgent = 0  # emergency requests in progress: everything else steps aside
         if ctl.lock.acquire(timeout=wait_first_s):
             try:
                 self._take()
@@ -128,7 +129,10 @@ class StateView:
             self._build_lock.release()
 
     def cycle_running(self) -> bool:
-        """The cycle (or an emergency action) holds the controller's lock right now."""
+        """The cycle (or an emergency action) holds the controller's lock right now, or an
+        emergency request is being served (`urgent`)."""
+        if self.urgent > 0:
+            return True
         if self.ctl.lock.acquire(blocking=False):
             self.ctl.lock.release()
             return False
