@@ -202,3 +202,57 @@ def test_base_load_noise_wanders_with_a_correlation_time():
     assert x.std() == pytest.approx(0.05, rel=0.1)
     lag1 = np.mean([np.corrcoef(x[:-1, j], x[1:, j])[0, 1] for j in range(x.shape[1])])
     assert lag1 == pytest.approx(np.exp(-60 / 900), abs=0.03)
+
+
+def test_feeder_pv_and_fleet_pv_share_one_model_and_wind_follows_its_power_curve(tmp_path):
+    """The feeder's own PV sgens produce what a fleet inverter of the same rating produces
+    (efficiency, temperature derating); its wind sgen follows the power curve of the weather's
+    wind speed (CSV column wind_speed_m_s, or synthetic around a mean) instead of a fixed 50 %;
+    the power flow sees exactly that."""
+    from types import SimpleNamespace
+
+    from twin.fleet.pv import pv_ac_kw
+    from twin.weather import Weather, wind_power_pu
+
+    csv = tmp_path / "weather.csv"
+    rows = ["time,ghi_w_m2,t_out_c,wind_speed_m_s"]
+    for k in range(12):
+        rows.append(f"2026-06-21T11:{k * 5:02d}:00Z,{700 + 10 * k},{25 + k * 0.5},{2 + 1.5 * k}")
+    rows.append("2026-06-21T12:00:00Z,820,31,20")
+    csv.write_text("\n".join(rows) + "\n")
+    twin = Twin(small_scenario(duration_s=600, weather={"kind": "csv", "path": str(csv)}))
+    sg = twin.net.sgen
+    pv_rows = sg.type.str.upper().str.contains("PV").to_numpy()
+    wind_rows = sg.type.str.upper().isin(["WP", "WT"]).to_numpy()
+    rated = sg.p_mw.to_numpy() * 1000.0
+    assert pv_rows.sum() == 8 and wind_rows.sum() == 1
+    for ghi, t_out, wind in [(900.0, 30.0, 2.0), (500.0, 10.0, 8.0), (1000.0, 35.0, 13.0), (800, 20, 26.0)]:
+        amb = Ambient(0.0, ghi, t_out, 12.0, wind)
+        out = twin.feeder_sgen_kw(amb)
+        fleet = PvFleet(FleetGroup(name="x", kind="pv", count=int(pv_rows.sum()),
+                                   params={"p_peak_kw": 1.0, "s_rated_kva": 1.0}),
+                        np.zeros(int(pv_rows.sum()), dtype=int), np.random.default_rng(0))
+        fleet.step(1.0, amb)
+        assert out[pv_rows] == pytest.approx(fleet.p_avail_kw * rated[pv_rows], rel=1e-12)
+        assert out[pv_rows].sum() < rated[pv_rows].sum() * ghi / 1000.0  # losses, not GHI x rating
+        assert out[wind_rows] == pytest.approx(rated[wind_rows] * float(wind_power_pu(wind)))
+    assert wind_power_pu([2.9, 12.0, 18.0, 25.0]).tolist() == [0.0, 1.0, 1.0, 0.0]
+    assert pv_ac_kw(10.0, 10.0, 0.0, 20.0) == 0.0
+    # no wind source: the legacy half rating
+    assert twin.feeder_sgen_kw(Ambient(0.0, 0.0, 20.0, 12.0))[wind_rows] == pytest.approx(0.5 * rated[wind_rows])
+    seen = []
+
+    def check(tw):
+        if tw.step_index % tw.pf_every == 0:
+            seen.append((tw.grid.result.sgen_p_kw, -tw.feeder_sgen_kw(tw.ambient).sum(), tw.ambient.wind_m_s))
+
+    twin.after_step.append(check)
+    twin.run()
+    seen = np.array(seen)
+    assert len(seen) == 10
+    assert seen[:, 0] == pytest.approx(seen[:, 1], rel=1e-9)
+    assert seen[:, 2] == pytest.approx(2 + 1.5 * np.arange(10) / 5, rel=1e-9)  # the CSV's wind, interpolated
+    spec = SimpleNamespace(kind="synthetic", latitude_deg=48.0, longitude_deg=11.0, cloudiness=0.2,
+                           t_out_mean_c=20.0, t_out_swing_c=8.0, wind_mean_m_s=6.0)
+    w = Weather(spec, twin.scenario.start, 86400.0, 1, None).wind
+    assert w.min() >= 0 and 4.0 < w.mean() < 8.0 and w.std() > 0.5  # synthetic, around 6 m/s

@@ -30,7 +30,8 @@ class Column:
     required: bool = True
 
 
-WEATHER_COLUMNS = (Column("ghi_w_m2", 0.0, 1500.0), Column("t_out_c", -70.0, 60.0))
+WEATHER_COLUMNS = (Column("ghi_w_m2", 0.0, 1500.0), Column("t_out_c", -70.0, 60.0),
+                   Column("wind_speed_m_s", 0.0, 75.0, required=False))
 PRICE_COLUMNS = (Column("price_eur_per_mwh", -10_000.0, 100_000.0),)
 BASE_LOAD_COLUMNS = (Column("scale", 0.0, 100.0),)
 

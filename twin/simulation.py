@@ -20,9 +20,10 @@ from grid_models.power_flow import PowerFlow, PowerFlowResult
 from scenarios.load import resolve_path
 from twin.events import EventLog
 from twin.fleet import Ambient, Fleet, build_fleet, place_devices
+from twin.fleet.pv import pv_ac_kw
 from twin.profiles import CsvProfile, Prices, load_shape
 from twin.recorder import Recorder
-from twin.weather import Weather
+from twin.weather import Weather, wind_power_pu
 
 
 @dataclass
@@ -56,6 +57,17 @@ class Twin:
         der_buses = np.unique(np.concatenate([f.bus for f in self.fleets.values()] or [[]]))
         self.pf = PowerFlow(self.net, der_buses.astype(np.int64))
         self._slots = {n: np.searchsorted(self.pf.der_buses, f.bus) for n, f in self.fleets.items()}
+        # the feeder's own generators: PV through the fleet's PV model, wind through the power
+        # curve when the weather has a wind speed (else half its rating, as before), anything
+        # else (biomass, hydro, CHP) held at half its rating
+        sg = self.net.sgen
+        self._sgen_rated_kw = self.pf._sgen_p * 1000.0
+        sn_kw = sg["sn_mva"].to_numpy(float) * 1000.0 if "sn_mva" in sg else np.full(len(sg), np.nan)
+        self._sgen_s_kva = np.where(np.isfinite(sn_kw) & (sn_kw > 0), np.maximum(sn_kw, self._sgen_rated_kw),
+                                    self._sgen_rated_kw)
+        kind = sg.type.astype(str).str.upper()
+        self._sgen_pv = self.pf._sgen_is_pv
+        self._sgen_wind = (kind.str.contains("WP") | kind.str.contains("WT") | kind.str.contains("WIND")).to_numpy()
         self.events = EventLog(s.start)
         self.weather = Weather(s.weather, s.start, s.duration_s, s.seed, lambda p: resolve_path(s, p))
         self.prices = Prices(s.prices, s.start, lambda p: resolve_path(s, p))
@@ -93,7 +105,15 @@ class Twin:
     def _ambient(self, t_s: float) -> Ambient:
         st = self.scenario.start
         hour = (st.hour + st.minute / 60.0 + st.second / 3600.0 + t_s / 3600.0) % 24.0
-        return Ambient(t_s, self.weather.ghi_w_m2(t_s), self.weather.t_out_c(t_s), hour)
+        w = self.weather
+        return Ambient(t_s, w.ghi_w_m2(t_s), w.t_out_c(t_s), hour, w.wind_m_s(t_s))
+
+    def feeder_sgen_kw(self, amb: Ambient) -> np.ndarray:
+        """Output of the feeder's own generators (kW, generation positive) at `amb`."""
+        rated = self._sgen_rated_kw
+        pv = pv_ac_kw(rated, self._sgen_s_kva, amb.ghi_w_m2, amb.t_out_c)
+        wind = rated * (wind_power_pu(amb.wind_m_s) if np.isfinite(amb.wind_m_s) else 0.5)
+        return np.where(self._sgen_pv, pv, np.where(self._sgen_wind, wind, 0.5 * rated))
 
     def base_load_scale(self, t_s: float) -> float:
         if self._base_csv is not None:
@@ -170,9 +190,8 @@ class Twin:
         s = self.scenario
         p, q = self.der_injections()
         per_row = self.base_load_noise()
-        ghi = self.ambient.ghi_w_m2
-        res = self.pf.run(p, q, load_scale=self.base_load_scale(self.env.now),
-                          pv_scale=ghi / 1000.0, other_sgen_scale=0.5, load_scale_per_row=per_row)
+        res = self.pf.run(p, q, load_scale=self.base_load_scale(self.env.now), load_scale_per_row=per_row,
+                          sgen_p_kw=self.feeder_sgen_kw(self.ambient))
         if not res.converged:
             self.failed_intervals += 1
             self.events.log(self.env.now, "power_flow_failed", interval=self.pf.runs,

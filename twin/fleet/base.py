@@ -20,6 +20,7 @@ class Ambient:
     ghi_w_m2: float
     t_out_c: float
     hour_of_day: float
+    wind_m_s: float = float("nan")  # wind speed at hub height (NaN: the scenario has none)
 
 
 class SetpointError(ValueError):

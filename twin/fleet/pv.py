@@ -12,6 +12,17 @@ BOUNDS = {"p_peak_kw": (0.0, 1e5), "s_rated_kva": (0.01, 1e5), "efficiency": (0.
           "temp_coeff_per_c": (-0.01, 0.0)}
 
 
+def pv_ac_kw(p_peak_kw, s_rated_kva, ghi_w_m2: float, t_out_c: float,
+             efficiency=DEFAULTS["efficiency"], temp_coeff_per_c=DEFAULTS["temp_coeff_per_c"]):
+    """The one PV model (fleet inverters and the feeder's own PV generators): irradiance on the
+    rated DC power, cell-temperature derating (NOCT-like rise of 0.03 C per W/m2), inverter
+    efficiency, capped at the inverter rating (kW, generation positive)."""
+    t_cell = t_out_c + 0.03 * ghi_w_m2
+    derate = 1.0 + temp_coeff_per_c * (t_cell - 25.0)
+    dc_kw = p_peak_kw * (ghi_w_m2 / 1000.0) * derate
+    return np.minimum(np.maximum(dc_kw * efficiency, 0.0), s_rated_kva)
+
+
 class PvFleet(Fleet):
     """Setpoints: `p_limit_pct` (of s_rated_kva, SunSpec WMaxLimPct) and `q_set_kvar`."""
 
@@ -31,10 +42,8 @@ class PvFleet(Fleet):
         self.curtailed_kwh = 0.0
 
     def step(self, dt_s: float, amb: Ambient) -> None:
-        t_cell = amb.t_out_c + 0.03 * amb.ghi_w_m2
-        derate = 1.0 + self.temp_coeff_per_c * (t_cell - 25.0)
-        dc_kw = self.p_peak_kw * (amb.ghi_w_m2 / 1000.0) * derate
-        self.p_avail_kw = np.minimum(np.maximum(dc_kw * self.efficiency, 0.0), self.s_rated_kva)
+        self.p_avail_kw = pv_ac_kw(self.p_peak_kw, self.s_rated_kva, amb.ghi_w_m2, amb.t_out_c,
+                                   self.efficiency, self.temp_coeff_per_c)
         p_ac = np.minimum(self.p_avail_kw, self.p_limit_pct / 100.0 * self.s_rated_kva)
         p_ac = np.where(self.available, p_ac, 0.0)
         q_room = np.sqrt(np.maximum(self.s_rated_kva**2 - p_ac**2, 0.0))
