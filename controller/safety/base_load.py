@@ -175,8 +175,14 @@ def make_gate(net, limits, clock, config=None):
     gate = SafetyGate(net, limits, config)
     base.gate = gate
 
-    def snapshot_fn(state):
-        return base.snapshot(state, clock.now())
+    memo = {}
+
+    def snapshot_fn(state):  # one snapshot per cycle (volt/VAR and the gate stage share it)
+        key = (id(state), state.t, clock.now(),
+               sum(float(np.nansum(g.values["p_kw"])) for g in state.groups.values() if "p_kw" in g.values))
+        if memo.get("key") != key:
+            memo["key"], memo["snap"] = key, base.snapshot(state, clock.now())
+        return memo["snap"]
 
     snapshot_fn.base_load = base
     return gate, snapshot_fn
