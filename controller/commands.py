@@ -59,7 +59,8 @@ class GateResult:
 
 
 class PassThroughGate:
-    """Accepts everything; the call site exists before the real SafetyGate lands."""
+    """Accepts everything. Never a default: a controller gets it only by name (tests, or a
+    spec with `safety_gate: false`, controller.assembly, which logs a warning)."""
 
     def check(self, commands: list[Command], state=None) -> GateResult:
         return GateResult([Decision(c, "accepted", c.value) for c in commands])
