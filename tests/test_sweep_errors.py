@@ -52,12 +52,14 @@ def test_value_the_scenario_refuses_is_one_line(tmp_path, capsys):
 
 def test_unknown_kpi_is_one_line(tmp_path, capsys):
     err = _cli_error(tmp_path, capsys, _spec(kpis=["voltage.max_pu", "voltage.maximum"]))
-    assert "kpis[1]: unknown summary key 'voltage.maximum'" in err and "voltage.max_pu" in err
+    assert "kpis[1]: 'voltage.maximum' is not a KPI" in err and "voltage.max_pu" in err
     err = _cli_error(tmp_path, capsys, _spec(kpis=["voltage"]))
-    assert "'voltage' is a section, not a number" in err
+    assert "kpis[0]: 'voltage' is not a KPI" in err and "voltage.min_pu" in err
+    err = _cli_error(tmp_path, capsys, _spec(kpis=["scenario"]))
+    assert "'scenario' is text, not a number" in err
     # DR keys exist only when the controller runs the event
     err = _cli_error(tmp_path, capsys, _spec(kpis=["dr.evening.delivery_pct"]))
-    assert "unknown summary key 'dr.evening.delivery_pct'" in err
+    assert "'dr.evening.delivery_pct' is written only when controller.enabled is true" in err
 
 
 def test_hil_scenario_is_refused(tmp_path, capsys):

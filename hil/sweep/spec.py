@@ -394,59 +394,33 @@ def scenario_of(sample: Sample, source_dir: Path) -> Scenario:
 # --- KPIs ----------------------------------------------------------------------------------
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        out[key] = v
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-    return out
-
-
-def kpi_keys(s: Scenario) -> tuple[dict, list[str]]:
-    """Summary keys a run of `s` will have: {dotted key: example value} from the twin's own
-    summary of the built (not run) twin, and prefixes filled by attached parts (controller, DR)."""
-    from twin.results import summarize
-    from twin.simulation import Twin
-
-    keys = _flatten(summarize(Twin(s), 1.0))
-    keys.pop("wall_s", None)
-    keys.pop("speedup", None)
-    keys["assertions_failed"] = 0
-    prefixes = []
-    if s.controller.enabled:
-        prefixes.append("controller.")
-        prefixes += [f"dr.{ev.id}." for ev in s.dr_events]
-        prefixes += [f"dr_tcl.{ev.id}." for ev in s.dr_events]
-    if s.regulation is not None:
-        prefixes.append("tcl_tracking.")
-    return keys, prefixes
+TEXT_KEYS = {"scenario", "start"}  # summary leaves that are not numbers
+EXTRA_KPIS = {"assertions_failed"}  # the sweep's own: how many scenario assertions failed
 
 
 def check_kpis(sweep: Sweep) -> None:
-    """Every requested KPI must be a number of the summary; an unknown key stops the sweep
-    before any sample runs."""
-    first = scenario_of(sweep.samples[0], sweep.source_dir) if sweep.samples else None
-    if first is None:
+    """Every requested KPI must be a number the summary of a run will hold (the scenario
+    loader's own key set, twin.kpi_keys); an unknown key stops the sweep before any sample runs."""
+    from twin.kpi_keys import known_kpis, kpi_problem
+
+    if not sweep.samples:
         raise SweepError(f"{sweep.path}: parameters: the design gives no samples")
-    keys, prefixes = kpi_keys(first)
+    first = scenario_of(sweep.samples[0], sweep.source_dir)
+    from twin.preflight import check_scenario  # what a run would reject, on the first sample
+
+    try:
+        check_scenario(first, str(sweep.base_path))
+    except ScenarioError as e:
+        raise SweepError(f"{sweep.path}: sample 0 ({_fmt(sweep.samples[0].params)}): {e}") from None
+    keys = known_kpis(first)
     for i, k in enumerate(sweep.spec.kpis):
-        if k in keys:
-            if isinstance(keys[k], dict):
-                sub = sorted(x for x in keys if x.startswith(k + ".") and not isinstance(keys[x], dict))
-                raise SweepError(f"{sweep.path}: kpis[{i}]: {k!r} is a section, not a number "
-                                 f"(e.g. {', '.join(sub[:4])})")
-            if isinstance(keys[k], str):
-                raise SweepError(f"{sweep.path}: kpis[{i}]: {k!r} is text, not a number")
+        if k in EXTRA_KPIS:
             continue
-        if any(k.startswith(p) and len(k) > len(p) for p in prefixes):
-            continue
-        near = sorted(x for x in keys if not isinstance(keys[x], (dict, str))
-                      and x.split(".")[0] == k.split(".")[0])[:6]
-        hint = f"; known under {k.split('.')[0]}: {', '.join(near)}" if near else ""
-        extra = f"; also {', '.join(p + '*' for p in prefixes)}" if prefixes and not near else ""
-        raise SweepError(f"{sweep.path}: kpis[{i}]: unknown summary key {k!r}{hint}{extra}")
+        if k in TEXT_KEYS:
+            raise SweepError(f"{sweep.path}: kpis[{i}]: {k!r} is text, not a number")
+        why = kpi_problem(k, first, keys)
+        if why:
+            raise SweepError(f"{sweep.path}: kpis[{i}]: {why}")
 
 
 def kpi_value(summary: dict, key: str):

@@ -43,10 +43,10 @@ def run_sample(task: dict) -> dict:
         summary, run_out = run_scenario(scenario, out_root=tmp, quiet=True)
         for k in task["kpis"]:
             row[k] = kpi_value(summary, k)
-        failed_pf = _failed_power_flows(Path(run_out))
+        failed_pf = _failed_power_flows(summary, Path(run_out))
         if failed_pf:
             row.update(status="error", error=f"power flow did not converge in {failed_pf[0]} of "
-                                             f"{failed_pf[1]} recorded intervals")
+                                             f"{failed_pf[1]} intervals")
     except Exception as e:  # noqa: BLE001 - every failure is this sample's result
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         row.update(status="error", error=f"{type(e).__name__}: {msg}"[:500])
@@ -60,8 +60,13 @@ def run_sample(task: dict) -> dict:
     return row
 
 
-def _failed_power_flows(run_out: Path):
-    """(failed, recorded) intervals where the power flow gave no voltages, or None if all solved."""
+def _failed_power_flows(summary: dict, run_out: Path):
+    """(failed, total) power-flow intervals that did not solve, or None if all solved: the
+    twin's own count where the summary has it, else NaN voltage rows in the timeseries."""
+    pf = summary.get("power_flow") or {}
+    if "failed_intervals" in pf:
+        n = int(pf.get("failed_intervals") or 0)
+        return (n, int(pf.get("runs") or summary.get("power_flows") or 0)) if n else None
     import pyarrow.parquet as pq
 
     f = run_out / "timeseries.parquet"
