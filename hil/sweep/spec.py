@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from scenarios.load import ScenarioError, format_validation_error
@@ -274,16 +273,15 @@ class SweepError(ScenarioError):
 
 
 def _read_yaml(path: Path, what: str) -> dict:
+    """The sweep file's mapping, read with the scenario loader's own limits and messages."""
+    from scenarios.load import MAX_FILE_BYTES, parse_yaml, read_text_limited
+
     try:
-        text = path.read_text()
-    except OSError as e:
-        raise SweepError(f"{path}: cannot read {what}: {e.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SweepError(f"{path}:{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+        data = parse_yaml(path, read_text_limited(path, what, MAX_FILE_BYTES))
+    except SweepError:
+        raise
+    except ScenarioError as e:
+        raise SweepError(str(e)) from None
     if not isinstance(data, dict):
         raise SweepError(f"{path}: <top level>: expected a mapping of {what} keys")
     return data
