@@ -19,6 +19,7 @@ class FieldIO:
         self.links, self.state, self.hist, self.cfg, self._index = links, state, hist, cfg, index
         self.last_sent: dict[tuple[str, str], tuple[float, float]] = {}  # (value, t) per setpoint
         self._last_tel_t = -np.inf
+        self.write_failures: dict[tuple[str, str], int] = {}  # consecutive failed writes per setpoint
 
     def read(self, t: float) -> None:
         """Every link once (one link may serve several groups) into the group arrays; a link
@@ -89,8 +90,10 @@ class FieldIO:
                     log.info("write %s.%s failed: %s", c.device_id, c.setpoint, e)
             if ok:
                 self.last_sent[k] = (c.value, t)
+                self.write_failures.pop(k, None)
             else:
                 self.last_sent.pop(k, None)
+                self.write_failures[k] = self.write_failures.get(k, 0) + 1
             rows.append((c.device_id, c.setpoint, c.value, c.source, int(ok)))
         return rows
 

@@ -19,9 +19,10 @@ log = logging.getLogger("controller.voltvar")
 class VoltVarSource:
     name, priority = "volt_var", 2.5  # above the schedule, below DR, operator and emergency
 
-    def __init__(self, ctl, margin_pu: float = 0.003):
-        self.ctl = ctl  # stage (gate, snapshot_fn), feeder_limits, hist
+    def __init__(self, ctl, margin_pu: float = 0.003, max_failures: int = 3):
+        self.ctl = ctl  # stage (gate, snapshot_fn), feeder_limits, hist, io (write failures)
         self.margin_pu = margin_pu
+        self.max_failures = max_failures
         self.last: dict = {}
 
     def commands(self, t: float, state) -> list[Command]:
@@ -45,4 +46,7 @@ class VoltVarSource:
             return []
         self.last = {"t": t, "in_band": d.in_band, "q_total_kvar": round(d.q_total_kvar, 3),
                      "v_max_pu": round(float(np.nanmax(d.v_after_pu)), 4), "commands": len(d.commands)}
-        return d.commands + ([d.tap_command] if d.tap_command is not None else [])
+        # a device that keeps refusing its reactive setpoint (a link without a Q point) is left out
+        fails = ctl.io.write_failures
+        cmds = [c for c in d.commands if fails.get((c.device_id, c.setpoint), 0) < self.max_failures]
+        return cmds + ([d.tap_command] if d.tap_command is not None else [])
