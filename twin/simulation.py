@@ -122,9 +122,36 @@ class Twin:
                                                                   self._ambient(t_s).hour_of_day)
 
     # --- processes ----------------------------------------------------------------------------
+    batch = True  # advance quiet stretches of device steps in one call per fleet
+
+    def _quiet_steps(self) -> int:
+        """How many device steps from now need no power flow, sample, hook or SimPy event:
+        those can run as one batch (results equal the one-step loop, tests/test_twin_physics.py)."""
+        i0 = self.step_index
+        if not self.batch or self.after_step or i0 % self.pf_every == 0 or i0 % self.rec_every == 0:
+            return 1
+        nxt = self.env.peek()  # the next event of any other process
+        limit = self.n_steps if nxt == float("inf") else min(self.n_steps, int(math.floor(nxt / self.dt_s + 1e-9)))
+        k = 0
+        i = i0
+        while i < limit and i % self.pf_every and i % self.rec_every:
+            i += 1
+            k += 1
+        return max(1, k)
+
     def _device_loop(self):
         dt = self.dt_s
         while self.step_index < self.n_steps:
+            k = self._quiet_steps()
+            if k > 1:
+                t0 = self.env.now
+                ambs = [self._ambient(t0 + j * dt) for j in range(k)]
+                for f in self.fleets.values():
+                    f.advance(dt, ambs)
+                self.ambient = ambs[-1]
+                self.step_index += k
+                yield self.env.timeout(k * dt)
+                continue
             self.ambient = amb = self._ambient(self.env.now)
             for f in self.fleets.values():
                 f.step(dt, amb)

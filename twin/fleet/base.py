@@ -51,6 +51,13 @@ class Fleet:
     def integrate(self, dt_s: float) -> None:
         self.energy_kwh += float(self.p_kw.sum()) * dt_s / 3600.0
 
+    def advance(self, dt_s: float, ambs: list) -> None:
+        """Several device steps in a row with nothing discrete in between (the twin batches
+        the steps between power flows, samples and events); default: step + integrate each."""
+        for amb in ambs:
+            self.step(dt_s, amb)
+            self.integrate(dt_s)
+
     # --- setpoints ------------------------------------------------------------------------
     def limits(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         if name not in self.SETPOINTS:

@@ -163,6 +163,32 @@ class TclFleet(Fleet):
         self.steps += 1
         self.elapsed_s += dt_s
 
+    def advance(self, dt_s: float, ambs: list) -> None:
+        """k steps in one kernel call (first-order model): the same per-step arithmetic, hash
+        stream (step counter) and one-shot fraction commands (applied at the first step)."""
+        k = len(ambs)
+        if k < 2 or self.order != 1:
+            return super().advance(dt_s, ambs)
+        if self._dt != dt_s:
+            self._coefficients(dt_s)
+        t_out = np.array([a.t_out_c for a in ambs])
+        agg = np.zeros(k)
+        fon, foff = self.frac_on_pct / 100.0, self.frac_off_pct / 100.0
+        kernel = advance_first_order if self.n >= PARALLEL_FROM else advance_first_order_serial
+        kernel(self.t_in_c, self.on, self.since_switch_s, self.switches,
+               self.comfort_dm, self.lockout_violations, self.decay, self.gain_c,
+               self.p_rated_kw, self.mode, self.t_set_c, self.half_db_c, self.comfort_c,
+               self.min_on_s, self.min_off_s, self.t_offset_c, self.force, self.override,
+               fon, foff, self.available, t_out, dt_s, self.seed, self.steps,
+               self._blocks, agg)
+        self.frac_on_pct[:] = 0.0
+        self.frac_off_pct[:] = 0.0
+        np.multiply(self.on, self.p_rated_kw, out=self.p_kw)
+        self.steps += k
+        self.elapsed_s += k * dt_s
+        for a_kw in agg:  # same summation order as k calls of integrate()
+            self.energy_kwh += float(a_kw) * dt_s / 3600.0
+
     def write(self, name: str, index, value) -> None:
         if name in self.INTEGER_SETPOINTS:
             v = np.asarray(value, dtype=float)
