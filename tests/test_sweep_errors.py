@@ -118,3 +118,16 @@ def test_version_and_check(tmp_path):
     out = subprocess.run([str(Path(sys.executable).parent / "gridtwin"), "--version"],
                          capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0 and out.stdout.strip().startswith("gridtwin 0.")
+
+
+def test_bad_cluster_options_are_one_line(tmp_path, capsys):
+    import gridtwin_cli
+
+    for extra, want in ((["--workers", "0"], "--workers: must be >= 1 (got 0)"),
+                        (["--scheduler", "127.0.0.1:8786"], "--scheduler: expected tcp://HOST:PORT"),
+                        (["--workers", "2", "--scheduler", "tcp://127.0.0.1:8786"], "exclude each other")):
+        rc = gridtwin_cli.main(["sweep", str(ROOT / "scenarios" / "sweeps" / "pv_quick.yaml"),
+                                "--out", str(tmp_path / "sweeps"), *extra])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1 and want in err, err
+        assert not list((tmp_path / "sweeps").glob("*"))  # no half-made sweep folder

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import time
 import uuid
@@ -99,21 +100,25 @@ def _port_free(port: int) -> bool:
             return False
 
 
+def check_args(workers: int | None, scheduler: str | None) -> None:
+    if scheduler and not scheduler.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
+        raise SweepError(f"--scheduler: expected tcp://HOST:PORT (got {scheduler!r})")
+    if workers is not None and workers < 1:
+        raise SweepError(f"--workers: must be >= 1 (got {workers})")
+
+
 def start_client(workers: int | None, scheduler: str | None):
     """(client, cluster or None): a LocalCluster of `workers` processes with one thread each, or
     a client of the scheduler at `scheduler`."""
     from distributed import Client, LocalCluster
 
+    check_args(workers, scheduler)
     if scheduler:
-        if not scheduler.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
-            raise SweepError(f"--scheduler: expected tcp://HOST:PORT (got {scheduler!r})")
         try:
             return Client(scheduler, timeout="20s"), None
         except OSError as e:
             raise SweepError(f"--scheduler: cannot reach {scheduler}: {e}") from None
-    n = workers or os.cpu_count() or 1
-    if n < 1:
-        raise SweepError(f"--workers: must be >= 1 (got {n})")
+    n = workers if workers is not None else (os.cpu_count() or 1)
     dash = ":8787" if _port_free(8787) else "127.0.0.1:0"
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
                            dashboard_address=dash, silence_logs=logging.ERROR)
@@ -155,6 +160,7 @@ def run_sweep(sweep: Sweep, root: str | Path = "sweeps", workers: int | None = N
               scheduler: str | None = None, resume: str | Path | None = None, quiet: bool = False,
               log=print) -> tuple[pd.DataFrame, Path]:
     """Run every sample not yet in the results; return (results table, sweep folder)."""
+    check_args(workers, scheduler)
     if resume:
         out = Path(resume)
         if not (out / "sweep.resolved.yaml").exists():
@@ -174,9 +180,15 @@ def run_sweep(sweep: Sweep, root: str | Path = "sweeps", workers: int | None = N
         if todo:
             _execute(sweep, todo, out, rows, workers, scheduler, quiet, log, have)
         interrupted = False
+    except SweepError:  # the cluster could not be reached: a new, empty folder is not left behind
+        if not resume and not rows:
+            shutil.rmtree(out, ignore_errors=True)
+        interrupted = False
+        raise
     finally:
         df = results_table(sweep, rows)
-        write_table(out, df)
+        if out.exists():
+            write_table(out, df)
         if interrupted:
             log(f"sweep {sweep.spec.name}: stopped with {len(df)} of {total} samples in {out}; "
                 f"continue with --resume {out}")
