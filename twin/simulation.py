@@ -260,7 +260,9 @@ class Twin:
 
     def run(self, progress=None) -> None:
         """Run to the end; `progress(done_s, total_s)` is called about 200 times."""
-        chunk = max(self.dt_s, self.end_s / 200.0)
+        # progress chunks no shorter than a power-flow interval: a chunk end is an event and
+        # would cut the batched device steps short
+        chunk = max(self.dt_s, self.end_s / 200.0, self.scenario.power_flow_interval_s)
         t = 0.0
         while t < self.end_s:
             t = min(t + chunk, self.end_s)
