@@ -131,3 +131,18 @@ def test_bad_cluster_options_are_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert rc == 2 and len(err.splitlines()) == 1 and want in err, err
         assert not list((tmp_path / "sweeps").glob("*"))  # no half-made sweep folder
+
+
+def test_shipped_sweep_schema_is_current(tmp_path):
+    """scenarios/sweep.schema.json is what `gridtwin sweep --schema` writes from the model today."""
+    from hil.sweep.spec import export_schema
+
+    export_schema(tmp_path / "s.json")
+    assert (tmp_path / "s.json").read_text() == (ROOT / "scenarios" / "sweep.schema.json").read_text(), \
+        "regenerate: gridtwin sweep --schema scenarios/sweep.schema.json"
+
+
+def test_shipped_sweep_files_are_valid():
+    for f in sorted((ROOT / "scenarios" / "sweeps").glob("*.yaml")):
+        sw = load_sweep(f)
+        assert sw.samples, f
