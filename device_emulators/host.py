@@ -136,6 +136,8 @@ class EmulatorHost:
             q_gen = pf_to_q_gen_kvar(-float(f.p_kw[i]), d.pf_target)
             q_lo, q_hi = float(f.q_min_kvar[i]), float(f.q_max_kvar[i])  # load convention
             f.write("q_set_kvar", i, min(max(-q_gen, q_lo), q_hi))
+        if self.rtu is not None and twin.step_index % twin.pf_every == 0:
+            self.rtu.publish()  # a power flow just ran: the RTU reports it, whoever steps the twin
 
     def _port(self) -> int:
         if self._next_port is None:

@@ -131,11 +131,14 @@ class StateEstimator:
             warnings.simplefilter("ignore")
             # maximum_iterations: the wrappers default to 10, too few from a flat start on LV
             # feeders (15 seen on CIGRE LV); they then fail with an AttributeError on solver.r
-            bad = bool(chi2_analysis(net, init="flat", maximum_iterations=50,
-                                     chi2_prob_false=self.chi2_prob_false))
-            ok = remove_bad_data(net, init="flat", maximum_iterations=50,
-                                 rn_max_threshold=self.rn_max_threshold) if bad else \
-                _success(estimate(net, init="flat", maximum_iterations=50))
+            try:  # a WLS that does not converge fails inside pandapower (solver.r is None)
+                bad = bool(chi2_analysis(net, init="flat", maximum_iterations=50,
+                                         chi2_prob_false=self.chi2_prob_false))
+                ok = remove_bad_data(net, init="flat", maximum_iterations=50,
+                                     rn_max_threshold=self.rn_max_threshold) if bad else \
+                    _success(estimate(net, init="flat", maximum_iterations=50))
+            except (AttributeError, ValueError, np.linalg.LinAlgError) as e:
+                raise EstimationError(f"state estimation did not converge: {e}") from None
         if not ok or "res_bus_est" not in net or net.res_bus_est.vm_pu.isna().all():
             raise EstimationError("state estimation did not converge (check observability and measurements)")
         gone = before.index.difference(net.measurement.index)
