@@ -132,6 +132,7 @@ class Binding:
     write: str | None = None  # setpoint name
     writable: bool = False  # stored locally (e.g. enable flags), read by a control law
     auto: str | float | None = None  # scale factor chosen so this rating (source or number) fits
+    fit: float = 32000.0  # ... within this raw value (int16 points; 4e9 for acc32 counters)
 
 
 class DeviceImage:
@@ -199,7 +200,7 @@ class DeviceImage:
         b = Binding(p, address, value=value, read=s.get("read"), factor=float(s.get("factor", 1.0)),
                     sf_point=f"{mid}.{s['sf']}" if s.get("sf") else None, write=s.get("write"),
                     writable=bool(s.get("writable")),
-                    auto=s.get("auto"))
+                    auto=s.get("auto"), fit=float(s.get("fit", 32000.0)))
         if b.write or b.writable or p.access == "RW":
             b.writable = True
         self.bindings.append(b)
@@ -250,12 +251,12 @@ class DeviceImage:
 
     def resolve_auto_scale(self, sources: dict[str, float]) -> None:
         """Scale factors marked `auto`: the finest power of ten (10^-3 at best) at which the
-        rating still fits an int16 register."""
+        rating still fits its register (`fit`: an int16 by default)."""
         for b in self.bindings:
             if b.auto is None:
                 continue
             rating = abs((float(sources[b.auto]) if isinstance(b.auto, str) else float(b.auto)) * b.factor)
-            sf = math.ceil(math.log10(rating / 32000.0)) if rating > 0 and math.isfinite(rating) else 0
+            sf = math.ceil(math.log10(rating / b.fit)) if rating > 0 and math.isfinite(rating) else 0
             self._put(b, min(max(sf, -3), 10))
 
     def publish(self, sources: dict[str, float], sf_error: int = 0, only=None) -> None:
