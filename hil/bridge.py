@@ -81,6 +81,12 @@ class BridgedFleet:
     def integrate(self, dt_s) -> None:
         self.inner.integrate(dt_s)
 
+    def advance(self, dt_s, ambs) -> None:
+        """A batch of steps between power flows: the measured values hold (no physics)."""
+        for amb in ambs:
+            self.step(dt_s, amb)
+            self.integrate(dt_s)
+
     def __getattr__(self, attr):
         return getattr(self.inner, attr)
 
