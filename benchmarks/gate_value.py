@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from controller.commands import Command
 from controller.safety import GridSnapshot, SafetyConfig, SafetyGate
+from controller.safety.state import GATE_TELEMETRY
 from scenarios.load import load_scenario
 from twin.simulation import Twin
 
@@ -57,7 +58,7 @@ def snapshot_from_twin(twin, now_s: float | None = None, bus_noise_pct: float = 
             if hasattr(f, k):
                 rat[k] = np.asarray(getattr(f, k), float)
         tel = {k: np.asarray(v, float) for k, v in f.telemetry().items()
-               if k in ("p_avail_kw", "p_base_kw", "connected")}
+               if k in GATE_TELEMETRY}
         groups.append({"name": name, "kind": f.KIND, "bus": f.bus, "p_kw": f.p_kw.copy(),
                            "q_kvar": f.q_kvar.copy(), "available": f.available.copy(),
                            "ratings": rat, "telemetry": tel})

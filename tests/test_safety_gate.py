@@ -31,7 +31,7 @@ def lv_scenario() -> Scenario:
         "fleet": [
             {"name": "pv", "kind": "pv", "count": 30, "params": {"p_peak_kw": 18, "s_rated_kva": 18}},
             {"name": "bat", "kind": "battery", "count": 15, "params": {"p_max_kw": 6, "e_cap_kwh": 20}},
-            {"name": "ev", "kind": "ev", "count": 20, "params": {"arrival_h_mean": 10.5, "p_max_kw": 11}},
+            {"name": "ev", "kind": "ev", "count": 20, "params": {"arrival_h_mean": 9.0, "p_max_kw": 11}},  # some full, some charging at 11:00
             {"name": "flex", "kind": "flex_load", "count": 10, "params": {"p_nom_kw": 8, "rebound": 0}},
         ],
         "weather": {"cloudiness": 0.0}, "base_load": {"noise_pct": 0}, "outputs": {"report": False},

@@ -28,6 +28,8 @@ class Ev(Kind):
         p_max = g.rating("p_max_kw")
         demand = np.where(np.isfinite(conn), conn * p_max, p_max)
         demand = np.where(np.isfinite(demand), demand, v)
+        need = g.get("e_need_kwh")  # a full car draws nothing, whatever its cap
+        demand = np.where(np.isfinite(need) & (need < 0.05), 0.0, demand)
         return np.minimum(v, demand), np.zeros(g.n)
 
     def setpoint_for(self, g, sp, inj, cur):

@@ -27,6 +27,11 @@ import numpy as np
 from controller.kinds import CONTROLLABLE
 
 
+# device telemetry the gate's injection models read (kinds' `injection`): what a device can
+# still do (PV available power, flex baseline, EV plugged in and the energy it still needs)
+GATE_TELEMETRY = ("p_avail_kw", "p_base_kw", "connected", "e_need_kwh")
+
+
 @dataclass
 class GridSnapshot:
     """Estimated feeder state plus managed devices as arrays (see module docstring).
@@ -123,7 +128,7 @@ class GridSnapshot:
                 continue
             p = g.get("p_kw")
             q = g.get("q_kvar")
-            tel = {k: g.get(k) for k in ("p_avail_kw", "p_base_kw", "connected") if k in g.values}
+            tel = {k: g.get(k) for k in GATE_TELEMETRY if k in g.values}
             available = g.usable() & np.isfinite(p)
             if g.t is not None and np.isfinite(g.t[available]).any():
                 t_oldest = min(t_oldest, float(np.nanmin(g.t[available])))
