@@ -10,7 +10,8 @@ import sys
 # (subcommand, module that defines `register(subparsers)`); modules missing from an
 # install are skipped so a partial checkout still runs.
 COMMANDS = [
-    ("twin.cli", "run / validate / feeders / schema"),
+    ("hil.run_cli", "run"),
+    ("twin.cli", "validate / feeders / schema"),
     ("device_emulators.cli", "emulate"),
     ("controller.cli", "controller"),
     ("controller.ledger_cli", "ledger"),

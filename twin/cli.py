@@ -1,8 +1,9 @@
-"""`gridtwin run | validate | feeders | schema`: the twin's commands."""
+"""`gridtwin validate | feeders | schema`, and the helpers `gridtwin run` shares (checked loading,
+end-of-run lines, progress bar); `run` itself lives in hil.run_cli, since a run may attach the
+controller, which only hil may wire to the twin."""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -10,14 +11,6 @@ from scenarios.model import MAX_DEVICE_STEPS
 
 
 def register(sub) -> None:
-    p = sub.add_parser("run", help="run a scenario and write runs/<scenario>-<utc>/")
-    p.add_argument("scenario")
-    p.add_argument("--out", default="runs", help="results root folder (default: runs)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar, only the result line")
-    p.add_argument("--duration-s", type=float, help="override the scenario's duration (checked like the file's)")
-    p.add_argument("--allow-long", action="store_true",
-                   help=f"allow more than {MAX_DEVICE_STEPS:.0e} device steps")
-    p.set_defaults(func=cmd_run)
     v = sub.add_parser("validate", help="check scenario files as a run would (feeder, fleet, CSV inputs), "
                                         "run nothing")
     v.add_argument("scenario", nargs="+")
@@ -88,32 +81,6 @@ def cmd_schema(args) -> int:
     export_schema(args.out)
     print(f"wrote {args.out}")
     return 0
-
-
-def cmd_run(args) -> int:
-    from grid_models.feeders import FeederError
-    from scenarios.load import ScenarioError
-    from twin.params import ParamError
-
-    overrides, flags = {}, {}
-    if args.duration_s is not None:
-        overrides["duration_s"], flags["duration_s"] = args.duration_s, "--duration-s"
-    scenario, _ = load_checked(args.scenario, overrides, flags, allow_long=args.allow_long)
-    try:  # a results root that cannot take the run folder must fail now, not after the run
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ScenarioError(f"--out {args.out}: cannot create the results folder: {e.strerror or e}") from None
-    if not os.access(args.out, os.W_OK | os.X_OK):
-        raise ScenarioError(f"--out {args.out}: results folder is not writable")
-    from hil.runner import run_scenario  # the run may attach the controller (hil wires it)
-
-    try:
-        summary, out = run_scenario(scenario, out_root=args.out, quiet=args.quiet)
-    except ScenarioError:
-        raise
-    except (FeederError, ParamError) as e:  # what preflight missed still names the file
-        raise ScenarioError(f"{args.scenario}: {e}") from None
-    return report_outcome(summary, out)
 
 
 def report_outcome(summary: dict, out: Path) -> int:
