@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from scenarios.model import MAX_DEVICE_STEPS
+from twin.report import h_mm
 
 
 def register(sub) -> None:
@@ -28,14 +29,6 @@ def register(sub) -> None:
 def plural(n: int, word: str, many: str | None = None) -> str:
     """'1 device', '2 devices', '1,000 devices'."""
     return f"{n:,} {word if n == 1 else many or word + 's'}"
-
-
-def h_mm(seconds: float) -> str:
-    """A duration as h:mm ('1:25'), rounded to the minute; seconds shown when under a minute."""
-    if 0 < seconds < 60:
-        return f"{seconds:g} s"
-    m = round(seconds / 60.0)
-    return f"{m // 60}:{m % 60:02d} h"
 
 
 def load_checked(path: str, overrides: dict | None = None, flags: dict | None = None, allow_long: bool = False):

@@ -32,6 +32,14 @@ UNITS = {"kw": "kW", "kvar": "kvar", "kwh": "kWh", "pu": "pu", "pct": "%", "c": 
          "eur": "EUR", "w_m2": "W/m²", "eur_per_mwh": "EUR/MWh"}
 
 
+def h_mm(seconds: float) -> str:
+    """A duration as h:mm ('1:25'), rounded to the minute; seconds shown when under a minute."""
+    if 0 < seconds < 60:
+        return f"{seconds:g} s"
+    m = round(seconds / 60.0)
+    return f"{m // 60}:{m % 60:02d} h"
+
+
 def unit_of(name: str) -> str:
     """'soc_kwh' -> 'kWh', 'p_avail_kw' -> 'kW', 'price_eur_per_mwh' -> 'EUR/MWh' (from the name)."""
     base = name.rsplit(".", 1)[-1]
@@ -435,7 +443,7 @@ def end_of_run_lines(summary: dict, out) -> list[str]:
     def f(x, nd=3):
         return "n/a" if x is None else f"{x:.{nd}f}"
 
-    lines = [(f"{summary['scenario']}: {summary['duration_s'] / 3600:g} h simulated in "
+    lines = [(f"{summary['scenario']}: {h_mm(summary['duration_s'])} simulated in "
               f"{summary['wall_s']:.1f} s (x{summary['speedup']}), v {f(v['min_pu'])}..{f(v['max_pu'])} pu, "
               f"violation minutes {summary['violations']['minutes']:g}; results in {out}")]
     energy = summary.get("energy_kwh") or {}
