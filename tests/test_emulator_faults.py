@@ -187,8 +187,9 @@ def test_rtu_interrogation_spontaneous_update_and_commands(rig):
         twin.fleets["bat"].write("p_set_kw", slice(None), 10.0)
         twin.scenario.feeder.base_load_scale = 1.5
         host.step(twin.t_s + 120)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and p_head.value == old:
+        deadline = time.monotonic() + 5  # the RTU reports every power flow: wait for the last one
+        final = twin.grid.result.p_head_kw
+        while time.monotonic() < deadline and p_head.value != pytest.approx(final, rel=1e-5):
             time.sleep(0.05)
         assert p_head.value == pytest.approx(twin.grid.result.p_head_kw, rel=1e-5) and p_head.value != old
         # setpoint command: the feeder-head transformer's tap moves in the twin
