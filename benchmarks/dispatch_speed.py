@@ -15,14 +15,18 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import time
+from pathlib import Path
 
 import highspy
 import numpy as np
 import scipy.sparse as sp
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from benchmarks.dispatch_problems import random_problem
 from controller.dispatch.dispatcher import Dispatcher
-from controller.dispatch.synthetic import random_problem
 
 
 def problem(n_bat: int, n_steps: int, step_s: float, seed: int = 1, t0_hour: float = 0.0):

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from benchmarks.dispatch_problems import day_prices, random_problem
 from controller.dispatch import (
     Batteries,
     DispatchProblem,
@@ -17,7 +18,6 @@ from controller.dispatch import (
     Weights,
 )
 from controller.dispatch.dispatcher import Dispatcher
-from controller.dispatch.synthetic import day_prices, random_problem
 
 TOL = 1e-6
 

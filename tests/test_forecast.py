@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmarks.forecast_data import simulated_year, weather_forecast
 from controller.forecasting import Forecaster, LoadForecaster, mape, nrmse
-from controller.forecasting.synthetic import simulated_year, weather_forecast
 
 N_DAY = 96
 
