@@ -249,6 +249,10 @@ class Weather(Strict):
     cloudiness: float = Field(0.2, ge=0, le=1, description="0 clear, 1 overcast")
     t_out_mean_c: float = 20.0
     t_out_swing_c: float = Field(8.0, ge=0)
+    wind_mean_m_s: float | None = Field(
+        None, ge=0, le=30, description="mean hub-height wind speed of the synthetic weather (m/s); drives "
+        "the feeder's wind generators through a power curve (cut-in 3, rated 12, cut-out 25 m/s). "
+        "Unset: wind generators at half rating. CSV weather: optional column wind_speed_m_s")
     extend: Extend = Field("none", description=EXTEND_HELP)
 
     @model_validator(mode="after")
@@ -261,7 +265,8 @@ class Weather(Strict):
 class BaseLoad(Strict):
     profile: Literal["residential", "commercial", "flat", "csv"] = "residential"
     path: str | None = Field(None, description="CSV with columns time, scale (profile 'csv')")
-    noise_pct: float = Field(2.0, ge=0, le=100, description="per-bus multiplicative noise, % std")
+    noise_pct: float = Field(2.0, ge=0, le=100, description="multiplicative noise per load row, % std, "
+                             "AR(1) with a 15-min correlation time")
     extend: Extend = Field("none", description=EXTEND_HELP)
 
     @model_validator(mode="after")

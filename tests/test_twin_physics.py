@@ -308,3 +308,21 @@ def test_batched_device_steps_equal_the_one_step_loop():
     assert tcl.switches.sum() > 300  # TCLs really switched (thermostat and DR hold-offs)
     assert any(e["kind"] == "dr_event_start" for e in a.events.events)
     assert a.fleets["ev"].delivered_kwh > 1.0  # EV sessions really charged
+
+
+def test_scenario_wind_mean_drives_the_feeder_wind_generator():
+    """`weather.wind_mean_m_s` (scenario field) reaches the twin: the wind sgen follows the power
+    curve of the synthetic wind around that mean; unset, it stays at the legacy half rating."""
+    from twin.weather import wind_power_pu
+
+    calm = Twin(small_scenario(duration_s=600, weather={"wind_mean_m_s": 2.0}))
+    gusty = Twin(small_scenario(duration_s=600, weather={"wind_mean_m_s": 9.0}))
+    unset = Twin(small_scenario(duration_s=600))
+    assert unset.weather.wind is None
+    assert 1.0 < calm.weather.wind.mean() < 3.0 and 6.0 < gusty.weather.wind.mean() < 12.0
+    wind_rows = calm.net.sgen.type.str.upper().isin(["WP", "WT"]).to_numpy()
+    rated = calm.net.sgen.p_mw.to_numpy()[wind_rows] * 1000.0
+    for tw in (calm, gusty):
+        amb = tw._ambient(0.0)
+        assert tw.feeder_sgen_kw(amb)[wind_rows] == pytest.approx(rated * float(wind_power_pu(amb.wind_m_s)))
+    assert gusty.feeder_sgen_kw(gusty._ambient(0.0))[wind_rows].sum() > calm.feeder_sgen_kw(calm._ambient(0.0))[wind_rows].sum()
