@@ -142,10 +142,35 @@ def one_line_figure(grid: dict, v_min_pu: float = 0.95, v_max_pu: float = 1.05) 
         "text": [f"bus {i} {b.get('name', '')}: {x:.4f} pu" if x is not None else f"bus {i}: n/a"
               for i, b, x in zip(ids, buses, v)],
         "hoverinfo": "text"})
+    data += _der_markers(grid.get("der") or [], pos)
     layout = base_layout(400, _title(v), margin={"t": 30, "l": 10, "r": 10, "b": 40},
                          xaxis={"visible": False}, yaxis={"visible": False},
                          legend={"orientation": "h", "x": 0, "y": -0.02, "yanchor": "top"}, uirevision="one-line")
     return {"data": data, "layout": layout}
+
+
+# one marker per device kind, set off from its bus so bus and DER stay readable
+DER_STYLE = {"pv": ("triangle-up", "#e6a700", (-0.18, 0.22)), "battery": ("square", "#2a9d8f", (0.18, 0.22)),
+             "ev": ("diamond", "#6a4c93", (-0.18, -0.22)), "flex_load": ("cross", "#8d6e63", (0.18, -0.22)),
+             "tcl": ("star", "#1d70b8", (0.0, -0.3))}
+
+
+def _der_markers(der: list[dict], pos: dict) -> list[dict]:
+    """Managed DER per bus (from /api/grid 'der'): a marker per kind next to its bus, hover
+    with the device count and summed P."""
+    traces = []
+    for kind, (symbol, colour, (dx, dy)) in DER_STYLE.items():
+        rows = [r for r in der if r.get("kind") == kind and int(r["bus"]) in pos]
+        if not rows:
+            continue
+        traces.append({"type": "scatter", "mode": "markers", "name": kind.replace("_", " "),
+                       "x": [pos[int(r["bus"])][0] + dx for r in rows],
+                       "y": [pos[int(r["bus"])][1] + dy for r in rows],
+                       "marker": {"symbol": symbol, "size": 9, "color": colour},
+                       "text": [f"{kind} at bus {r['bus']}: {r['n']} device{'s' if r['n'] != 1 else ''}, "
+                                f"{r['p_kw']:.1f} kW (load +)" for r in rows],
+                       "hoverinfo": "text"})
+    return traces
 
 
 def _short(name, i) -> str:

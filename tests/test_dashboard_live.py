@@ -166,6 +166,12 @@ def test_operator_sees_updates_creates_and_cancels_dr_event(rig, dash):
         # the one-line: every bus coloured by the voltage the API serves
         grid = api.get("/api/grid").json()
         assert len(grid["buses"]) == 44
+        # DER markers: every managed device counted once at a bus of the model
+        devs = api.get("/api/devices", params={"limit": 1000}).json()["items"]
+        assert sum(r["n"] for r in grid["der"]) == sum(d["kind"] not in ("meter", "rtu") for d in devs)
+        assert {r["bus"] for r in grid["der"]} <= {b["id"] for b in grid["buses"]}
+        wait_for(drv, lambda d: {"pv", "battery"} <= set(_plot(d, "live-oneline", "t.name") or []),
+                 what="DER markers on the one-line")
         wait_for(drv, lambda d: "42 devices" in d.find_element(By.ID, "live-dev-msg").text, what="device count")
         margin = api.get("/api/fleet").json()["margin"]["margin_kw"]
         assert f"{margin:.1f} kW" in drv.find_element(By.ID, "live-margin").text or "margin" in \

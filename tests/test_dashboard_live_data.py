@@ -178,3 +178,18 @@ def test_one_line_joins_switches_marks_transformers_and_names_buses():
     tr = next(t for t in fig["data"] if t["name"] == "transformer")
     assert tr["text"] == ["Trafo R0-R1: 40.0 %"] and tr["x"] == [1.5]
     assert fig["layout"]["legend"]["y"] < 0  # legend below the diagram, clear of the title
+
+
+def test_one_line_marks_der_next_to_their_buses():
+    grid = {"root_bus": 0, "buses": [{"id": 0, "v_pu": 1.0}, {"id": 1, "v_pu": 1.0}],
+            "lines": [{"from_bus": 0, "to_bus": 1, "loading_pct": 10.0, "name": "L1"}],
+            "der": [{"bus": 1, "kind": "pv", "n": 3, "p_kw": -12.5}, {"bus": 1, "kind": "battery", "n": 1, "p_kw": 2.0},
+                    {"bus": 7, "kind": "ev", "n": 1, "p_kw": 3.0}]}  # bus 7 is not drawn: no marker
+    fig = one_line_figure(grid)
+    pv = next(t for t in fig["data"] if t["name"] == "pv")
+    bat = next(t for t in fig["data"] if t["name"] == "battery")
+    assert pv["text"] == ["pv at bus 1: 3 devices, -12.5 kW (load +)"]
+    assert bat["text"] == ["battery at bus 1: 1 device, 2.0 kW (load +)"]
+    assert not any(t["name"] == "ev" for t in fig["data"])
+    buses = next(t for t in fig["data"] if t["name"] == "bus voltage")
+    assert (pv["x"][0], pv["y"][0]) != (buses["x"][1], buses["y"][1])  # set off from the bus

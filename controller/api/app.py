@@ -267,6 +267,7 @@ def create_app(controller, tokens: TokenStore | dict[str, dict],
                 "switches": [{"from_bus": int(r.bus), "to_bus": int(r.element), "name": str(r.name),
                               "closed": bool(r.closed)}  # bus-bus switches join the one-line
                              for r in net.switch.itertuples() if r.et == "b"] if len(net.switch) else [],
+                "der": s.der,  # managed devices per bus and kind (count, P in kW, load +)
                 "head_p_kw": m("head_p_kw"), "head_q_kvar": m("head_q_kvar")}
 
     @app.get("/api/devices")

@@ -39,6 +39,7 @@ class Snapshot:
                         {k: q.copy() for k, q in g.quality.items()},
                         {k: np.asarray(r, float).copy() for k, r in g.ratings.items()})
                        for g in st.groups.values()]
+        self.der = _der_by_bus(st.groups.values())
         try:
             self.margin = ctl.margin()
         except Exception as e:  # noqa: BLE001 - a snapshot must not fail on a reporting detail
@@ -156,3 +157,20 @@ class StateView:
             else:
                 raise RuntimeError("controller state not available yet")
         return self._snap
+
+
+def _der_by_bus(groups) -> list[dict]:
+    """Managed devices per (bus, kind) with their summed good-quality P: the one-line's DER markers."""
+    out: dict[tuple[int, str], dict] = {}
+    for g in groups:
+        if g.kind in ("meter", "rtu") or g.bus is None:
+            continue
+        p = g.get("p_kw")
+        for b, x in zip(np.asarray(g.bus, np.int64), p):
+            if b < 0:
+                continue
+            row = out.setdefault((int(b), g.kind), {"bus": int(b), "kind": g.kind, "n": 0, "p_kw": 0.0})
+            row["n"] += 1
+            row["p_kw"] += float(x) if np.isfinite(x) else 0.0
+    return [{**r, "p_kw": round(r["p_kw"], 3)} for r in out.values()]
+
