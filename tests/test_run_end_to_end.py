@@ -66,3 +66,19 @@ def test_feeders_lists_builtins():
     assert r.returncode == 0
     for k in ["cigre_mv", "cigre_lv", "simbench", "pandapower_json"]:
         assert k in r.stdout
+
+
+def test_managed_overvoltage_scenario_asserts_the_gate_value(tmp_path):
+    """scenarios/pv_overvoltage_managed.yaml: its assertions pass with the controller's safety
+    gate and volt/VAR, and fail when the same controller runs with the gate off."""
+    from hil.runner import run_scenario
+    from scenarios.load import load_scenario
+
+    s = load_scenario(ROOT / "scenarios/pv_overvoltage_managed.yaml")
+    gated, _ = run_scenario(s, out_root=tmp_path / "on", quiet=True)
+    assert all(a["passed"] for a in gated["assertions"]), gated["assertions"]
+    s.controller.safety_gate = False
+    ungated, _ = run_scenario(s, out_root=tmp_path / "off", quiet=True)
+    failed = {a["kpi"] for a in ungated["assertions"] if not a["passed"]}
+    assert failed == {"voltage.max_pu", "violations.minutes"}
+    assert ungated["voltage"]["max_pu"] > gated["voltage"]["max_pu"] + 0.01
