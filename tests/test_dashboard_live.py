@@ -79,6 +79,14 @@ def _login(drv, url, user, token):
     drv.find_element(By.ID, "login-submit").click()
 
 
+def _login_refused(drv):
+    """The login page came back (after the form POST) saying the user/token pair is unknown."""
+    from selenium.webdriver.common.by import By
+
+    wait_for(drv, lambda d: any("unknown user or token" in e.text for e in d.find_elements(By.ID, "login-error")),
+             what="login refusal")
+
+
 def _signed_in(drv, user, role):
     from selenium.webdriver.common.by import By
 
@@ -87,9 +95,10 @@ def _signed_in(drv, user, role):
              what=f"status bar for {user}")
 
 
-def _row_action(drv, table_id: str, key_col: str, key: str) -> None:
+def _row_action(drv, table_id: str, key_col: str, key: str, action: str | None = None) -> None:
     """Click the 'action' link on the row whose `key_col` cell reads `key` (tables redraw every
-    second, so retry on stale elements)."""
+    second, so retry on stale elements); with `action`, only once the link reads that (the
+    table may still show the row as it was before the last action)."""
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
@@ -99,7 +108,7 @@ def _row_action(drv, table_id: str, key_col: str, key: str) -> None:
                 cells = tr.find_elements(By.CSS_SELECTOR, f"td[data-dash-column='{key_col}']")
                 if cells and cells[0].text.strip() == key:
                     link = tr.find_element(By.CSS_SELECTOR, "td[data-dash-column='action']")
-                    if link.text.strip():
+                    if link.text.strip() and (action is None or link.text.strip() == action):
                         link.click()
                         return True
         except StaleElementReferenceException:
@@ -119,9 +128,9 @@ def test_login_required_bad_token_refused_logout_and_expiry(dash):
     assert r.status_code == 401  # no session: Dash's endpoints refuse, nothing reaches the API
     with chromium() as drv:
         _login(drv, url, "olivia", "wrong-token")
-        assert "unknown user or token" in drv.find_element(By.ID, "login-error").text
+        _login_refused(drv)
         _login(drv, url, "victor", OPERATOR)  # a real token under another user's name
-        assert "unknown user or token" in drv.find_element(By.ID, "login-error").text
+        _login_refused(drv)
         _login(drv, url, "olivia", OPERATOR)
         _signed_in(drv, "olivia", "operator")
         cookie = drv.get_cookie("gridtwin_session")
@@ -220,7 +229,7 @@ def test_operator_sees_updates_creates_and_cancels_dr_event(rig, dash):
                  what="out-of-service result")
         bad = api.get("/api/devices", params={"unavailable": True}).json()["items"]
         assert [d["device_id"] for d in bad] == ["home_batteries/2"] and bad[0]["in_service"] is False
-        _row_action(drv, "live-devices", "device_id", "home_batteries/2")  # and back
+        _row_action(drv, "live-devices", "device_id", "home_batteries/2", "return to service")  # and back
         assert "Return device home_batteries/2" in _confirm(drv)
         wait_for(drv, lambda d: not api.get("/api/devices", params={"unavailable": True}).json()["items"],
                  what="device back in service")

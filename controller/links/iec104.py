@@ -93,13 +93,20 @@ class Iec104Link(DeviceLink):
         return cls(rows, clock, **kw)
 
     # --- connection ---------------------------------------------------------------------------
-    def wait_connected(self, timeout_s: float = 5.0) -> bool:
-        """Wait for every RTU link, then run a general interrogation where no points are known."""
+    def wait_connected(self, timeout_s: float = 5.0, settle_s: float = 0.3) -> bool:
+        """Wait for every RTU link, then run a general interrogation where no points are known;
+        done once the learnt points stop growing for `settle_s` (a GI answer spans several ASDUs:
+        the first one alone is not the RTU's picture)."""
         deadline = time.monotonic() + timeout_s
         asked = set()
+        seen, steady_since = -1, time.monotonic()
         while time.monotonic() < deadline:
             if all(r.conn.is_connected and self._monitoring(r) for r in self.rtus):
-                return True
+                n = sum(len(self._monitoring(r)) for r in self.rtus)
+                if n != seen:
+                    seen, steady_since = n, time.monotonic()
+                elif time.monotonic() - steady_since >= settle_s:
+                    return True
             for r in self.rtus:  # the connect-time start-up did not complete: do it ourselves
                 if r.conn.is_connected and not self._monitoring(r) and id(r) not in asked:
                     if r.conn.state == c104.ConnectionState.OPEN_MUTED:
