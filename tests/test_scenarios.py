@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from scenario_input import TINY
 
 from scenarios.load import ScenarioError, load_scenario
 
@@ -12,14 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "scenarios").glob("*.yaml"))
 SHIPPED_HIL = sorted((ROOT / "scenarios" / "hil").glob("*.yaml"))
 
-GOOD = """
-name: tiny
-start: 2026-06-21T10:00:00Z
-duration_s: 600
-feeder: {kind: cigre_mv}
-fleet:
-  - {name: pv, kind: pv, count: 5}
-"""
+GOOD = TINY  # the smallest valid scenario, shared with the input-hardening tests
 
 
 def test_shipped_scenarios_validate():
