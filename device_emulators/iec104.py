@@ -9,6 +9,10 @@ address, 47 unknown IOA) for anything we cannot do; a badly framed APDU closes t
 a command handler may refuse a value and the point stays usable. Handlers run in a worker thread,
 so a twin step holding the twin lock delays that command only, never the link (TESTFR, acks,
 interrogation and other connections keep being answered).
+
+With `ssl_context` (see `server_tls_context`) the outstation speaks IEC 104 over TLS the way
+IEC 62351-3 profiles it: TLS 1.2 or later, and only clients holding a certificate that chains to
+the configured CA are served (mutual authentication); a failed handshake is one log line.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
+import ssl
+import stat
 import struct
 import threading
 import time
@@ -35,6 +42,35 @@ GLOBAL_CA = 0xFFFF
 ELEMENT_SIZE = {M_SP_NA_1: 1, M_ME_NC_1: 5, C_SC_NA_1: 1, C_SE_NC_1: 5, C_IC_NA_1: 1, C_CI_NA_1: 1,
                 C_CS_NA_1: 7}
 MAX_ASDU = 249  # octets (APDU length 253 minus the 4 control octets)
+
+
+class TlsFileError(ValueError):
+    """A TLS file for the outstation cannot be used; one line naming it."""
+
+
+def server_tls_context(cert_file: str, key_file: str, ca_file: str) -> ssl.SSLContext:
+    """The outstation's TLS context: TLS >= 1.2, client certificate required and checked
+    against `ca_file`. The key file must be private (mode 0600, as every secret here).
+    (The controller builds its client side on its own: the two ends share no TLS code.)"""
+    for what, f in (("cert_file", cert_file), ("key_file", key_file), ("ca_file", ca_file)):
+        if not os.path.isfile(f):
+            raise TlsFileError(f"{f}: {what} not found")
+    mode = stat.S_IMODE(os.stat(key_file).st_mode)
+    if mode & 0o077:
+        raise TlsFileError(f"{key_file}: TLS key is open to its group or others (mode {mode:o}); "
+                           f"run: chmod 600 {key_file}")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    try:
+        ctx.load_verify_locations(cafile=ca_file)
+    except ssl.SSLError as e:
+        raise TlsFileError(f"{ca_file}: not a PEM CA certificate ({e.reason})") from None
+    try:
+        ctx.load_cert_chain(cert_file, key_file)
+    except ssl.SSLError as e:
+        raise TlsFileError(f"{cert_file} / {key_file}: certificate and key do not load or match ({e.reason})") from None
+    return ctx
 
 
 @dataclass
@@ -131,8 +167,10 @@ class Outstation:
     """IEC 104 outstation with one station (common address `ca`), on its own asyncio thread."""
 
     def __init__(self, host: str, port: int, ca: int = 1, cycle_s: float = 10.0, select_timeout_s: float = 5.0,
-                 t2_s: float = 1.0, confirm_delay_s: float = 0.05):
+                 t2_s: float = 1.0, confirm_delay_s: float = 0.05, ssl_context: ssl.SSLContext | None = None):
         self.host, self.port, self.ca = host, port, ca
+        self.ssl_context = ssl_context
+        self.tls_refused = 0  # connections whose TLS handshake failed
         # an RTU's processing time before it answers a command or interrogation; also keeps
         # c104 <= 2.2.2 clients working (they lose a confirmation that arrives before they wait)
         self.confirm_delay_s = confirm_delay_s
@@ -226,6 +264,8 @@ class Outstation:
                         c.send(f)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.ssl_context is not None and not await self._tls(writer):
+            return
         c = _Conn(writer)
         self.conns.add(c)
         try:
@@ -248,6 +288,19 @@ class Outstation:
         finally:
             self.conns.discard(c)
             writer.close()
+
+    async def _tls(self, writer: asyncio.StreamWriter) -> bool:
+        """TLS handshake before any IEC 104 traffic; a client that fails it (no certificate, one
+        the CA did not sign, an old protocol) is refused with one log line."""
+        try:
+            await asyncio.wait_for(writer.start_tls(self.ssl_context), 10.0)
+            return True
+        except (ssl.SSLError, OSError, TimeoutError) as e:
+            self.tls_refused += 1
+            log.info("IEC 104 %s:%s: TLS client refused: %s", self.host, self.port,
+                     getattr(e, "reason", None) or e or type(e).__name__)
+            writer.close()
+            return False
 
     async def _frame(self, c: _Conn, apdu: bytes) -> bool:
         """Handle one APDU; False closes the connection (framing or sequence error)."""

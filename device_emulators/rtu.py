@@ -46,12 +46,14 @@ def _integer_in(v: float, lo: float, hi: float) -> bool:
 class FeederRtu:
     def __init__(self, twin, lock, host: str = "127.0.0.1", port: int = 2404, common_address: int = 1,
                  deadband_pu: float = 0.002, deadband_pct: float = 1.0, deadband_kw: float = 10.0,
-                 cycle_ms: int = 10_000, sbo_switches: bool = True, select_timeout_s: float = 5.0):
+                 cycle_ms: int = 10_000, sbo_switches: bool = True, select_timeout_s: float = 5.0,
+                 ssl_context=None):
         self.twin, self.lock, self.host, self.port = twin, lock, host, port
         self.common_address = common_address
         self.deadband = {BUS: deadband_pu, LINE: deadband_pct, TRAFO: deadband_pct, TAP: 0.5, SHUNT: 0.5,
                          HEAD: deadband_kw}
-        self.os_kw = dict(ca=common_address, cycle_s=cycle_ms / 1000.0, select_timeout_s=select_timeout_s)
+        self.os_kw = dict(ca=common_address, cycle_s=cycle_ms / 1000.0, select_timeout_s=select_timeout_s,
+                          ssl_context=ssl_context)  # TLS: device_emulators.iec104.server_tls_context
         self.outstation: Outstation | None = None
         net = twin.net
         self.taps = [k for k, row in enumerate(net.trafo.index) if has_tap_changer(net, row)]
@@ -108,18 +110,23 @@ class FeederRtu:
 
     def publish(self, transmit: bool = True) -> None:
         """Copy twin values into points; send those beyond their deadband (and switch changes)
-        spontaneously. Values that did not move are never sent as spontaneous."""
+        spontaneously. Values that did not move are never sent as spontaneous. A point with no
+        value yet (no power flow before start) is invalid (IV) until its first value, which is
+        then sent spontaneously: it changed from what an interrogation reported."""
         with self.lock:
             vals = self.values()
             closed = self.twin.net.switch.closed.to_numpy().copy()
         moved, flipped = [], []
+        for ioa, (pt, _) in self.measured.items():
+            if ioa not in vals and ioa not in self.last_sent:
+                pt.invalid = True
         for ioa, v in vals.items():
             pt, base = self.measured[ioa]
             pt.value, pt.invalid = v, self.invalid
             last = self.last_sent.get(ioa)
             if last is None or math.isnan(last) or abs(v - last) > self.deadband[base]:
                 self.last_sent[ioa] = v
-                if last is not None:
+                if last is not None or transmit:
                     moved.append(pt)
         for k, pt in enumerate(self.switch_points):
             if bool(pt.value) != bool(closed[k]):

@@ -51,8 +51,10 @@ def interrogation(ca: int = 1) -> bytes:
 
 
 class Raw104:
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout_s: float = 10.0):
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout_s: float = 10.0, ssl_context=None):
         self.sock = socket.create_connection((host, port), timeout=timeout_s)
+        if ssl_context is not None:  # IEC 104 over TLS: Python's ssl, no code shared with the RTU
+            self.sock = ssl_context.wrap_socket(self.sock, server_hostname=host)
         self.ns = self.nr = 0
         self.buf = b""
 

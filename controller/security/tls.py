@@ -1,23 +1,23 @@
-"""IEC 60870-5-104 over TLS (IEC 62351-3 style) with c104's TransportSecurity, and a test PKI.
+"""TLS for the controller's IEC 60870-5-104 link (IEC 62351-3 profile) and a lab PKI.
+
+`client_context` builds the controlling station's side: TLS 1.2 or later, mutual
+authentication (our certificate and key; the outstation's certificate must chain to the given
+CA, be within its validity and, unless `check_hostname` is off, name the host we dial, an IP
+SAN for an address), no compression and no renegotiation (Python's defaults). The private key
+must be mode 0600 like every other secret (read_secret_file). Used by Iec104Link.
 
 `make_test_pki` writes a CA and CA-signed server/client certificates (EC P-256) for loopback
-labs and tests; in the field the operator's PKI provides these files. Private keys are
-written mode 600 and pass the same world-readable guard as every other secret.
+labs and tests (`gridtwin controller pki DIR`); in the field the operator's PKI provides them.
 
-What works with c104 2.2.1 (checked on loopback, see tests/test_security_tls.py): a c104
-`Server` with `transport_security` completes mutually authenticated TLS 1.2/1.3 with a
-standard TLS client and serves IEC 104 over it; it refuses clients without a certificate
-or with one the CA did not sign. What does not: a c104 `Client` with TLS. Its bundled
-mbedtls (>= 3.6.3) refuses to verify a server certificate unless a hostname was set
-(MBEDTLS_ERR_SSL_CERTIFICATE_VERIFICATION_WITHOUT_HOSTNAME, -0x5d80), and c104 2.2.1 has no
-way to set one (`set_hostname_verification` came later upstream); `validate=False` does not
-help because lib60870 always configures VERIFY_REQUIRED.
+c104's own TLS client is not used: c104 2.2.1's bundled mbedtls refuses to verify a server
+certificate unless a hostname was set (-0x5d80) and c104 cannot set one.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import ssl
 from pathlib import Path
 
 from cryptography import x509
@@ -26,8 +26,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from controller.security.keys import read_secret_file, write_secret_file
-
-C104_CLIENT_TLS_WORKS = False  # see module docstring; flip when c104 can set a hostname
 
 
 def _name(cn: str) -> x509.Name:
@@ -65,17 +63,28 @@ def make_test_pki(folder: str | Path, ca_name: str = "gridtwin test CA") -> dict
     return paths
 
 
-def transport_security(cert: str | Path, key: str | Path, ca_cert: str | Path,
-                       allowed_peer_certs: list[str | Path] | None = None):
-    """A c104.TransportSecurity that validates peers against the CA (chain and time) and, when
-    `allowed_peer_certs` is given, accepts only those certificates. TLS 1.2 minimum."""
-    import c104
+class TlsConfigError(ValueError):
+    """A TLS file cannot be used; one line naming the file."""
 
-    read_secret_file(key)  # refuses a world-readable key before c104 reads it
-    tls = c104.TransportSecurity(validate=True, only_known=bool(allowed_peer_certs))
-    tls.set_certificate(cert=str(cert), key=str(key))
-    tls.set_ca_certificate(cert=str(ca_cert))
-    tls.set_version(min=c104.TlsVersion.TLS_1_2, max=c104.TlsVersion.TLS_1_3)
-    for peer in allowed_peer_certs or []:
-        tls.add_allowed_remote_certificate(cert=str(peer))
-    return tls
+
+def client_context(cert_file: str | Path, key_file: str | Path, ca_file: str | Path,
+                   check_hostname: bool = True) -> ssl.SSLContext:
+    """The controlling station's TLS context (see module docstring)."""
+    read_secret_file(key_file, private=True)  # refuses a key others may read before ssl loads it
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = check_hostname
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    for what, f in (("ca_file", ca_file), ("cert_file", cert_file)):
+        if not Path(f).is_file():
+            raise TlsConfigError(f"{f}: {what} not found")
+    try:
+        ctx.load_verify_locations(cafile=str(ca_file))
+    except ssl.SSLError as e:
+        raise TlsConfigError(f"{ca_file}: not a PEM CA certificate ({e.reason})") from None
+    try:
+        ctx.load_cert_chain(str(cert_file), str(key_file))
+    except ssl.SSLError as e:
+        raise TlsConfigError(f"{cert_file} / {key_file}: certificate and key do not load or match "
+                             f"({e.reason})") from None
+    return ctx
