@@ -35,6 +35,8 @@ class Spec:
     dr_source: str = "scenario"
     settings: dict = field(default_factory=dict)  # CycleSettings overrides (replays)
     volt_var: bool = True  # volt/VAR command source (with the safety gate)
+    reconcile: str = "adopt"  # at start: setpoints held in the field (controller/reconcile.py)
+    quality: dict = field(default_factory=dict)  # {kind: {KindChecks field: value}} (controller/quality.py)
 
     @classmethod
     def from_scenario(cls, s) -> Spec:
@@ -45,7 +47,8 @@ class Spec:
     def from_config(cls, cfg) -> Spec:
         return cls(cfg.cycle_s, cfg.optimize_every_s, cfg.objective, cfg.safety_gate,
                    cfg.historian.telemetry_every_s, list(cfg.dr_events), "config",
-                   {"restore_spread_s": cfg.emergency.restore_spread_s})
+                   {"restore_spread_s": cfg.emergency.restore_spread_s}, reconcile=cfg.reconcile,
+                   quality={k: q.overrides() for k, q in cfg.quality.items()})
 
     def cycle_settings(self) -> CycleSettings:
         cs = CycleSettings(cycle_s=self.cycle_s, optimize_every_s=self.optimize_every_s or 1e18,
@@ -71,9 +74,13 @@ def assemble(spec: Spec, links: dict, clock, historian: Historian | None = None,
         from controller.sources.voltvar import VoltVarSource
 
         extra.append(lambda c: VoltVarSource(c))
+    from controller.quality import DataQuality, checks_from
+    from controller.reconcile import reconcile
+
     ctl = Controller(links, clock, gate, historian=hist, settings=spec.cycle_settings(),
                      scheduler=_scheduler(spec, kinds, price_fn, hist, clock), snapshot_fn=snapshot_fn,
-                     feeder_net=feeder_net, feeder_limits=limits, extra_sources=extra)
+                     feeder_net=feeder_net, feeder_limits=limits, extra_sources=extra,
+                     quality=DataQuality(checks_from(spec.quality)))
     known = {r["id"] for r in hist.dr_events()}
     for ev in spec.dr_events:
         if ev.id in known:
@@ -82,6 +89,7 @@ def assemble(spec: Spec, links: dict, clock, historian: Historian | None = None,
         ctl.add_dr_event(ev.id, start.timestamp(), ev.duration_s, ev.reduction_kw, ev.groups,
                          source=spec.dr_source)
         hist.log_event(clock.now(), f"dr_event_from_{spec.dr_source}", event_id=ev.id)
+    reconcile(ctl, spec.reconcile)  # what the field holds against what the controller believes
     return ctl
 
 

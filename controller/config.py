@@ -164,6 +164,29 @@ class EmergencySettings(Strict):
         "EV caps and batteries at its end"))
 
 
+class QualityChecks(Strict):
+    """Data-quality thresholds for one device kind (controller/quality.py KindChecks; unset
+    keys keep the kind's default; null turns a check off where the field allows it)."""
+
+    rating_factor: float | None = Field(None, gt=0, description="|P| above this x rating is not physical")
+    stuck_polls: int | None = Field(None, ge=1, description="fresh polls a counter may stand still while P moves")
+    stuck_min_kwh: float | None = Field(None, ge=0, description="... while |P| says it moved at least this")
+    stuck_min_s: float | None = Field(None, ge=0, description="... and for at least this long")
+    max_rate_frac_per_s: float | None = Field(None, gt=0, description="|dP/dt| limit, share of rating per s")
+    future_s: float | None = Field(None, ge=0, description="reading stamped later than now + this")
+
+    @model_validator(mode="after")
+    def _nulls(self):
+        for k in ("stuck_polls", "stuck_min_kwh", "stuck_min_s", "future_s"):
+            if k in self.model_fields_set and getattr(self, k) is None:
+                raise ValueError(f"{k} cannot be null (only rating_factor and max_rate_frac_per_s can be off)")
+        return self
+
+    def overrides(self) -> dict:
+        """Only the keys the file sets (an explicit null included: it turns the check off)."""
+        return {k: getattr(self, k) for k in self.model_fields_set}
+
+
 class ServiceConfig(Strict):
     name: str = "vpp"
     cycle_s: float = Field(60.0, gt=0)
@@ -180,6 +203,11 @@ class ServiceConfig(Strict):
     api: ApiSettings = ApiSettings()
     prices: PriceSettings = PriceSettings()
     emergency: EmergencySettings = EmergencySettings()
+    reconcile: Literal["adopt", "release", "off"] = Field("adopt", description=(
+        "at start, setpoints devices hold that differ from what the controller believes: alarm, "
+        "and adopt them as an active emergency (the operator restores) or release them"))
+    quality: dict[Literal["pv", "battery", "meter", "ev", "flex_load", "tcl", "rtu"], QualityChecks] = Field(
+        default_factory=dict, description="data-quality thresholds per device kind")
     _dir: Path = Path(".")
     _path: str = "config"
 

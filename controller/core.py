@@ -58,8 +58,9 @@ class Controller:
 
     def __init__(self, links: dict, clock, gate, historian: Historian | None = None,
                  settings: CycleSettings | None = None, scheduler=None, snapshot_fn=None,
-                 feeder_net=None, feeder_limits=None, extra_sources=()):
-        """extra_sources: callables ctl -> command source (controller/sources/)."""
+                 feeder_net=None, feeder_limits=None, extra_sources=(), quality=None):
+        """extra_sources: callables ctl -> command source (controller/sources/); quality: the
+        DataQuality checks (controller/quality.py; default thresholds when None)."""
         self.links = links
         self.clock = clock
         self.hist = historian or Historian(":memory:", "NORMAL")
@@ -77,7 +78,7 @@ class Controller:
         self._index = {d: (g, j) for g, gs in self.state.groups.items() for j, d in enumerate(gs.ids)}
         self.tcl = TclDispatcher(self.state)  # TCL groups: baseline, margin, switching law
         self.n_cycle = self.hist.last_cycle()
-        self.acquisition = Acquisition()  # rediscovered ratings, data-quality checks (issue 17)
+        self.acquisition = Acquisition(quality)  # rediscovered ratings, data-quality checks (issue 17)
         self.stage = GateStage(gate, snapshot_fn, self.hist)  # the only path to the writes
         self.io = FieldIO(links, self.state, self.hist, self.cfg, self._index)
         self.carry: dict[tuple[str, str], Command] = {}  # ramp-limited, on their way to target

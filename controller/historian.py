@@ -287,6 +287,13 @@ class Historian:
     def out_of_service(self) -> set[str]:
         return {r["device_id"] for r in self._rows("SELECT device_id FROM service WHERE in_service=0")}
 
+    def last_setpoints(self) -> dict[tuple[str, str], float]:
+        """{(device_id, setpoint): value} of the last confirmed write of each setpoint (what the
+        controller believes its devices hold; controller/reconcile.py at start)."""
+        rows = self._rows("SELECT device_id, setpoint, value, MAX(rowid) AS r FROM setpoints"
+                          " WHERE ok=1 GROUP BY device_id, setpoint")
+        return {(r["device_id"], r["setpoint"]): r["value"] for r in rows if r["value"] is not None}
+
     # --- queries (API) -------------------------------------------------------------------------
     def cycles_after(self, n: int, limit: int = MAX_ROWS) -> list[dict]:
         """Cycle timing rows numbered above n, oldest first (metrics)."""

@@ -17,7 +17,7 @@ clears when its readings pass again. Frozen and mis-scaled data are flagged with
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
@@ -48,6 +48,19 @@ DEFAULTS: dict[str, KindChecks] = {
     "tcl": KindChecks(rating_factor=None),
     "rtu": KindChecks(rating_factor=None),
 }
+
+
+def checks_from(overrides: dict[str, dict] | None) -> dict[str, KindChecks]:
+    """DEFAULTS with per-kind overrides ({kind: {field: value}}, e.g. the service config's
+    `quality:` section); unknown kinds or fields raise ValueError naming them."""
+    out = dict(DEFAULTS)
+    known = {f.name for f in fields(KindChecks)}
+    for kind, kw in (overrides or {}).items():
+        bad = sorted(set(kw) - known)
+        if bad:
+            raise ValueError(f"quality.{kind}: unknown check setting(s) {bad}; known: {sorted(known)}")
+        out[kind] = replace(out.get(kind, KindChecks(rating_factor=None)), **kw)
+    return out
 
 
 @dataclass

@@ -61,6 +61,31 @@ class DeviceLink:
     def status(self) -> dict[str, DeviceStatus]:
         raise NotImplementedError
 
+    def writable(self, device_id: str) -> frozenset[str] | None:
+        """Setpoints this link can write to the device (ModbusLink: from the SunSpec models or
+        register map the device has, known once it has been discovered); None: not known."""
+        return None
+
+    def capabilities(self) -> dict[str, frozenset[str]]:
+        """{group: setpoints the link can write to every discovered device of the group};
+        a group this link cannot tell about is left out."""
+        out: dict[str, frozenset[str]] = {}
+        for d in self.devices_known():
+            w = self.writable(d.device_id)
+            if w is not None:
+                out[d.group] = out[d.group] & w if d.group in out else frozenset(w)
+        return out
+
+    def devices_known(self) -> list[DeviceInfo]:
+        """The device list without contacting devices (default: `devices()`)."""
+        return self.devices()
+
+    def read_setpoints(self) -> dict[str, dict[str, float]]:
+        """{device_id: {setpoint: value}}: what the devices that answer hold now, read back
+        from the device (controller/reconcile.py compares it with what the controller believes
+        at start). Devices that do not answer, and links that cannot read back, are left out."""
+        return {}
+
     def take_rediscovered(self) -> dict[str, dict[str, float]]:
         """{device_id: ratings} of devices (re)discovered since the last call: a device that
         came up after the controller, or answered again after a lost connection."""

@@ -6,6 +6,9 @@ Twin) that offers
     read()     -> {group: {quantity: array}}          (arrays indexed by device)
     write(group, setpoint, index, value)               raises ValueError when refused
     available() -> {group: bool array}                (optional; device answers)
+    setpoints() -> {group: [setpoint names]}           (optional; default: the kind's setpoints)
+Setpoints the fleet holds are read back from its telemetry where it reports them under the
+setpoint's own name (p_set_kw, p_limit_pct, p_max_set_kw, curtail_pct, force).
 Besides the per-device DeviceLink API it offers `read_groups`, an array fast path the
 controller cycle uses so a cycle costs numpy operations, not Python objects per device.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from controller.kinds import KINDS
 from controller.links.base import DeviceInfo, DeviceLink, DeviceStatus, Quality, Value
 from controller.state import Q_GOOD, Q_MISSING
 
@@ -63,6 +67,25 @@ class DirectLink(DeviceLink):
                 dev = f"{g}/{i}"
                 out[dev] = {k: Value(float(v[i]), Quality.GOOD if a[i] else Quality.MISSING, t)
                             for k, v in vals.items()}
+        return out
+
+    def _setpoints(self, g: str) -> frozenset[str]:
+        fn = getattr(self.port, "setpoints", None)
+        if fn is not None:
+            return frozenset(fn().get(g, ()))
+        k = KINDS.get(self.groups[g]["kind"])
+        return frozenset(k.setpoints if k is not None else ())
+
+    def writable(self, device_id: str) -> frozenset[str] | None:
+        g = device_id.rpartition("/")[0]
+        return self._setpoints(g) if g in self.groups else None
+
+    def read_setpoints(self) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for g, (vals, _, a) in self.read_groups().items():
+            names = [n for n in self._setpoints(g) if n in vals]
+            for i in np.flatnonzero(a):
+                out[f"{g}/{i}"] = {n: float(vals[n][i]) for n in names if np.isfinite(vals[n][i])}
         return out
 
     def write(self, device_id: str, setpoint: str, value: float) -> bool:

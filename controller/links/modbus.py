@@ -49,10 +49,22 @@ READS = {
            "p_limit_pct": [(123, "WMaxLimPct", 1.0)],
            "e_exp_kwh": [(103, "WH", 1e-3)]},
     "battery": {"p_kw": [(103, "W", -1e-3), (701, "W", -1e-3)],
-                "soc_pct": [(124, "ChaState", 1.0), (713, "SoC", 1.0)]},
+                "soc_pct": [(124, "ChaState", 1.0), (713, "SoC", 1.0)],
+                # model 701 is 155 registers: read in two requests (MAX_READ each)
+                "e_imp_kwh": [(701, "TotWhAbs", 1e-3)], "e_exp_kwh": [(701, "TotWhInj", 1e-3)]},
     "meter": {"p_kw": [(203, "W", 1e-3)], "q_kvar": [(203, "VAR", 1e-3)],
               "v_v": [(203, "PhV", 1.0)],
               "e_imp_kwh": [(203, "TotWhImp", 1e-3)], "e_exp_kwh": [(203, "TotWhExp", 1e-3)]},
+}
+MAX_READ = 125  # registers one Modbus read may ask for (the protocol's limit)
+# setpoint -> SunSpec points that carry it, per kind (the first model the device implements wins;
+# 704 before 123 for reactive power, 124 before 704 for battery power); see _write_setpoint
+WRITES = {
+    "pv": {"p_limit_pct": ((123, ("WMaxLimPct", "WMaxLim_Ena")), (704, ("WMaxLimPct", "WMaxLimPctEna"))),
+           "q_set_kvar": ((704, ("VarSet", "VarSetMod", "VarSetEna")),
+                          (123, ("VArWMaxPct", "VArPct_Mod", "VArPct_Ena")))},
+    "battery": {"p_set_kw": ((124, ("InWRte", "OutWRte", "StorCtl_Mod")), (704, ("WSet", "WSetMod", "WSetEna"))),
+                "q_set_kvar": ((704, ("VarSet", "VarSetMod", "VarSetEna")),)},
 }
 RATINGS = {
     "pv": {"s_rated_kva": [(120, "VARtg", 1e-3), (120, "WRtg", 1e-3)]},
@@ -111,6 +123,7 @@ class _Dev:
     sf_cache: dict = field(default_factory=dict)
     regmap: regmaps.RegisterMap | None = None  # plain map (no SunSpec)
     late: bool = False  # its poll overran the read deadline (values reported STALE this cycle)
+    writes: dict[str, int] = field(default_factory=dict)  # setpoint -> SunSpec model that takes it
 
 
 class ModbusLink(DeviceLink):
@@ -218,6 +231,7 @@ class ModbusLink(DeviceLink):
             regs = self._plain_block(d)
             d.models = {0: lo}  # marks the device as discovered
             d.info.ratings = {r.name: d.regmap.decode(regs, r) for r in d.regmap.registers if r.rating}
+            d.writes = {r.write: 0 for r in d.regmap.registers if r.write}
             return
         for base in ss.BASE_ADDRESSES:
             try:
@@ -236,7 +250,24 @@ class ModbusLink(DeviceLink):
             addr += 2 + length
         d.models = models
         d.info.ratings = self._ratings(d)
+        d.writes = self._writable_points(d)
 
+    def _writable_points(self, d: _Dev) -> dict[str, int]:
+        """{setpoint: model} for the setpoints whose SunSpec points the device implements
+        (a point marked "not implemented" in its block does not count)."""
+        out, blocks = {}, {}
+        for sp, cands in WRITES.get(d.info.kind, {}).items():
+            for mid, points in cands:
+                if mid not in d.models:
+                    continue
+                regs = blocks.get(mid) or blocks.setdefault(mid, self._block(d, mid))
+                lay = ss.layout(mid)
+                if all(ss.decode(regs, lay[n]) is not None for n in points):
+                    out[sp] = mid
+                    break
+        if "p_set_kw" in out and out["p_set_kw"] == 124 and not d.info.ratings.get("p_max_kw"):
+            del out["p_set_kw"]  # a rate in % of WChaMax needs WChaMax
+        return out
     def take_rediscovered(self) -> dict[str, dict[str, float]]:
         """{device_id: ratings} of devices (re)discovered since the last call."""
         with self._mu:
@@ -248,9 +279,13 @@ class ModbusLink(DeviceLink):
         return self._read(d, lo, n)
 
     def _block(self, d: _Dev, mid: int) -> list[int]:
+        """The model's fixed block, in requests of at most MAX_READ registers (701 is 155)."""
         lay = ss.layout(mid)
         n = max(p.offset + p.size for p in lay.values())
-        return self._read(d, d.models[mid], n)
+        out: list[int] = []
+        while len(out) < n:
+            out += self._read(d, d.models[mid] + len(out), min(MAX_READ, n - len(out)))
+        return out
 
     @staticmethod
     def _scaled(regs, mid: int, point: str, factor: float, blocks_sf=None) -> tuple[float, Quality]:
@@ -473,18 +508,122 @@ class ModbusLink(DeviceLink):
         if d.regmap is not None:
             return self._write_plain(d, setpoint, value)
         kind = d.info.kind
-        if kind == "pv" and setpoint == "p_limit_pct":
-            return self._write_points(d, 123, {"WMaxLimPct": value, "WMaxLim_Ena": 1})
-        if kind == "battery" and setpoint == "p_set_kw":
-            p_max = d.info.ratings.get("p_max_kw")
-            if not p_max:
-                raise OSError("battery WChaMax unknown: cannot express p_set_kw as a rate")
+        mid = d.writes.get(setpoint)
+        if mid is None:
+            raise OSError(f"{d.info.device_id}: setpoint {setpoint!r} not supported by the device "
+                          f"(kind {kind!r}, models {sorted(d.models)})")
+        if setpoint == "p_limit_pct":
+            if mid == 123:
+                return self._write_points(d, 123, {"WMaxLimPct": value, "WMaxLim_Ena": 1})
+            return self._write_points(d, 704, {"WMaxLimPct": value, "WMaxLimPctEna": 1})
+        if setpoint == "q_set_kvar":  # load convention (> 0 absorbing); SunSpec VAr > 0 injecting
+            if mid == 704:
+                return self._write_points(d, 704, {"VarSetMod": 4, "VarSet": -value * 1e3, "VarSetEna": 1})
+            s_kva = d.info.ratings.get("s_rated_kva")
+            if not s_kva:
+                raise OSError("WRtg unknown: cannot express q_set_kvar in % of WMax")
+            return self._write_points(d, 123, {"VArPct_Mod": 1, "VArWMaxPct": -value / s_kva * 100.0,
+                                               "VArPct_Ena": 1})
+        if setpoint == "p_set_kw" and mid == 704:  # W > 0 discharging
+            return self._write_points(d, 704, {"WSetMod": 1, "WSet": -value * 1e3, "WSetEna": 1})
+        if setpoint == "p_set_kw":
+            p_max = d.info.ratings["p_max_kw"]
             pct = min(abs(value) / p_max * 100.0, 100.0)
             mode = 1 if value > 0 else 2 if value < 0 else 0
+            if "p_set_kw" in self._held_704(d):  # a 704 WSet left enabled overrides 124
+                self._write_points(d, 704, {"WSetEna": 0})
             return self._write_points(d, 124, {"InWRte": pct if mode == 1 else 0.0,
                                                "OutWRte": pct if mode == 2 else 0.0,
                                                "StorCtl_Mod": mode})
         raise OSError(f"{d.info.device_id}: setpoint {setpoint!r} not supported for kind {kind!r}")
+
+    # --- read-back of held setpoints (controller/reconcile.py) --------------------------------------
+    def _held_704(self, d: _Dev) -> dict[str, float]:
+        """Setpoints an enabled 704 control holds (WSet, WMaxLimPct, VarSet), if the device has 704."""
+        if 704 not in d.models:
+            return {}
+        regs, lay, out = self._block(d, 704), ss.layout(704), {}
+
+        def on(name):
+            return ss.decode(regs, lay[name]) == 1
+
+        def val(name):
+            v, q = self._scaled(regs, 704, name, 1.0)
+            return v if q == Quality.GOOD else None
+
+        if d.info.kind == "battery" and on("WSetEna") and ss.decode(regs, lay["WSetMod"]) == 1:
+            w = val("WSet")
+            if w is not None:
+                out["p_set_kw"] = -w * 1e-3
+        if d.info.kind == "pv" and on("WMaxLimPctEna") and val("WMaxLimPct") is not None:
+            out["p_limit_pct"] = val("WMaxLimPct")
+        if on("VarSetEna") and ss.decode(regs, lay["VarSetMod"]) == 4 and val("VarSet") is not None:
+            out["q_set_kvar"] = -val("VarSet") * 1e-3
+        return out
+
+    def _held(self, d: _Dev) -> dict[str, float]:
+        """What the device holds now, as the controller's setpoints (read from the device)."""
+        if d.regmap is not None:
+            regs = self._plain_block(d)
+            return {r.write: d.regmap.decode(regs, r) for r in d.regmap.registers if r.write}
+        out = {}
+        kind = d.info.kind
+        if kind == "battery" and 124 in d.models and d.info.ratings.get("p_max_kw"):
+            regs, lay = self._block(d, 124), ss.layout(124)
+            mode = ss.decode(regs, lay["StorCtl_Mod"]) or 0
+            rate = {"InWRte": 0.0, "OutWRte": 0.0}
+            for n in rate:
+                v, q = self._scaled(regs, 124, n, 1.0)
+                rate[n] = v if q == Quality.GOOD else 0.0
+            p_max = d.info.ratings["p_max_kw"]
+            out["p_set_kw"] = (p_max * rate["InWRte"] / 100.0 if mode == 1 else
+                               -p_max * rate["OutWRte"] / 100.0 if mode == 2 else 0.0)
+        if kind == "pv" and 123 in d.models:
+            regs, lay = self._block(d, 123), ss.layout(123)
+            v, q = self._scaled(regs, 123, "WMaxLimPct", 1.0)
+            if ss.decode(regs, lay["WMaxLim_Ena"]) == 1 and q == Quality.GOOD:
+                out["p_limit_pct"] = v
+            elif ss.decode(regs, lay["WMaxLim_Ena"]) is not None:
+                out["p_limit_pct"] = 100.0
+        held = self._held_704(d)  # an enabled 704 control wins (PV: the lower limit holds)
+        if "p_limit_pct" in held:
+            held["p_limit_pct"] = min(held["p_limit_pct"], out.get("p_limit_pct", 100.0))
+        out.update(held)
+        return out
+
+    def read_setpoints(self) -> dict[str, dict[str, float]]:
+        """{device_id: {setpoint: value}} read back from every device that answers now (per
+        endpoint concurrently, within the read deadline; a device that fails is left out)."""
+        out: dict[str, dict[str, float]] = {}
+
+        def task(group):
+            for d in group:
+                if not d.status.available:
+                    continue
+                try:
+                    if not d.models:
+                        self._discover(d)
+                    out[d.info.device_id] = self._held(d)
+                except (ModbusException, OSError, ValueError, KeyError) as e:
+                    log.info("%s: setpoints not read back: %s", d.info.device_id, e)
+
+        devs = list(self._devs.values())
+        if self.workers == 1:
+            task(devs)
+        else:
+            self._run_per_endpoint(devs, task)
+            for d in devs:
+                d.late = False
+        return out
+
+    def writable(self, device_id: str) -> frozenset[str] | None:
+        d = self._devs.get(device_id)
+        if d is None or not d.models:
+            return None
+        return frozenset(d.writes)
+
+    def devices_known(self) -> list[DeviceInfo]:
+        return [d.info for d in self._devs.values()]
 
     def close(self) -> None:
         if self._pool is not None:

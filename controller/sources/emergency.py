@@ -139,7 +139,8 @@ class EmergencySource:
         if last["kind"] == "emergency_on":
             self.emergency = {"since": on["t"], "by": on.get("by"), "reason": on.get("reason"),
                               **{k: on.get(k) for k in ("shed_kw", "hold_s", "response_s", "plan_margin_kw")},
-                              "plan": self._plan_view(), "resumed": True}
+                              "plan": self._plan_view(), "resumed": True,
+                              **{k: on[k] for k in ("adopted", "tcl_groups") if k in on}}
         else:
             self.restoring = {"t": last["t"], "done": set(), "tcl_n": {}}
 
@@ -160,8 +161,10 @@ class EmergencySource:
         if self.plan is not None:
             out = [c for c in self.plan.commands if KINDS[self._kind(c.device_id)].group_dispatch is False
                    and self._usable(c.device_id)]
-        for m in self.ctl.tcl.models.values():
-            out += m.emergency_commands(t)
+        only = self.emergency.get("tcl_groups") if self.emergency.get("adopted") else None
+        for name, m in self.ctl.tcl.models.items():
+            if only is None or name in only:  # adopted (controller/reconcile.py): groups found forced
+                out += m.emergency_commands(t)
         return out
 
     def _kind(self, dev: str) -> str:
