@@ -99,11 +99,12 @@ class HilController:
         return RecordingLink(link, self.rec, name, self.clock) if self.rec else link
 
     def _price_fn(self):
-        """EUR/MWh at epoch times from the scenario's prices (the same file the twin reads)."""
+        """EUR/MWh at epoch times from the scenario's prices (the same file the twin reads; TOU
+        hours on the scenario's local clock, as the twin's)."""
         from scenarios.load import resolve_path
         from twin.profiles import Prices
 
-        prices = Prices(self.s.prices, self.s.start, lambda p: resolve_path(self.s, p))
+        prices = Prices(self.s.prices, self.s.start, lambda p: resolve_path(self.s, p), self.s.timezone)
         t0 = self.start_epoch
         return lambda times: np.array([prices.at(float(x) - t0) for x in times])
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal, Union
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -397,6 +398,12 @@ class Scenario(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)
     description: str = ""
     start: datetime
+    timezone: str = Field(
+        "UTC", max_length=64, description="IANA time zone (e.g. Europe/Berlin) of the local clock: "
+        "base-load and flex-load shapes, EV arrival hours and TOU price periods are local clock time "
+        "in it, daylight saving included (a 23- or 25-hour day); sun and outdoor temperature follow "
+        "solar time at weather.longitude_deg. Absolute times (start, dr_events, CSV time columns) "
+        "are UTC unless they carry an offset. Default UTC")
     duration_s: float = Field(gt=0, le=MAX_DURATION_S)
     device_step_s: float = Field(1.0, gt=0)
     power_flow_interval_s: float = Field(60.0, gt=0)
@@ -417,6 +424,15 @@ class Scenario(Strict):
     _source_dir: Path | None = PrivateAttr(None)
 
     _utc_start = field_validator("start")(classmethod(lambda cls, v: _utc(v)))
+
+    @field_validator("timezone")
+    @classmethod
+    def _iana(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError("unknown IANA time zone (e.g. UTC, Europe/Berlin, America/New_York)") from None
+        return v
 
     @model_validator(mode="after")
     def _bounded(self, info: ValidationInfo):

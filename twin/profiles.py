@@ -1,6 +1,10 @@
-"""Base-load shapes, time-of-use prices and CSV-backed profiles."""
+"""Base-load shapes, time-of-use prices and CSV-backed profiles, on the scenario's local clock."""
 
 from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -25,6 +29,43 @@ def load_shape(profile: str, hour_of_day: float) -> float:
     return shape[i] * (1 - f) + shape[(i + 1) % 24] * f
 
 
+class LocalClock:
+    """Local clock time in an IANA zone at seconds since the scenario start. Load shapes, EV
+    arrival hours and time-of-use periods are clock times people live by (DST included: a
+    spring-forward day has 23 hours, a fall-back day 25), while sun and outdoor temperature
+    follow solar time (twin.weather). The UTC offset is cached per quarter hour of UTC;
+    a quarter hour that holds a transition is computed exactly every time."""
+
+    Q_S = 900.0
+
+    def __init__(self, start: datetime, timezone: str = "UTC"):
+        self.timezone = timezone
+        self.zone = ZoneInfo(timezone)
+        self.t0 = start.timestamp()
+        self._fixed = timezone == "UTC"
+        self._q: dict[int, float | None] = {}
+
+    def _exact(self, u: float) -> float:
+        dt = datetime.fromtimestamp(u, UTC).astimezone(self.zone)
+        return dt.utcoffset().total_seconds()
+
+    def offset_s(self, t_s: float) -> float:
+        """UTC offset (s) of the local clock at t_s."""
+        if self._fixed:
+            return 0.0
+        u = self.t0 + t_s
+        q = math.floor(u / self.Q_S)
+        if q not in self._q:
+            a, b = self._exact(q * self.Q_S), self._exact((q + 1) * self.Q_S - 1e-3)
+            self._q[q] = a if a == b else None
+        off = self._q[q]
+        return self._exact(u) if off is None else off
+
+    def hour(self, t_s: float) -> float:
+        """Local clock hour of day (0 <= h < 24, fractional) at t_s."""
+        return ((self.t0 + t_s + self.offset_s(t_s)) % 86400.0) / 3600.0
+
+
 _KNOWN = {c.name: c for c in (*BASE_LOAD_COLUMNS, *PRICE_COLUMNS)}
 
 
@@ -42,11 +83,13 @@ class CsvProfile:
 
 
 class Prices:
-    """Energy price in EUR/MWh at a time: time-of-use periods or a CSV column `price_eur_per_mwh`."""
+    """Energy price in EUR/MWh at a time: time-of-use periods (hours of the local clock in
+    `timezone`, the scenario's) or a CSV column `price_eur_per_mwh` (absolute times)."""
 
-    def __init__(self, spec, start, resolve):
+    def __init__(self, spec, start, resolve, timezone: str = "UTC"):
         self.spec = spec
         self.start = start
+        self.clock = LocalClock(start, timezone)
         self.csv = (CsvProfile(resolve(spec.path), start, list(PRICE_COLUMNS),
                                extend=getattr(spec, "extend", "hold"))
                     if spec.kind == "csv" else None)
@@ -54,7 +97,7 @@ class Prices:
     def at(self, t_s: float) -> float:
         if self.csv is not None:
             return self.csv.at("price_eur_per_mwh", t_s)
-        h = (self.start.hour + self.start.minute / 60 + t_s / 3600.0) % 24.0
+        h = self.clock.hour(t_s)
         for p in self.spec.periods:
             if p.start_h <= h < p.end_h:
                 return p.price_eur_per_mwh

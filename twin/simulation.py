@@ -21,7 +21,7 @@ from scenarios.load import resolve_path
 from twin.events import EventLog
 from twin.fleet import Ambient, Fleet, build_fleet, place_devices
 from twin.fleet.pv import pv_ac_kw
-from twin.profiles import CsvProfile, Prices, load_shape
+from twin.profiles import CsvProfile, LocalClock, Prices, load_shape
 from twin.recorder import Recorder
 from twin.weather import Weather, wind_power_pu
 
@@ -70,7 +70,8 @@ class Twin:
         self._sgen_wind = (kind.str.contains("WP") | kind.str.contains("WT") | kind.str.contains("WIND")).to_numpy()
         self.events = EventLog(s.start)
         self.weather = Weather(s.weather, s.start, s.duration_s, s.seed, lambda p: resolve_path(s, p))
-        self.prices = Prices(s.prices, s.start, lambda p: resolve_path(s, p))
+        self.local_clock = LocalClock(s.start, getattr(s, "timezone", "UTC"))  # shapes, TOU: local clock
+        self.prices = Prices(s.prices, s.start, lambda p: resolve_path(s, p), self.local_clock.timezone)
         self._base_csv = (CsvProfile(resolve_path(s, s.base_load.path), s.start, ["scale"],
                                      s.duration_s, s.base_load.extend)
                           if s.base_load.profile == "csv" else None)
@@ -103,10 +104,8 @@ class Twin:
         return self.scenario.start + timedelta(seconds=self.t_s if t_s is None else t_s)
 
     def _ambient(self, t_s: float) -> Ambient:
-        st = self.scenario.start
-        hour = (st.hour + st.minute / 60.0 + st.second / 3600.0 + t_s / 3600.0) % 24.0
         w = self.weather
-        return Ambient(t_s, w.ghi_w_m2(t_s), w.t_out_c(t_s), hour, w.wind_m_s(t_s))
+        return Ambient(t_s, w.ghi_w_m2(t_s), w.t_out_c(t_s), self.local_clock.hour(t_s), w.wind_m_s(t_s))
 
     def feeder_sgen_kw(self, amb: Ambient) -> np.ndarray:
         """Output of the feeder's own generators (kW, generation positive) at `amb`."""

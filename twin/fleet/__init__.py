@@ -35,8 +35,10 @@ def place_devices(group, net, rng: np.random.Generator) -> np.ndarray:
 
 def build_fleet(group, bus, rng, scenario) -> Fleet:
     """Instantiate the fleet class for `group.kind`."""
-    start = scenario.start
-    start_hour = start.hour + start.minute / 60.0 + start.second / 3600.0
+    from twin.profiles import LocalClock
+
+    # EV arrival hours are local clock time (scenario timezone)
+    start_hour = LocalClock(scenario.start, getattr(scenario, "timezone", "UTC")).hour(0.0)
     if group.kind == "pv":
         from twin.fleet.pv import PvFleet
         return PvFleet(group, bus, rng)
