@@ -10,11 +10,22 @@ Three windows of simulated time, driven by a controller cycle every `step_s`:
 3. regulation: the priority-stack tracker follows baseline*(1 + amplitude*r(t)), r a
    regulation-style signal; tracking error is sampled at every device step.
 
+Two tracking KPIs, both in summary.json `tcl_tracking`: the top-level `rms_error_pct_of_baseline`
+(and max) compares the population's power with the controller's own reference, i.e. against
+its *modelled* baseline; `counterfactual` compares the delivered regulation (controlled minus
+the same population run without the signal, stepped alongside in this process from the
+regulation start with the same seed, weather and switching hash stream) with the requested one
+(reference minus modelled baseline), normalised by the true uncontrolled mean. The samples
+both are computed on are saved per device step (run folder `tcl_tracking.parquet`), and
+`tracking_kpis` recomputes them from those columns.
+
 The controller parts (controller.aggregation) see only telemetry arrays and write `force`
 setpoints; this module is the in-process link between them and the twin's fleet arrays.
 """
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 
@@ -39,6 +50,42 @@ def _rms_pct(err, norm) -> float | None:
     return round(float(np.sqrt(np.mean(err**2)) / norm * 100.0), 4) if err.size and norm > 0 else None
 
 
+def _max_pct(err, norm) -> float | None:
+    err = np.asarray(err, float)
+    return round(float(np.max(np.abs(err))) / norm * 100.0, 4) if err.size and norm > 0 else None
+
+
+SAMPLE_COLUMNS = ("t_s", "p_kw", "ref_kw", "baseline_model_kw", "p_uncontrolled_kw")
+
+
+def tracking_kpis(samples: dict) -> dict:
+    """Tracking KPIs from the per-step samples (columns SAMPLE_COLUMNS, as saved in
+    tcl_tracking.parquet): against the controller's modelled baseline (the reference it was
+    given) and against the uncontrolled counterfactual."""
+    p, ref, base, unc = (np.asarray(samples[k], float) for k in SAMPLE_COLUMNS[1:])
+    base_mean = float(base.mean()) if base.size else 0.0
+    out = {"baseline_kw": round(base_mean, 3),
+           "rms_error_pct_of_baseline": _rms_pct(p - ref, base_mean),
+           "max_abs_error_pct_of_baseline": _max_pct(p - ref, base_mean)}
+    ok = np.isfinite(unc)
+    if not ok.any():
+        return out
+    p, ref, base, unc = p[ok], ref[ok], base[ok], unc[ok]
+    norm = float(unc.mean())
+    delivered, requested = p - unc, ref - base
+    corr = (float(np.corrcoef(delivered, requested)[0, 1])
+            if delivered.size > 1 and delivered.std() > 0 and requested.std() > 0 else None)
+    out["counterfactual"] = {
+        "uncontrolled_mean_kw": round(norm, 3),
+        "rms_error_pct_of_baseline": _rms_pct(delivered - requested, norm),
+        "max_abs_error_pct_of_baseline": _max_pct(delivered - requested, norm),
+        "delivered_requested_correlation": round(corr, 5) if corr is not None else None,
+        "model_baseline_rms_pct": _rms_pct(base - unc, norm),
+        "samples": int(ok.sum()),
+    }
+    return out
+
+
 class TclTracking:
     def __init__(self, twin):
         self.spec = r = twin.scenario.regulation
@@ -61,8 +108,8 @@ class TclTracking:
         self.calib = 1.0
         self.ref_now: float | None = None
         self.base_now = float("nan")
-        self.err: list[float] = []
-        self.base: list[float] = []
+        self.samples: dict[str, list[float]] = {k: [] for k in SAMPLE_COLUMNS}
+        self.shadow = None  # the same population without the signal (from the regulation start)
         self.energy_kwh: list[float] = []
         self.snap: dict = {}
         self.series = twin.kpi_extra.setdefault("_series", {})
@@ -117,6 +164,9 @@ class TclTracking:
                 return
         if "regulation_start" not in self.snap:  # start regulating
             self._snapshot("regulation_start", t)
+            # the counterfactual: until now the population ran uncontrolled, so a copy taken
+            # before the first command and stepped alongside is it without the signal
+            self.shadow = copy.deepcopy(f)
             if self.hold_actual:
                 self.calib = float(np.mean(self.hold_actual) / np.mean(self.hold_vb))
             self.series["tcl.model_kw"] = float("nan")
@@ -141,9 +191,16 @@ class TclTracking:
         self.series["tcl.baseline_kw"] = self.base_now
 
     def after_step(self, twin) -> None:
+        sh = self.shadow
+        if sh is not None and twin.t_s < self.t_end - 1e-9:
+            sh.step(twin.dt_s, twin.ambient)  # same step, same outdoor air as the fleet's
         if self.ref_now is not None:
-            self.err.append(float(self.fleet.p_kw.sum()) - self.ref_now)
-            self.base.append(self.base_now)
+            smp = self.samples
+            smp["t_s"].append(twin.t_s)
+            smp["p_kw"].append(float(self.fleet.p_kw.sum()))
+            smp["ref_kw"].append(self.ref_now)
+            smp["baseline_model_kw"].append(self.base_now)
+            smp["p_uncontrolled_kw"].append(float(sh.p_kw.sum()) if sh is not None else float("nan"))
 
     # --- results ----------------------------------------------------------------------------
     def finish(self, twin) -> None:
@@ -152,11 +209,12 @@ class TclTracking:
             self._snapshot("regulation_end", twin.t_s)
         out: dict = {"group": self.spec.group, "devices": f.n, "amplitude_pct": self.spec.amplitude_pct,
                      "step_s": self.step_s}
-        base_mean = float(np.mean(self.base)) if self.base else 0.0
-        out["baseline_kw"] = round(base_mean, 3)
-        out["rms_error_pct_of_baseline"] = _rms_pct(self.err, base_mean)
-        out["max_abs_error_pct_of_baseline"] = (round(float(np.max(np.abs(self.err))) / base_mean * 100, 4)
-                                                if self.err and base_mean > 0 else None)
+        kpis = tracking_kpis(self.samples)
+        cf = kpis.pop("counterfactual", None)
+        out.update(kpis)
+        out["tracking_samples"] = len(self.samples["t_s"])
+        twin.kpi_extra.setdefault("_tables", {})["tcl_tracking"] = {
+            k: np.asarray(v, float) for k, v in self.samples.items()}
         if "regulation_start" in self.snap and "regulation_end" in self.snap:
             t0, dm0, sw0, lv0 = self.snap["regulation_start"]
             t1, dm1, sw1, lv1 = self.snap["regulation_end"]
@@ -195,6 +253,8 @@ class TclTracking:
                 "band_width_median_abs_err_c": round(float(np.median(np.abs(
                     (est.upper_c - est.lower_c) - f.deadband_c))), 4),
             }
+        if cf is not None:
+            out["counterfactual"] = cf
         twin.kpi_extra["tcl_tracking"] = out
         twin.events.log(twin.t_s, "tcl_tracking", **{k: v for k, v in out.items()
                                                       if not isinstance(v, dict)})

@@ -40,12 +40,19 @@ def gridtwin(*args, cwd):
                           timeout=120, check=False)
 
 
-def test_regulation_run_from_the_cli_tracks_within_three_percent(tmp_path):
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """The small variant run once from the real CLI: (scenario file, run folder, summary)."""
+    tmp_path = tmp_path_factory.mktemp("tcl")
     path = small_variant(tmp_path)
     proc = gridtwin("run", str(path), "--quiet", "--out", str(tmp_path / "runs"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (summary_file,) = (tmp_path / "runs").glob("*/summary.json")
-    s = json.loads(summary_file.read_text())
+    return path, summary_file.parent, json.loads(summary_file.read_text())
+
+
+def test_regulation_run_from_the_cli_tracks_within_three_percent(cli_run):
+    _, run, s = cli_run
     k = s["tcl_tracking"]
     assert k["rms_error_pct_of_baseline"] <= 3.0
     assert k["lockout_violations"] == 0 and k["lockout_violations_total"] == 0
@@ -59,7 +66,7 @@ def test_regulation_run_from_the_cli_tracks_within_three_percent(tmp_path):
     assert all(a["passed"] for a in s["assertions"])
     import pyarrow.parquet as pq
 
-    ts = pq.read_table(next((tmp_path / "runs").glob("*/timeseries.parquet"))).to_pandas()
+    ts = pq.read_table(run / "timeseries.parquet").to_pandas()
     ref = ts["tcl.ref_kw"].dropna()
     assert ref.max() - ref.min() > 0.1 * k["baseline_kw"]
     assert np.nanmax(np.abs(ts.loc[ref.index, "acs.p_kw"] - ref)) < 0.05 * k["baseline_kw"]
@@ -93,3 +100,53 @@ def test_shipped_scenario_validates():
     s = load_scenario(SCENARIO)
     assert s.regulation.group == "acs" and s.fleet[0].count == 10_000
     assert s.regulation.amplitude_pct == 10 and s.regulation.duration_s == 3600
+
+
+def test_counterfactual_kpi_is_reproducible_from_the_saved_samples(cli_run):
+    """summary.json's two tracking figures recomputed with plain numpy from
+    tcl_tracking.parquet (one row per device step of the regulation window); the one against
+    the uncontrolled population is not the one against the controller's modelled baseline."""
+    import pyarrow.parquet as pq
+
+    _, run, s = cli_run
+    k = s["tcl_tracking"]
+    cf = k["counterfactual"]
+    d = pq.read_table(run / "tcl_tracking.parquet").to_pandas()
+    assert len(d) == k["tracking_samples"] == cf["samples"] == 1200 / 2  # 20 min of 2 s steps
+    assert np.all(np.diff(d["t_s"]) == 2.0)
+    base = d["baseline_model_kw"].mean()
+    rms_model = np.sqrt(np.mean((d["p_kw"] - d["ref_kw"]) ** 2)) / base * 100
+    assert k["rms_error_pct_of_baseline"] == pytest.approx(rms_model, abs=1e-4)
+    delivered = d["p_kw"] - d["p_uncontrolled_kw"]
+    requested = d["ref_kw"] - d["baseline_model_kw"]
+    norm = d["p_uncontrolled_kw"].mean()
+    rms_cf = np.sqrt(np.mean((delivered - requested) ** 2)) / norm * 100
+    assert cf["rms_error_pct_of_baseline"] == pytest.approx(rms_cf, abs=1e-4)
+    assert cf["max_abs_error_pct_of_baseline"] == pytest.approx(np.max(np.abs(delivered - requested)) / norm * 100,
+                                                                abs=1e-4)
+    assert cf["delivered_requested_correlation"] == pytest.approx(np.corrcoef(delivered, requested)[0, 1], abs=1e-5)
+    assert cf["uncontrolled_mean_kw"] == pytest.approx(norm, abs=1e-3)
+    # the two figures measure different things: the modelled baseline misses the true one
+    assert abs(cf["rms_error_pct_of_baseline"] - k["rms_error_pct_of_baseline"]) > 0.05
+    assert cf["model_baseline_rms_pct"] > 0.05
+    # and the regulation was delivered: it follows the request closely
+    assert cf["delivered_requested_correlation"] > 0.8
+
+
+def test_counterfactual_is_the_same_population_run_without_the_signal(cli_run):
+    """Ground truth for the counterfactual column: the scenario without its regulation section
+    (nothing ever writes to the ACs), run separately, draws exactly the saved uncontrolled power."""
+    import pyarrow.parquet as pq
+
+    from twin.simulation import Twin
+
+    path, run, _ = cli_run
+    s = load_scenario(path)
+    tw = Twin(s.model_copy(update={"regulation": None}))
+    seen = {}
+    tw.after_step.append(lambda t: seen.__setitem__(t.t_s, float(t.fleets["acs"].p_kw.sum())))
+    tw.run()
+    d = pq.read_table(run / "tcl_tracking.parquet").to_pandas()
+    truth = np.array([seen[t] for t in d["t_s"]])
+    assert np.max(np.abs(d["p_uncontrolled_kw"].to_numpy() - truth)) < 1e-6
+    assert np.max(np.abs(d["p_kw"].to_numpy() - truth)) > 10.0  # the controlled one is not it

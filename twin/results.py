@@ -1,5 +1,7 @@
 """Run results: runs/<scenario>-<utc>/ with timeseries.parquet, events.jsonl, summary.json,
-report.html; plus evaluation of the scenario's assertions on the summary."""
+report.html (and <name>.parquet for each table an attached part leaves in
+twin.kpi_extra["_tables"], e.g. tcl_tracking.parquet: the samples its KPI is computed on);
+plus evaluation of the scenario's assertions on the summary."""
 
 from __future__ import annotations
 
@@ -115,6 +117,10 @@ def evaluate_assertions(summary: dict, assertions) -> list[dict]:
 def write_results(twin, out: Path, wall_s: float) -> dict:
     """Write the four result files; return the summary (with assertion results)."""
     pq.write_table(twin.recorder.table(), out / "timeseries.parquet")
+    for name, cols in twin.kpi_extra.get("_tables", {}).items():  # samples a KPI is computed on
+        import pyarrow as pa
+
+        pq.write_table(pa.table(cols), out / f"{name}.parquet")
     twin.events.write(out / "events.jsonl")
     summary = summarize(twin, wall_s)
     summary["assertions"] = evaluate_assertions(summary, twin.scenario.assertions)
