@@ -20,6 +20,7 @@ from grid_models.power_flow import PowerFlow, PowerFlowResult
 from scenarios.load import resolve_path
 from twin.events import EventLog
 from twin.fleet import Ambient, Fleet, build_fleet, place_devices
+from twin.fleet.base import Ambients
 from twin.fleet.pv import pv_ac_kw
 from twin.profiles import CsvProfile, LocalClock, Prices, load_shape
 from twin.recorder import Recorder
@@ -107,6 +108,15 @@ class Twin:
         w = self.weather
         return Ambient(t_s, w.ghi_w_m2(t_s), w.t_out_c(t_s), self.local_clock.hour(t_s), w.wind_m_s(t_s))
 
+    def _ambients(self, t0_s: float, k: int) -> Ambients:
+        """The k device steps from t0_s as arrays: one interpolation per quantity for the whole
+        batch (the same values `_ambient` gives step by step)."""
+        w = self.weather
+        ts = t0_s + self.dt_s * np.arange(k)
+        wind = np.interp(ts, w.t_s, w.wind) if w.wind is not None else np.full(k, math.nan)
+        return Ambients(ts, np.interp(ts, w.t_s, w.ghi), np.interp(ts, w.t_s, w.t_out), wind,
+                        lambda t: self._ambient(t).hour_of_day)
+
     def feeder_sgen_kw(self, amb: Ambient) -> np.ndarray:
         """Output of the feeder's own generators (kW, generation positive) at `amb`."""
         rated = self._sgen_rated_kw
@@ -124,37 +134,34 @@ class Twin:
     batch = True  # advance quiet stretches of device steps in one call per fleet
 
     def _quiet_steps(self) -> int:
-        """How many device steps from now need no power flow, sample, hook or SimPy event:
-        those can run as one batch (results equal the one-step loop, tests/test_twin_physics.py)."""
+        """How many device steps from now can run as one batch: up to and including the next
+        power-flow or sample step (its power flow and sample follow the batch), stopping
+        before any other SimPy event; none with after_step hooks. Results equal the one-step
+        loop (tests/test_twin_physics.py)."""
         i0 = self.step_index
         if not self.batch or self.after_step or i0 % self.pf_every == 0 or i0 % self.rec_every == 0:
             return 1
         nxt = self.env.peek()  # the next event of any other process
         limit = self.n_steps if nxt == float("inf") else min(self.n_steps, int(math.floor(nxt / self.dt_s + 1e-9)))
-        k = 0
-        i = i0
-        while i < limit and i % self.pf_every and i % self.rec_every:
-            i += 1
-            k += 1
-        return max(1, k)
+        last = min(-(-i0 // self.pf_every) * self.pf_every, -(-i0 // self.rec_every) * self.rec_every, limit - 1)
+        return max(1, last - i0 + 1)
 
     def _device_loop(self):
         dt = self.dt_s
         while self.step_index < self.n_steps:
             k = self._quiet_steps()
-            if k > 1:
-                t0 = self.env.now
-                ambs = [self._ambient(t0 + j * dt) for j in range(k)]
+            if k > 1:  # k device steps in one call per fleet, then the last step's grid work
+                ambs = self._ambients(self.env.now, k)
                 for f in self.fleets.values():
                     f.advance(dt, ambs)
-                self.ambient = ambs[-1]
-                self.step_index += k
-                yield self.env.timeout(k * dt)
-                continue
-            self.ambient = amb = self._ambient(self.env.now)
-            for f in self.fleets.values():
-                f.step(dt, amb)
-                f.integrate(dt)
+                self.step_index += k - 1
+                yield self.env.timeout((k - 1) * dt)
+                self.ambient = self._ambient(self.env.now)
+            else:
+                self.ambient = amb = self._ambient(self.env.now)
+                for f in self.fleets.values():
+                    f.step(dt, amb)
+                    f.integrate(dt)
             if self.step_index % self.pf_every == 0:
                 self.solve_power_flow()
             if self.step_index % self.rec_every == 0:
@@ -259,12 +266,15 @@ class Twin:
 
     def run(self, progress=None) -> None:
         """Run to the end; `progress(done_s, total_s)` is called about 200 times."""
-        # progress chunks no shorter than a power-flow interval: a chunk end is an event and
-        # would cut the batched device steps short
-        chunk = max(self.dt_s, self.end_s / 200.0, self.scenario.power_flow_interval_s)
+        # progress chunks of whole power-flow intervals, each ending just after a power-flow
+        # step: a chunk end is an event and would cut the batched device steps short
+        pf_s = self.scenario.power_flow_interval_s
+        chunk = pf_s * max(1, math.ceil(max(self.dt_s, self.end_s / 200.0) / pf_s))
+        c = 0
         t = 0.0
         while t < self.end_s:
-            t = min(t + chunk, self.end_s)
+            c += 1
+            t = min(c * chunk + self.dt_s, self.end_s)
             self.run_until(t)
             if progress:
                 progress(t, self.end_s)

@@ -5,8 +5,9 @@ piecewise-constant on/off state:  T' = (T_out - T - mode*on*R*P_th) / (R*C), mod
 (air conditioner), -1 heats (heat pump). Hysteresis thermostat with minimum on/off lockout,
 direct-load-control force (-1 off / 0 auto / +1 on, lockout respected unless `override`),
 setpoint offset, and a one-shot fraction command (switch this share of eligible devices now).
-Devices are independent, so `prange` runs over blocks of devices and each device walks all
-the steps of a call with its state in registers; per-step aggregate power is summed per block.
+Devices are independent, so `prange` runs over blocks of devices; inside a block, sub-blocks
+of 256 devices walk all the steps of a call step-major with a branch-free (vectorised) inner
+loop over devices; per-step aggregate power is summed per block.
 
 `advance_numpy` is the same first-order model as plain vectorised numpy (the benchmark's
 baseline and the numba kernel's cross-check).
@@ -65,78 +66,197 @@ def _decide(i, k, t, on, since, mode, t_set, t_off, half_db, force, override, mi
     return want
 
 
-@njit(cache=True)
-def _first_order_block(lo, hi, k0, k1, part_row, t_in, on, since_s, switches, comfort_dm,
-                       lock_viol, decay, gain_c, p_kw, mode, t_set, half_db, comfort_c, min_on_s,
-                       min_off_s, t_offset, force, override, frac_on, frac_off, available,
-                       t_out_c, dt_s, seed, step0):
-    """Devices lo..hi over steps k0..k1, each device's state held in registers meanwhile."""
-    dt_min = dt_s / 60.0
-    for i in range(lo, hi):
-        t = t_in[i]
-        s_on = on[i]
-        since = since_s[i]
-        sw = switches[i]
-        dm = comfort_dm[i]
-        lv = lock_viol[i]
-        m = mode[i]
-        thr = t_set[i] + t_offset[i]
-        hd = half_db[i]
-        f = force[i]
-        ovr = override[i] and f != 0
-        m_on = min_on_s[i]
-        m_off = min_off_s[i]
-        dec = decay[i]
-        g = m * gain_c[i]
-        pk = p_kw[i]
-        ts = t_set[i]
-        cc = comfort_c[i]
-        fon = frac_on[i]
-        foff = frac_off[i]
-        avail = available[i]
-        for k in range(k0, k1):
-            want = s_on
-            if not avail:
-                want = 0  # power/comm loss: off now, not a control switch
-            elif f != 0:
-                want = 1 if f > 0 else 0
-            else:
-                dev = m * (t - thr)
-                if dev > hd:
-                    want = 1
-                elif dev < -hd:
-                    want = 0
-                elif k == 0 and (fon > 0.0 or foff > 0.0):
-                    r = uniform_hash(seed, i, step0)
-                    if s_on == 0 and r < fon:
-                        want = 1
-                    elif s_on == 1 and r < foff:
-                        want = 0
-            if want != s_on:
-                lock = m_on if s_on == 1 else m_off
-                if since >= lock or ovr or not avail:
-                    if since < lock and avail:
-                        lv += 1
-                    s_on = want
-                    since = 0.0
-                    sw += 1
-            t_ss = t_out_c[k] - s_on * g
+_SUB = 256  # devices per sub-block: their state and parameters stay in L1 cache
+
+
+@njit(cache=True, fastmath={"reassoc"})
+def _steps_sub(nb, T, S, SN, DM, SWC, LVC, IB, THR, M, HD, FF, FW, FREE, AV, MON, MOFF, G, DEC,
+               TS, CC, PK, t_out_c, dt_s, dt_min, part_row):
+    """All steps for one sub-block, step-major: the inner loop over devices is branch-free
+    (selects only) so LLVM vectorises it and the devices' temperature chains overlap; a
+    device-major loop waits on one device's dependency chain every step. `reassoc` only
+    lets the per-step power sum use vector lanes (a fixed order: reruns stay bit-identical)."""
+    for k in range(t_out_c.size):
+        to = t_out_c[k]
+        acc = 0.0
+        for i in range(nb):
+            t = T[i]
+            s = S[i]
+            since = SN[i]
+            ib = IB[i]  # the in-deadband decision: keep state, or the fraction command at k = 0
+            m = M[i]
+            hd = HD[i]
+            ff = FF[i]
+            fw = FW[i]
+            free = FREE[i]
+            av = AV[i]
+            mon = MON[i]
+            moff = MOFF[i]
+            g = G[i]
+            dec = DEC[i]
+            ts = TS[i]
+            cc = CC[i]
+            pk = PK[i]
+            dm = DM[i]
+            swc = SWC[i]
+            lvc = LVC[i]
+            dev = m * (t - THR[i])
+            want = 1.0 if dev > hd else (0.0 if dev < -hd else ib)
+            want = fw if ff != 0.0 else want  # forced, or off while unavailable
+            lock = mon if s == 1.0 else moff
+            locked = since < lock
+            sw = (want != s) & ((~locked) | (free != 0.0))
+            s = want if sw else s
+            since = 0.0 if sw else since
+            swc += 1.0 if sw else 0.0
+            lvc += 1.0 if (sw & locked & (av != 0.0)) else 0.0
+            t_ss = to - s * g
             t = t_ss + (t - t_ss) * dec
             since += dt_s
             out = abs(t - ts) - cc
-            if out > 0.0:
-                dm += out * dt_min
-            if s_on == 1:
-                part_row[k] += pk
-        t_in[i] = t
-        on[i] = s_on
-        since_s[i] = since
-        switches[i] = sw
-        comfort_dm[i] = dm
-        lock_viol[i] = lv
+            dm += max(out, 0.0) * dt_min
+            acc += s * pk
+            T[i] = t
+            S[i] = s
+            SN[i] = since
+            IB[i] = s
+            DM[i] = dm
+            SWC[i] = swc
+            LVC[i] = lvc
+        part_row[k] += acc
 
 
-_CHUNK = 512  # steps per pass: a block's per-step power sums stay in L1 cache
+@njit(cache=True, fastmath={"reassoc"})
+def _steps_sub_plain(nb, T, S, SN, DM, SWC, IB, THR, M, HD, MON, MOFF, G, DEC, TS, CC, PK,
+                     t_out_c, dt_s, dt_min, part_row):
+    """`_steps_sub` for a sub-block with no force and every device available (the usual case):
+    the same arithmetic with five fewer streams (no lockout break is possible)."""
+    for k in range(t_out_c.size):
+        to = t_out_c[k]
+        acc = 0.0
+        for i in range(nb):
+            t = T[i]
+            s = S[i]
+            since = SN[i]
+            ib = IB[i]
+            m = M[i]
+            hd = HD[i]
+            mon = MON[i]
+            moff = MOFF[i]
+            g = G[i]
+            dec = DEC[i]
+            ts = TS[i]
+            cc = CC[i]
+            pk = PK[i]
+            dm = DM[i]
+            swc = SWC[i]
+            dev = m * (t - THR[i])
+            want = 1.0 if dev > hd else (0.0 if dev < -hd else ib)
+            lock = mon if s == 1.0 else moff
+            sw = (want != s) & (since >= lock)
+            s = want if sw else s
+            since = 0.0 if sw else since
+            swc += 1.0 if sw else 0.0
+            t_ss = to - s * g
+            t = t_ss + (t - t_ss) * dec
+            since += dt_s
+            out = abs(t - ts) - cc
+            dm += max(out, 0.0) * dt_min
+            acc += s * pk
+            T[i] = t
+            S[i] = s
+            SN[i] = since
+            IB[i] = s
+            DM[i] = dm
+            SWC[i] = swc
+        part_row[k] += acc
+
+
+@njit(cache=True)
+def _first_order_block(lo, hi, part_row, t_in, on, since_s, switches, comfort_dm, lock_viol, decay,
+                       gain_c, p_kw, mode, t_set, half_db, comfort_c, min_on_s, min_off_s, t_offset,
+                       force, override, frac_on, frac_off, available, t_out_c, dt_s, seed, step0):
+    """Devices lo..hi over all steps: sub-blocks of _SUB devices copied into float64 scratch
+    arrays (controls folded into want/free flags), stepped, copied back."""
+    dt_min = dt_s / 60.0
+    B = _SUB
+    T = np.empty(B)
+    S = np.empty(B)
+    SN = np.empty(B)
+    DM = np.empty(B)
+    SWC = np.empty(B)
+    LVC = np.empty(B)
+    IB = np.empty(B)
+    THR = np.empty(B)
+    M = np.empty(B)
+    HD = np.empty(B)
+    FF = np.empty(B)
+    FW = np.empty(B)
+    FREE = np.empty(B)
+    AV = np.empty(B)
+    MON = np.empty(B)
+    MOFF = np.empty(B)
+    G = np.empty(B)
+    DEC = np.empty(B)
+    TS = np.empty(B)
+    CC = np.empty(B)
+    PK = np.empty(B)
+    for b0 in range(lo, hi, B):
+        nb = min(B, hi - b0)
+        for j in range(nb):
+            i = b0 + j
+            s = 1.0 if on[i] != 0 else 0.0
+            T[j] = t_in[i]
+            S[j] = s
+            SN[j] = since_s[i]
+            DM[j] = comfort_dm[i]
+            SWC[j] = 0.0
+            LVC[j] = 0.0
+            m = mode[i]
+            M[j] = m
+            THR[j] = t_set[i] + t_offset[i]
+            HD[j] = half_db[i]
+            f = force[i]
+            av = available[i]
+            AV[j] = 1.0 if av else 0.0
+            FF[j] = 1.0 if (f != 0 or not av) else 0.0
+            FW[j] = 1.0 if (av and f > 0) else 0.0
+            FREE[j] = 1.0 if ((override[i] and f != 0) or not av) else 0.0
+            MON[j] = min_on_s[i]
+            MOFF[j] = min_off_s[i]
+            G[j] = m * gain_c[i]
+            DEC[j] = decay[i]
+            TS[j] = t_set[i]
+            CC[j] = comfort_c[i]
+            PK[j] = p_kw[i]
+            ib = s
+            fon = frac_on[i]
+            foff = frac_off[i]
+            if fon > 0.0 or foff > 0.0:  # one-shot: in the deadband, switch with this probability
+                r = uniform_hash(seed, i, step0)
+                if s == 0.0 and r < fon:
+                    ib = 1.0
+                elif s == 1.0 and r < foff:
+                    ib = 0.0
+            IB[j] = ib
+        plain = True
+        for j in range(nb):
+            if FF[j] != 0.0:
+                plain = False
+        if plain:
+            _steps_sub_plain(nb, T, S, SN, DM, SWC, IB, THR, M, HD, MON, MOFF, G, DEC, TS, CC, PK,
+                             t_out_c, dt_s, dt_min, part_row)
+        else:
+            _steps_sub(nb, T, S, SN, DM, SWC, LVC, IB, THR, M, HD, FF, FW, FREE, AV, MON, MOFF, G,
+                       DEC, TS, CC, PK, t_out_c, dt_s, dt_min, part_row)
+        for j in range(nb):
+            i = b0 + j
+            t_in[i] = T[j]
+            on[i] = 1 if S[j] != 0.0 else 0
+            since_s[i] = SN[j]
+            comfort_dm[i] = DM[j]
+            switches[i] += np.int64(SWC[j])
+            lock_viol[i] += np.int64(LVC[j])
 
 
 @njit(parallel=True, cache=True)
@@ -157,11 +277,10 @@ def advance_first_order(t_in, on, since_s, switches, comfort_dm, lock_viol,
     for blk in prange(n_blocks):
         lo = blk * per
         hi = min(n, lo + per)
-        for k0 in range(0, n_steps, _CHUNK):
-            _first_order_block(lo, hi, k0, min(n_steps, k0 + _CHUNK), part[blk], t_in, on,
-                               since_s, switches, comfort_dm, lock_viol, decay, gain_c, p_kw, mode,
-                               t_set, half_db, comfort_c, min_on_s, min_off_s, t_offset, force,
-                               override, frac_on, frac_off, available, t_out_c, dt_s, seed, step0)
+        _first_order_block(lo, hi, part[blk], t_in, on, since_s, switches, comfort_dm, lock_viol,
+                           decay, gain_c, p_kw, mode, t_set, half_db, comfort_c, min_on_s,
+                           min_off_s, t_offset, force, override, frac_on, frac_off, available,
+                           t_out_c, dt_s, seed, step0)
     for blk in range(n_blocks):
         for k in range(n_steps):
             agg_kw[k] += part[blk, k]
@@ -174,12 +293,10 @@ def advance_first_order_serial(t_in, on, since_s, switches, comfort_dm, lock_vio
                                t_out_c, dt_s, seed, step0, n_blocks, agg_kw):
     """`advance_first_order` on the calling thread: for small groups stepped one step at a
     time, where waking a thread pool costs more than the work (n_blocks is ignored)."""
-    n_steps = t_out_c.size
-    for k0 in range(0, n_steps, _CHUNK):
-        _first_order_block(0, t_in.size, k0, min(n_steps, k0 + _CHUNK), agg_kw, t_in, on, since_s,
-                           switches, comfort_dm, lock_viol, decay, gain_c, p_kw, mode, t_set,
-                           half_db, comfort_c, min_on_s, min_off_s, t_offset, force, override,
-                           frac_on, frac_off, available, t_out_c, dt_s, seed, step0)
+    _first_order_block(0, t_in.size, agg_kw, t_in, on, since_s, switches, comfort_dm, lock_viol,
+                       decay, gain_c, p_kw, mode, t_set, half_db, comfort_c, min_on_s, min_off_s,
+                       t_offset, force, override, frac_on, frac_off, available, t_out_c, dt_s,
+                       seed, step0)
 
 
 @njit(cache=True)

@@ -7,9 +7,12 @@ calls `step` once per device step; emulators and links read `telemetry()` and ca
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
+from numba import njit
 
 
 @dataclass
@@ -23,8 +26,50 @@ class Ambient:
     wind_m_s: float = float("nan")  # wind speed at hub height (NaN: the scenario has none)
 
 
+@dataclass
+class Ambients:
+    """Exogenous conditions at k consecutive device steps (one batch), as arrays; the local hour
+    is computed only if a fleet asks for it. Iterating gives one `Ambient` per step."""
+
+    t_s: np.ndarray
+    ghi_w_m2: np.ndarray
+    t_out_c: np.ndarray
+    wind_m_s: np.ndarray
+    hour_at: Callable[[float], float]  # t_s -> local clock hour of day
+
+    def __len__(self) -> int:
+        return len(self.t_s)
+
+    @cached_property
+    def hour_of_day(self) -> np.ndarray:
+        return np.array([self.hour_at(float(t)) for t in self.t_s])
+
+    def __getitem__(self, j: int) -> Ambient:
+        return Ambient(float(self.t_s[j]), float(self.ghi_w_m2[j]), float(self.t_out_c[j]),
+                       float(self.hour_of_day[j]), float(self.wind_m_s[j]))
+
+    def __iter__(self):
+        return (self[j] for j in range(len(self)))
+
+    @classmethod
+    def of(cls, amb: Ambient) -> Ambients:
+        """One step as a batch of one (fleets step with the batch kernel)."""
+        a = cls(np.array([amb.t_s]), np.array([amb.ghi_w_m2]), np.array([amb.t_out_c]),
+                np.array([amb.wind_m_s]), lambda t: amb.hour_of_day)
+        a.hour_of_day = np.array([amb.hour_of_day])
+        return a
+
+
 class SetpointError(ValueError):
     """A setpoint outside the device's limits; devices answer it with an exception (Modbus 03)."""
+
+
+@njit(cache=True)
+def integrate_steps(total: float, step_sums: np.ndarray, dt_s: float) -> float:
+    """total + each step's sum x dt in order: what k calls of `Fleet.integrate` add up to."""
+    for x in step_sums:
+        total += x * dt_s / 3600.0
+    return total
 
 
 class Fleet:
@@ -51,9 +96,10 @@ class Fleet:
     def integrate(self, dt_s: float) -> None:
         self.energy_kwh += float(self.p_kw.sum()) * dt_s / 3600.0
 
-    def advance(self, dt_s: float, ambs: list) -> None:
+    def advance(self, dt_s: float, ambs: Ambients) -> None:
         """Several device steps in a row with nothing discrete in between (the twin batches
-        the steps between power flows, samples and events); default: step + integrate each."""
+        the steps between power flows, samples and events): state as after k `step` +
+        `integrate` calls. Default: exactly that; fleets with a batch kernel override it."""
         for amb in ambs:
             self.step(dt_s, amb)
             self.integrate(dt_s)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
-from twin.fleet.base import Ambient, Fleet
+from twin.fleet.base import Ambient, Ambients, Fleet, integrate_steps
 from twin.params import check_order, draw_all
 
 DEFAULTS = {"e_cap_kwh": 10.0, "p_max_kw": 5.0, "eta_ch": 0.95, "eta_dis": 0.95,
@@ -16,21 +18,33 @@ BOUNDS = {"e_cap_kwh": (0.01, 1e6), "p_max_kw": (0.0, 1e6), "eta_ch": (0.5, 1.0)
 
 
 @njit(cache=True)
-def battery_step(p_set_kw, p_max_kw, soc_kwh, soc_min_kwh, soc_max_kwh, eta_ch, eta_dis,
-                 available, dt_s, p_out_kw):
-    """Clip each setpoint to power and energy room for this step, then update SOC in place."""
+def battery_steps(p_set_kw, p_max_kw, soc_kwh, soc_min_kwh, soc_max_kwh, eta_ch, eta_dis,
+                  available, dt_s, q_set_kvar, p_out_kw, q_out_kvar, p_sum, abs_sum):
+    """k = p_sum.size steps: clip each setpoint to power and energy room for the step, update
+    SOC in place; per-step sums of P and |P|; last step's P and Q (Q within the P headroom).
+    A device whose clipped setpoint is 0 draws nothing and keeps its SOC: skipped."""
     dt_h = dt_s / 3600.0
     for i in range(p_set_kw.size):
-        p = min(max(p_set_kw[i], -p_max_kw[i]), p_max_kw[i]) if available[i] else 0.0
-        if p > 0.0:
-            room = (soc_max_kwh[i] - soc_kwh[i]) / (eta_ch[i] * dt_h)
-            p = min(p, max(room, 0.0))
-            soc_kwh[i] = min(soc_kwh[i] + p * eta_ch[i] * dt_h, soc_max_kwh[i])
-        elif p < 0.0:
-            room = (soc_kwh[i] - soc_min_kwh[i]) * eta_dis[i] / dt_h
-            p = max(p, -max(room, 0.0))
-            soc_kwh[i] = max(soc_kwh[i] + p / eta_dis[i] * dt_h, soc_min_kwh[i])
+        p0 = min(max(p_set_kw[i], -p_max_kw[i]), p_max_kw[i]) if available[i] else 0.0
+        p = 0.0
+        if p0 != 0.0:
+            soc = soc_kwh[i]
+            for k in range(p_sum.size):
+                p = p0
+                if p > 0.0:
+                    room = (soc_max_kwh[i] - soc) / (eta_ch[i] * dt_h)
+                    p = min(p, max(room, 0.0))
+                    soc = min(soc + p * eta_ch[i] * dt_h, soc_max_kwh[i])
+                elif p < 0.0:
+                    room = (soc - soc_min_kwh[i]) * eta_dis[i] / dt_h
+                    p = max(p, -max(room, 0.0))
+                    soc = max(soc + p / eta_dis[i] * dt_h, soc_min_kwh[i])
+                p_sum[k] += p
+                abs_sum[k] += abs(p)
+            soc_kwh[i] = soc
         p_out_kw[i] = p
+        room_q = math.sqrt(max(p_max_kw[i] * p_max_kw[i] - p * p, 0.0))
+        q_out_kvar[i] = min(max(q_set_kvar[i], -room_q), room_q) if available[i] else 0.0
 
 
 class BatteryFleet(Fleet):
@@ -57,11 +71,20 @@ class BatteryFleet(Fleet):
         self.throughput_kwh = 0.0
 
     def step(self, dt_s: float, amb: Ambient) -> None:
-        battery_step(self.p_set_kw, self.p_max_kw, self.soc_kwh, self.soc_min_kwh,
-                     self.soc_max_kwh, self.eta_ch, self.eta_dis, self.available, dt_s, self.p_kw)
-        q_room = np.sqrt(np.maximum(self.p_max_kw**2 - self.p_kw**2, 0.0))
-        self.q_kvar = np.where(self.available, np.clip(self.q_set_kvar, -q_room, q_room), 0.0)
-        self.throughput_kwh += float(np.abs(self.p_kw).sum()) * dt_s / 3600.0
+        self._run(dt_s, 1)
+
+    def advance(self, dt_s: float, ambs: Ambients) -> None:
+        self.energy_kwh = integrate_steps(self.energy_kwh, self._run(dt_s, len(ambs)), dt_s)
+
+    def _run(self, dt_s: float, k: int) -> np.ndarray:
+        """k steps at the held setpoints in one kernel call; returns the per-step sums of P."""
+        p_sum, abs_sum = np.zeros(k), np.zeros(k)
+        self.q_kvar = np.empty(self.n)
+        battery_steps(self.p_set_kw, self.p_max_kw, self.soc_kwh, self.soc_min_kwh,
+                      self.soc_max_kwh, self.eta_ch, self.eta_dis, self.available, dt_s,
+                      self.q_set_kvar, self.p_kw, self.q_kvar, p_sum, abs_sum)
+        self.throughput_kwh = integrate_steps(self.throughput_kwh, abs_sum, dt_s)
+        return p_sum
 
     @property
     def soc_pct(self) -> np.ndarray:

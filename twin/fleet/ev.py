@@ -9,8 +9,9 @@ would have left it to charge, as if the run had been going.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
-from twin.fleet.base import Ambient, Fleet
+from twin.fleet.base import Ambient, Ambients, Fleet, integrate_steps
 from twin.params import draw_all
 
 DEFAULTS = {"p_max_kw": 11.0, "arrival_h_mean": 18.0, "arrival_h_std": 1.5,
@@ -18,6 +19,33 @@ DEFAULTS = {"p_max_kw": 11.0, "arrival_h_mean": 18.0, "arrival_h_std": 1.5,
             "energy_kwh_std": 5.0, "eta": 0.92}
 BOUNDS = {"p_max_kw": (0.0, 1000.0), "arrival_h_mean": (0.0, 24.0), "dwell_h_mean": (0.1, 72.0),
           "energy_kwh_mean": (0.0, 200.0), "eta": (0.5, 1.0)}
+
+
+@njit(cache=True)
+def ev_steps(t_s, dt_s, connected, departure_s, e_need_kwh, p_max_set_kw, p_max_kw, eta, available,
+             p_kw, p_sum, delivered_sum, unmet_sum):
+    """k = t_s.size steps: departures at their time (energy still needed counts as unmet),
+    charging at the cap while short of the need; per-step sums of P, delivered P x eta and
+    unmet energy; last step's P per device. Unplugged chargers are skipped (plug-ins are
+    SimPy events, never inside a batch)."""
+    for i in range(connected.size):
+        p = 0.0
+        if connected[i]:
+            rate = min(p_max_set_kw[i], p_max_kw[i])
+            e = e_need_kwh[i]
+            for k in range(t_s.size):
+                if connected[i] and t_s[k] >= departure_s[i]:
+                    unmet_sum[k] += e
+                    connected[i] = False
+                    e = 0.0
+                    departure_s[i] = np.inf
+                cap = e / eta[i] * 3600.0 / dt_s
+                p = min(rate, cap) if (connected[i] and available[i]) else 0.0
+                e = max(e - p * eta[i] * dt_s / 3600.0, 0.0)
+                p_sum[k] += p
+                delivered_sum[k] += p * eta[i]
+            e_need_kwh[i] = e
+        p_kw[i] = p
 
 
 class EvFleet(Fleet):
@@ -69,18 +97,22 @@ class EvFleet(Fleet):
                 self.e_need_kwh[i] = max(0.0, need - done)
 
     def step(self, dt_s: float, amb: Ambient) -> None:
-        gone = self.connected & (amb.t_s >= self.departure_s)
-        if gone.any():
-            self.unmet_kwh += float(self.e_need_kwh[gone].sum())
-            self.connected[gone] = False
-            self.e_need_kwh[gone] = 0.0
-            self.departure_s[gone] = np.inf
-        rate = np.minimum(self.p_max_set_kw, self.p_max_kw)
-        cap = self.e_need_kwh / self.eta * 3600.0 / dt_s
-        p = np.where(self.connected & self.available, np.minimum(rate, cap), 0.0)
-        self.e_need_kwh = np.maximum(self.e_need_kwh - p * self.eta * dt_s / 3600.0, 0.0)
-        self.p_kw = p
-        self.delivered_kwh += float((p * self.eta).sum()) * dt_s / 3600.0
+        self._run(dt_s, np.array([amb.t_s]))
+
+    def advance(self, dt_s: float, ambs: Ambients) -> None:
+        self.energy_kwh = integrate_steps(self.energy_kwh, self._run(dt_s, ambs.t_s), dt_s)
+
+    def _run(self, dt_s: float, t_s: np.ndarray) -> np.ndarray:
+        """The steps at times t_s in one kernel call; returns the per-step sums of P."""
+        k = t_s.size
+        p_sum, delivered, unmet = np.zeros(k), np.zeros(k), np.zeros(k)
+        self.p_kw = np.empty(self.n)
+        ev_steps(t_s, dt_s, self.connected, self.departure_s, self.e_need_kwh, self.p_max_set_kw,
+                 self.p_max_kw, self.eta, self.available, self.p_kw, p_sum, delivered, unmet)
+        self.delivered_kwh = integrate_steps(self.delivered_kwh, delivered, dt_s)
+        for u in unmet:
+            self.unmet_kwh += float(u)
+        return p_sum
 
     def telemetry(self):
         return {"p_kw": self.p_kw, "connected": self.connected.astype(float),

@@ -12,7 +12,7 @@ from typing import ClassVar
 import numpy as np
 
 from scenarios.model import Uniform
-from twin.fleet.base import Ambient, Fleet, SetpointError
+from twin.fleet.base import Ambient, Ambients, Fleet, SetpointError, integrate_steps
 from twin.params import ParamError, draw_all
 from twin.tcl_kernel import (
     advance_first_order,
@@ -163,7 +163,7 @@ class TclFleet(Fleet):
         self.steps += 1
         self.elapsed_s += dt_s
 
-    def advance(self, dt_s: float, ambs: list) -> None:
+    def advance(self, dt_s: float, ambs: Ambients) -> None:
         """k steps in one kernel call (first-order model): the same per-step arithmetic, hash
         stream (step counter) and one-shot fraction commands (applied at the first step)."""
         k = len(ambs)
@@ -171,7 +171,7 @@ class TclFleet(Fleet):
             return super().advance(dt_s, ambs)
         if self._dt != dt_s:
             self._coefficients(dt_s)
-        t_out = np.array([a.t_out_c for a in ambs])
+        t_out = np.ascontiguousarray(ambs.t_out_c, dtype=float)
         agg = np.zeros(k)
         fon, foff = self.frac_on_pct / 100.0, self.frac_off_pct / 100.0
         kernel = advance_first_order if self.n >= PARALLEL_FROM else advance_first_order_serial
@@ -186,8 +186,7 @@ class TclFleet(Fleet):
         np.multiply(self.on, self.p_rated_kw, out=self.p_kw)
         self.steps += k
         self.elapsed_s += k * dt_s
-        for a_kw in agg:  # same summation order as k calls of integrate()
-            self.energy_kwh += float(a_kw) * dt_s / 3600.0
+        self.energy_kwh = integrate_steps(self.energy_kwh, agg, dt_s)  # as k integrate() calls
 
     def write(self, name: str, index, value) -> None:
         if name in self.INTEGER_SETPOINTS:
