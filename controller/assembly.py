@@ -35,6 +35,8 @@ class Spec:
     dr_source: str = "scenario"
     settings: dict = field(default_factory=dict)  # CycleSettings overrides (replays)
     volt_var: bool = True  # volt/VAR command source (with the safety gate)
+    ev_departure_h: dict = field(default_factory=dict)  # {ev group: hour UTC} where chargers don't report it
+    export_limit_kw: float | None = None  # schedule: most the feeder head may export
     reconcile: str = "adopt"  # at start: setpoints held in the field (controller/reconcile.py)
     quality: dict = field(default_factory=dict)  # {kind: {KindChecks field: value}} (controller/quality.py)
 
@@ -48,7 +50,9 @@ class Spec:
         return cls(cfg.cycle_s, cfg.optimize_every_s, cfg.objective, cfg.safety_gate,
                    cfg.historian.telemetry_every_s, list(cfg.dr_events), "config",
                    {"restore_spread_s": cfg.emergency.restore_spread_s}, reconcile=cfg.reconcile,
-                   quality={k: q.overrides() for k, q in cfg.quality.items()})
+                   quality={k: q.overrides() for k, q in cfg.quality.items()},
+                   ev_departure_h={d.group: d.departure_h for d in cfg.devices if d.departure_h is not None},
+                   export_limit_kw=cfg.export_limit_kw)
 
     def cycle_settings(self) -> CycleSettings:
         cs = CycleSettings(cycle_s=self.cycle_s, optimize_every_s=self.optimize_every_s or 1e18,
@@ -107,15 +111,18 @@ def _gate(spec: Spec, net, limits, clock):
 
 
 def _scheduler(spec: Spec, kinds: dict, price_fn, hist, clock):
-    """The rolling battery schedule against a head-load forecast learnt from the head meter
-    (refilled from the historian), when the spec asks for one and there are batteries."""
-    if not (spec.optimize_every_s > 0 and spec.objective in ("cost", "peak") and "battery" in kinds
+    """The rolling fleet schedule (batteries, EVs, PV, flexible loads, TCL groups) against a
+    head-load forecast learnt from the head meter (refilled from the historian), when the spec
+    asks for one and the fleet has a controllable class."""
+    from controller.scheduling import CLASSES, FleetScheduler
+
+    if not (spec.optimize_every_s > 0 and spec.objective in ("cost", "peak") and set(CLASSES) & set(kinds)
             and price_fn is not None):
         return None
     from controller.forecasting.head import HeadLoadForecast
-    from controller.scheduling import BatteryScheduler
 
     forecast = HeadLoadForecast()
     if "meter" in kinds:
         forecast.seed(hist, clock.now(), kinds["meter"])
-    return BatteryScheduler(price_fn, objective=spec.objective, head_forecast=forecast)
+    return FleetScheduler(price_fn, objective=spec.objective, head_forecast=forecast,
+                          ev_departure_h=spec.ev_departure_h, export_limit_kw=spec.export_limit_kw)

@@ -51,6 +51,9 @@ class DeviceGroup(Strict):
     buses: list[int] | None = Field(None, description="feeder-model bus index per device")
     bus: int | None = Field(None, ge=0, description="one bus for every device of the group")
     poll_s: float = Field(1.0, gt=0)
+    departure_h: float | None = Field(None, ge=0, lt=24, description=(
+        "ev: the cars' usual departure, hour of day UTC, for the schedule's energy-by-departure "
+        "where a charger does not report its departure"))
 
     @model_validator(mode="after")
     def _shape(self):
@@ -70,6 +73,8 @@ class DeviceGroup(Strict):
             raise ValueError("give buses (one per device) or bus (all devices), not both")
         if self.buses is not None and len(self.buses) != n:
             raise ValueError(f"buses has {len(self.buses)} entries for {n} devices")
+        if self.departure_h is not None and self.kind != "ev":
+            raise ValueError(f"departure_h is for kind 'ev', not {self.kind!r}")
         if self.map_file is not None and self.kind not in PLAIN_KINDS:
             raise ValueError(f"map_file is for plain-map kinds {PLAIN_KINDS}, not {self.kind!r}")
         return self
@@ -190,7 +195,8 @@ class QualityChecks(Strict):
 class ServiceConfig(Strict):
     name: str = "vpp"
     cycle_s: float = Field(60.0, gt=0)
-    optimize_every_s: float = Field(0.0, ge=0, description="0: no battery schedule")
+    optimize_every_s: float = Field(0.0, ge=0, description="0: no schedule (batteries, EVs, PV, flex loads, TCLs)")
+    export_limit_kw: float | None = Field(None, gt=0, description="schedule: most the feeder head may export")
     objective: Literal["cost", "peak"] = Field(
         "cost", description="battery schedule: arbitrage at the prices, or feeder-head peak shaving")
     devices: list[DeviceGroup] = Field(default_factory=list)

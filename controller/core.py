@@ -82,8 +82,7 @@ class Controller:
         self.stage = GateStage(gate, snapshot_fn, self.hist)  # the only path to the writes
         self.io = FieldIO(links, self.state, self.hist, self.cfg, self._index)
         self.carry: dict[tuple[str, str], Command] = {}  # ramp-limited, on their way to target
-        self.schedule_src = ScheduleSource(scheduler, self.hist, self.cfg.optimize_every_s,
-                                           busy=lambda t: self.dr_program.active(t))
+        self.schedule_src = ScheduleSource(self, scheduler)  # reads dr_program/emergency_src lazily
         self.dr_program = DrProgram(self)
         self.emergency_src = EmergencySource(self)
         self.operator = OperatorSource()

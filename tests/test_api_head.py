@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 from live_rig import OPERATOR, LiveRig
 
 from controller.links.base import DeviceInfo
-from controller.scheduling import BatteryScheduler
+from controller.scheduling import FleetScheduler
 from controller.state import FleetState, empty_group
 
 
@@ -48,7 +48,7 @@ def test_scheduler_plans_head_power_from_its_net_load_forecast():
     state = FleetState(0.0, {"bat": g})
     price = lambda times: np.where((np.asarray(times) / 3600.0) % 24 < 12, 20.0, 200.0)
     net = lambda times: 100.0 + 10.0 * np.sin(np.asarray(times) / 7200.0)
-    sched = BatteryScheduler(price, step_s=900.0, n_steps=96, net_load_fn=net).optimize(0.0, state)
+    sched = FleetScheduler(price, step_s=900.0, n_steps=96, net_load_fn=net).optimize(0.0, state)
     data = sched["data"]
     times = sched["t0"] + 900.0 * np.arange(96)
     battery = sum(np.asarray(v["values"]).sum(axis=0) for v in data["setpoints"].values())

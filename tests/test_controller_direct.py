@@ -15,7 +15,10 @@ def _scenario(with_event: bool) -> Scenario:
     d = yaml.safe_load(open("scenarios/cigre_mv_day.yaml"))
     d.update(start="2026-06-21T17:50:00Z", duration_s=80 * 60, device_step_s=10,
              power_flow_interval_s=600, assertions=[])
-    d["controller"] = {"enabled": True, "cycle_s": 60, "optimize_every_s": 86400}  # one schedule: same in both runs
+    # no price schedule: the fleet's own behaviour is the counterfactual in both runs (the live
+    # schedule leaves a DR window to the DR program, so with it the world without the event is a
+    # different plan; schedule + DR: tests/test_schedule_all_classes.py and cigre_mv_day)
+    d["controller"] = {"enabled": True, "cycle_s": 60, "objective": "dr"}
     d["outputs"] = {"timeseries_every_s": 60, "report": False}
     if not with_event:
         d["dr_events"] = []

@@ -5,7 +5,7 @@ import numpy as np
 from controller.forecasting.head import DAY_S, HeadLoadForecast
 from controller.historian import Historian
 from controller.links.base import DeviceInfo
-from controller.scheduling import BatteryScheduler
+from controller.scheduling import FleetScheduler
 from controller.state import FleetState, empty_group
 
 T0 = 1_768_435_200.0  # 2026-01-15 00:00 UTC
@@ -48,7 +48,7 @@ def test_peak_objective_shaves_the_forecast_evening_peak():
         f.observe(t, profile_kw(t))
     t_now = T0 + 2 * DAY_S + 6 * 3600.0  # 06:00 on day 3
     flat = lambda times: np.full(np.shape(times), 80.0)  # flat price: only the peak matters
-    sched = BatteryScheduler(flat, objective="peak", head_forecast=f).optimize(t_now, fleet(t_now, 300.0))
+    sched = FleetScheduler(flat, objective="peak", head_forecast=f).optimize(t_now, fleet(t_now, 300.0))
     times = sched["t0"] + 900.0 * np.arange(96)
     head = np.asarray(sched["data"]["head_p_kw"])
     forecast = profile_kw(times)

@@ -188,6 +188,7 @@ class Dispatcher:
         terms["dr_penalty_eur"] = float(d["w_dr"] * dr_short.sum())
         terms["peak_eur"] = float(d["w_peak"] * m.peak.value)
         terms["peak_limit_penalty_eur"] = float(d["w_over"] * over.sum())
+        terms["export_limit_penalty_eur"] = float(d["w_export"] * sum(m.under[t].value for t in range(n)))
         if p.grid is not None:
             terms["grid_penalty_eur"] = float(d["w_grid"] * (sum(x.value for x in m.sv.values())
                                                              + sum(x.value for x in m.sl.values())))

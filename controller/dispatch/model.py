@@ -18,6 +18,10 @@ from controller.dispatch.aggregate import Aggregated
 from controller.dispatch.problem import DispatchProblem
 
 BIG = 1e9  # "no bound" for targets that are absent at a step
+FLEX_GUARD_H = 1.0  # no flexible-load cut this long before a reserved (DR) window
+TIE_EUR_PER_KWH = 1e-4  # below any price step that matters
+SCALARS = ("peak_limit", "export_limit", "c_owed", "w_dr", "w_peak", "w_over", "w_export", "w_flex",
+           "w_pv", "w_ev", "w_soc", "w_tcl", "w_grid")
 
 
 def _grid_rows(p: DispatchProblem, a: Aggregated):
@@ -47,7 +51,10 @@ def numbers(p: DispatchProblem, a: Aggregated) -> dict:
         target[on] = np.asarray(p.dr_baseline_kw, float)[on] - red[on]
     d = {"c_head": w.energy * prices * dt_h / 1000.0, "head_rhs": head_rhs, "dr_target": target,
          "peak_limit": BIG if p.peak_limit_kw is None else float(p.peak_limit_kw),
-         "c_owed": max(float(np.mean(prices)), 0.0) / 1000.0,
+         "export_limit": BIG if p.export_limit_kw is None else float(p.export_limit_kw),
+         "w_export": w.export_limit_eur_per_kwh * dt_h,
+         "c_owed": (max(float(np.mean(prices)), 0.0) / 1000.0 if w.flex_owed_end_eur_per_kwh is None
+                    else float(w.flex_owed_end_eur_per_kwh)),
          "w_dr": w.dr_shortfall_eur_per_kwh * dt_h, "w_peak": w.peak_eur_per_kw,
          "w_over": w.peak_limit_eur_per_kwh * dt_h, "w_flex": w.flex_eur_per_kwh * dt_h,
          "w_pv": w.pv_curtail_eur_per_kwh * dt_h, "w_ev": w.ev_unmet_eur_per_kwh,
@@ -78,14 +85,14 @@ def build(p: DispatchProblem, a: Aggregated) -> pyo.ConcreteModel:
     mut = {"mutable": True, "initialize": 0.0}
     for name in ("c_head", "head_rhs", "dr_target"):
         setattr(m, name, pyo.Param(m.T, **mut))
-    for name in ("peak_limit", "c_owed", "w_dr", "w_peak", "w_over", "w_flex", "w_pv", "w_ev",
-                 "w_soc", "w_tcl", "w_grid"):
+    for name in SCALARS:
         setattr(m, name, pyo.Param(**mut))
     m.soc0 = pyo.Param(m.B, **mut)
     m.soc_end = pyo.Param(m.B, **mut)
     m.ev_lo = pyo.Param(m.E, m.T, **mut)
     m.tcl_rhs = pyo.Param(m.H, m.T, **mut)
     m.tcl_e0 = pyo.Param(m.H, **mut)
+    m.tcl_base = pyo.Param(m.H, m.T, **mut)
     m.owed0 = pyo.Param(m.F, **mut)
 
     nn = pyo.NonNegativeReals
@@ -100,12 +107,15 @@ def build(p: DispatchProblem, a: Aggregated) -> pyo.ConcreteModel:
     m.ptcl = pyo.Var(m.H, m.T)
     m.etcl = pyo.Var(m.H, m.T)
     m.tcl_short = pyo.Var(m.H, within=nn)
+    m.tcl_up = pyo.Var(m.H, m.T, within=nn)  # |p - baseline|, for the tie-breaker
+    m.tcl_dn = pyo.Var(m.H, m.T, within=nn)
     m.cut = pyo.Var(m.F, m.T, within=nn)
     m.pay = pyo.Var(m.F, m.T, within=nn)
     m.owed = pyo.Var(m.F, m.T, within=nn)
     m.head = pyo.Var(m.T)
     m.peak = pyo.Var()
     m.over = pyo.Var(m.T, within=nn)
+    m.under = pyo.Var(m.T, within=nn)  # export beyond the export limit
     m.dr_short = pyo.Var(m.T, within=nn)
 
     ec, ed = a.bat.eta_ch, a.bat.eta_dis
@@ -129,6 +139,8 @@ def build(p: DispatchProblem, a: Aggregated) -> pyo.ConcreteModel:
         return m.etcl[h, t] - prev - dt_h * m.ptcl[h, t] == m.tcl_rhs[h, t]
     m.tcl_dyn = pyo.Constraint(m.H, m.T, rule=tcl_rule)
     m.tcl_final = pyo.Constraint(m.H, rule=lambda m, h: m.etcl[h, n - 1] + m.tcl_short[h] >= m.tcl_e0[h])
+    m.tcl_dev = pyo.Constraint(m.H, m.T, rule=lambda m, h, t: m.ptcl[h, t] - m.tcl_up[h, t] + m.tcl_dn[h, t]
+                               == m.tcl_base[h, t])
 
     reb = a.flex.rebound
 
@@ -144,9 +156,11 @@ def build(p: DispatchProblem, a: Aggregated) -> pyo.ConcreteModel:
     m.head_def = pyo.Constraint(m.T, rule=head_rule)
     m.peak_def = pyo.Constraint(m.T, rule=lambda m, t: m.peak >= m.head[t])
     m.over_def = pyo.Constraint(m.T, rule=lambda m, t: m.head[t] - m.over[t] <= m.peak_limit)
+    m.under_def = pyo.Constraint(m.T, rule=lambda m, t: m.head[t] + m.under[t] >= -m.export_limit)
     m.dr_def = pyo.Constraint(m.T, rule=lambda m, t: m.head[t] - m.dr_short[t] <= m.dr_target[t])
 
-    obj = (sum(m.c_head[t] * m.head[t] + m.w_dr * m.dr_short[t] + m.w_over * m.over[t] for t in m.T)
+    obj = (sum(m.c_head[t] * m.head[t] + m.w_dr * m.dr_short[t] + m.w_over * m.over[t]
+               + m.w_export * m.under[t] for t in m.T)
            + m.w_peak * m.peak)
     deg = a.bat.deg * dt_h
     obj += sum(deg[g] * (m.ch[g, t] + m.dis[g, t]) for g in m.B for t in m.T if deg[g] != 0)
@@ -154,6 +168,9 @@ def build(p: DispatchProblem, a: Aggregated) -> pyo.ConcreteModel:
     obj += m.w_pv * sum(m.cur[v, t] for v in m.V for t in m.T)
     obj += m.w_ev * sum(m.unmet[e] for e in m.E)
     obj += m.w_tcl * sum(m.tcl_short[h] for h in m.H)
+    # tie-breakers (flat prices): TCLs stay at their baseline, EVs charge early
+    obj += TIE_EUR_PER_KWH * dt_h * sum(m.tcl_up[h, t] + m.tcl_dn[h, t] for h in m.H for t in m.T)
+    obj += sum(TIE_EUR_PER_KWH * dt_h * (t + 1) / n * m.pev[e, t] for e in m.E for t in m.T)
     obj += m.w_flex * sum(m.cut[f, t] for f in m.F for t in m.T)
     obj += m.c_owed * sum(m.owed[f, n - 1] for f in m.F)
 
@@ -229,23 +246,24 @@ def load(m: pyo.ConcreteModel, p: DispatchProblem, a: Aggregated) -> None:
     d = numbers(p, a)
     for name in ("c_head", "head_rhs", "dr_target"):
         _set_param(getattr(m, name), d[name])
-    for name in ("peak_limit", "c_owed", "w_dr", "w_peak", "w_over", "w_flex", "w_pv", "w_ev",
-                 "w_soc", "w_tcl", "w_grid"):
+    for name in SCALARS:
         getattr(m, name).set_value(float(d[name]))
     _set_param(m.soc0, a.bat.soc0)
     _set_param(m.soc_end, a.bat.soc_end)
-    _bounds(m.ch, None, a.bat.p_max)
-    _bounds(m.dis, None, a.bat.p_max)
-    _bounds(m.soc, a.bat.soc_min, a.bat.soc_max)
+    r = _reserve(p, a)
+    _bounds(m.ch, None, r["bat_p"])
+    _bounds(m.dis, None, r["bat_p"])
+    _bounds(m.soc, r["soc_lo"], a.bat.soc_max)
     _bounds(m.cur, None, a.pv.avail)
     _bounds(m.pev, None, a.ev.p_max)
     _bounds(m.cum, None, a.ev.e_hi)
     _set_param(m.ev_lo, a.ev.e_lo)
-    _bounds(m.ptcl, a.tcl.p_min, a.tcl.p_max)
+    _bounds(m.ptcl, r["tcl_lo"], r["tcl_hi"])
     _bounds(m.etcl, a.tcl.e_min, a.tcl.e_max)
     _set_param(m.tcl_rhs, -p.step_h * a.tcl.p_base)
     _set_param(m.tcl_e0, a.tcl.e0)
-    _bounds(m.cut, None, a.flex.cut_max)
+    _set_param(m.tcl_base, a.tcl.p_base)
+    _bounds(m.cut, None, r["cut"])
     _bounds(m.pay, None, a.flex.pay_max)
     _set_param(m.owed0, a.flex.owed0)
     if p.grid is not None:
@@ -253,6 +271,39 @@ def load(m: pyo.ConcreteModel, p: DispatchProblem, a: Aggregated) -> None:
         _set_param(m.v_hi, d["v_hi"])
         if "l_hi" in d:
             _set_param(m.l_hi, d["l_hi"])
+
+
+def _reserve(p: DispatchProblem, a: Aggregated) -> dict:
+    """Bounds with the DR reserve (`p.reserve_steps`): no battery power, no flexible-load cut
+    and TCLs at baseline inside the window; battery SOC before and inside it high enough to
+    discharge at full power until the window ends."""
+    n = p.n_steps
+    nb = len(a.bat.keys)
+    out = {"bat_p": a.bat.p_max, "soc_lo": a.bat.soc_min, "cut": a.flex.cut_max,
+           "tcl_lo": a.tcl.p_min, "tcl_hi": a.tcl.p_max}
+    mask = None if p.reserve_steps is None else np.asarray(p.reserve_steps, bool)
+    if mask is None or not mask.any():
+        return out
+    out["bat_p"] = np.where(mask[None, :], 0.0, np.broadcast_to(a.bat.p_max[:, None], (nb, n)))
+    # energy still to be delivered from the end of step k to the end of its window
+    left_h = np.zeros(n)
+    for k in range(n - 1, -1, -1):
+        nxt = left_h[k + 1] if k + 1 < n else 0.0
+        left_h[k] = (nxt + p.step_h) if (k + 1 < n and mask[k + 1]) else 0.0
+    need = a.bat.p_max[:, None] * left_h[None, :] / np.maximum(a.bat.eta_dis[:, None], 1e-6)
+    reach = a.bat.soc0[:, None] + np.cumsum(a.bat.eta_ch[:, None] * out["bat_p"] * p.step_h, axis=1)
+    out["soc_lo"] = np.minimum(np.minimum(a.bat.soc_min[:, None] + need, a.bat.soc_max[:, None]), reach)
+    # a curtailed load pays back as soon as it is released: no cut in the hour before either,
+    # or the payback would land in the window and eat the DR program's reduction
+    guard = int(np.ceil(FLEX_GUARD_H / p.step_h))
+    flex_mask = mask.copy()
+    for k in np.flatnonzero(mask):
+        flex_mask[max(k - guard, 0):k] = True
+    out["cut"] = np.where(flex_mask[None, :], 0.0, a.flex.cut_max)
+    base = np.clip(a.tcl.p_base, a.tcl.p_min, a.tcl.p_max)
+    out["tcl_lo"] = np.where(mask[None, :], base, a.tcl.p_min)
+    out["tcl_hi"] = np.where(mask[None, :], base, a.tcl.p_max)
+    return out
 
 
 def values(var, shape) -> np.ndarray:

@@ -154,7 +154,9 @@ class Weights:
     dr_shortfall_eur_per_kwh: float = 2.0  # DR target missed (>> any price)
     peak_eur_per_kw: float = 0.0  # on max(head) over the horizon (peak shaving)
     peak_limit_eur_per_kwh: float = 5.0  # head above peak_limit_kw
+    export_limit_eur_per_kwh: float = 5.0  # export beyond export_limit_kw
     flex_eur_per_kwh: float = 0.05  # discomfort of curtailing flexible load
+    flex_owed_end_eur_per_kwh: float | None = None  # energy still owed at the end (None: mean price)
     pv_curtail_eur_per_kwh: float = 0.001  # tie-breaker: keep PV unless it pays to curtail
     ev_unmet_eur_per_kwh: float = 5.0  # EV energy missing at departure
     soc_end_eur_per_kwh: float = 0.5  # battery SOC below soc_end_min at the horizon end
@@ -177,6 +179,12 @@ class DispatchProblem:
     dr_reduction_kw: np.ndarray | None = None  # (n_steps,), nan where no event
     dr_baseline_kw: np.ndarray | None = None  # head baseline; target = baseline - reduction
     peak_limit_kw: float | None = None
+    export_limit_kw: float | None = None  # most the head may export (head >= -limit), soft
+    # steps kept for a demand-response event (bool, (n_steps,)): there the plan leaves batteries
+    # idle and flexible loads / TCLs at their baseline, and each battery enters the window with
+    # enough energy to discharge at full power through it, so the DR program gets the whole
+    # flexibility measured against an unchanged plan
+    reserve_steps: np.ndarray | None = None
     grid: GridSensitivity | None = None
     weights: Weights = field(default_factory=Weights)
 
@@ -218,6 +226,8 @@ class DispatchProblem:
             a = np.asarray(f.p_base_kw)
             if a.shape != (f.n, n):
                 raise ProblemError(f"flex.p_base_kw: expected shape {(f.n, n)}, got {a.shape}")
+        if self.reserve_steps is not None:
+            _arr(self.reserve_steps, n, "reserve_steps", bool)
         if self.dr_reduction_kw is not None:
             _arr(self.dr_reduction_kw, n, "dr_reduction_kw")
             if self.dr_baseline_kw is None:

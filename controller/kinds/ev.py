@@ -37,7 +37,8 @@ class Ev(Kind):
 
     def baseline_kw(self, g, base_set=None, cf_need_kwh=None, dt_h: float = 1 / 60, **_):
         """Full rate while the counterfactual need (`cf_need_kwh`, grid side, tracked from the
-        event start by `counterfactual`) lasts, else while the car reports a need."""
+        event start by `counterfactual`) lasts, else while the car reports a need; never above
+        the scheduled cap `base_set` (the schedule's p_max_set_kw) where there is one."""
         p_max = g.rating("p_max_kw")
         conn = g.get("connected")
         if cf_need_kwh is not None:
@@ -45,6 +46,8 @@ class Ev(Kind):
         else:
             need = g.get("e_need_kwh")
             base = np.where((conn > 0.5) & ~(need < 0.05), p_max, 0.0)  # unknown need: wants
+        if base_set is not None:
+            base = np.fmin(base, base_set)
         return np.where(np.isfinite(conn), base, np.nan)
 
     def counterfactual(self, g, cf: np.ndarray | None) -> np.ndarray:
@@ -65,7 +68,8 @@ class Ev(Kind):
         return np.clip(np.nan_to_num(baseline) - cut_kw, 0.0, g.rating("p_max_kw"))
 
     def released(self, g, base_set=None):
-        return g.rating("p_max_kw")
+        """Back to the schedule's cap, else to the owner (full rate)."""
+        return g.rating("p_max_kw") if base_set is None else np.asarray(base_set, float)
 
     def shed(self, g, p_kw, t, default_hold_s):
         p_max = g.rating("p_max_kw")

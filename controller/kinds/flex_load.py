@@ -39,16 +39,31 @@ class FlexLoad(Kind):
         return np.where(ok, pct, 0.0)
 
     def baseline_kw(self, g, base_set=None, **_):
-        return g.get("p_base_kw")
+        """The base demand, less what the schedule already curtails (`base_set`: its curtail_pct)."""
+        base = g.get("p_base_kw")
+        if base_set is None:
+            return base
+        return base * (1.0 - finite(g.rating("flex_share"), 1.0) * np.nan_to_num(base_set) / 100.0)
 
     def headroom_kw(self, g, baseline, hold_h):
-        h = baseline * g.rating("flex_share", 1.0)
+        """The flexible share still uncut below `baseline` (the whole share without a schedule)."""
+        base = g.get("p_base_kw")
+        rigid = base * (1.0 - finite(g.rating("flex_share"), 1.0))
+        h = np.where(np.isfinite(base), baseline - rigid, baseline * g.rating("flex_share", 1.0))
         return np.where(g.usable() & np.isfinite(h), np.maximum(h, 0.0), 0.0)
 
     def setpoint_for_cut(self, g, baseline, cut_kw):
-        flex = np.nan_to_num(baseline) * g.rating("flex_share", 1.0)
-        pct = np.divide(100.0 * cut_kw, flex, out=np.zeros(g.n), where=flex > 1e-9)
+        """The curtail_pct that brings the load to baseline - cut."""
+        base = g.get("p_base_kw")
+        base = np.where(np.isfinite(base), base, np.nan_to_num(baseline))
+        flex = base * finite(g.rating("flex_share"), 1.0)
+        pct = np.divide(100.0 * (base - np.nan_to_num(baseline) + cut_kw), flex, out=np.zeros(g.n),
+                        where=flex > 1e-9)
         return np.clip(pct, 0.0, 100.0)
+
+    def released(self, g, base_set=None):
+        """Back to the schedule's curtailment, else uncurtailed."""
+        return np.zeros(g.n) if base_set is None else np.asarray(base_set, float)
 
     def shed(self, g, p_kw, t, default_hold_s):
         flex = np.nan_to_num(g.get("p_base_kw")) * finite(g.rating("flex_share", 1.0), 1.0)

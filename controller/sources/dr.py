@@ -218,7 +218,7 @@ class DrProgram:
             k = KINDS[g.kind]
             if g.kind == "ev":  # counterfactual need tracked from the event start
                 ev.ev_cf[g.group] = cf = k.counterfactual(g, ev.ev_cf.get(g.group))
-                base[g.group] = k.baseline_kw(g, cf_need_kwh=cf, dt_h=dt_h)
+                base[g.group] = k.baseline_kw(g, base_set.get(g.group), cf_need_kwh=cf, dt_h=dt_h)
                 ev.ev_cf[g.group] = cf - np.nan_to_num(base[g.group]) * dt_h
             elif k.group_dispatch:  # pre-event mean, frozen at the event's first cycle
                 b = ev.last_base.get(g.group)

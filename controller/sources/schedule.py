@@ -1,7 +1,15 @@
-"""Schedule command source: the rolling schedule (controller/scheduling.py), re-optimised
-every `optimize_every_s` (not while a DR event runs) and kept in the historian so a restart
-resumes it; each cycle sends the setpoints of the current step. `base_set` (group -> the
-scheduled p_set_kw now) is what DR and emergencies hand batteries back to."""
+"""Schedule command source: the rolling fleet schedule (controller/scheduling.py), re-optimised
+every `optimize_every_s` and early when an EV plugs in or leaves (not while a DR event runs, at
+most every `MIN_REPLAN_S`), kept in the historian so a restart resumes it. Each cycle it sends
+the current step's setpoints: battery `p_set_kw`, EV `p_max_set_kw` (plugged-in cars), PV
+`p_limit_pct` and flexible-load `curtail_pct` (only around the steps the plan curtails, so the
+gate does not check hundreds of unchanged 100 % / 0 % values every cycle), and moves each TCL
+group toward its planned power through the group's switching law (controller/tcl_dispatch.py;
+not while DR or an emergency drives the group).
+
+A failed or timed-out solve keeps the last plan (alarm `optimizer_failed`, event
+`schedule_fallback`). `base_set` (group -> the scheduled value of the kind's DR setpoint now)
+is what DR and emergencies measure against and hand devices back to."""
 
 from __future__ import annotations
 
@@ -10,21 +18,41 @@ import logging
 import numpy as np
 
 from controller.commands import Command
+from controller.kinds import KINDS
 
 log = logging.getLogger("controller.schedule")
+
+MIN_REPLAN_S = 300.0  # an EV plugging in re-plans early, at most this often
+QUIET = ("p_limit_pct", "curtail_pct")  # sent only around the plan's active steps
 
 
 class ScheduleSource:
     name, priority = "dispatch", 3
 
-    def __init__(self, scheduler, hist, optimize_every_s: float, busy=lambda t: False):
+    def __init__(self, ctl, scheduler):
+        self.ctl = ctl  # hist, cfg, dr_program, emergency_src, tcl
         self.scheduler = scheduler
-        self.hist = hist
-        self.every_s = optimize_every_s
-        self.busy = busy  # t -> True while the schedule must not be re-planned (DR event)
+        self.hist = ctl.hist
+        self.every_s = ctl.cfg.optimize_every_s
+        if scheduler is not None and hasattr(scheduler, "tcl"):
+            scheduler.tcl = ctl.tcl  # the TCL groups' models: virtual-battery bounds
         self.schedule: dict | None = None
         self.base_set: dict[str, np.ndarray] = {}
         self._next_t = -np.inf
+        self._last_t = -np.inf
+        self._plugged: frozenset = frozenset()
+        self.fallbacks = 0
+        self._curtailing: dict[str, bool] = {}  # QUIET group -> the plan curtailed it last cycle
+
+    def busy(self, t: float) -> bool:
+        """No re-planning while a DR event runs (its baseline is the plan in force)."""
+        return self.ctl.dr_program.active(t)
+
+    def tcl_free(self) -> bool:
+        """TCL groups follow the plan only while no DR event or emergency holds them."""
+        c = self.ctl
+        return not (c.dr_program.active() or any(e.participants for e in c.dr.values())
+                    or c.emergency_src.active or c.emergency_src.restoring is not None)
 
     def resume(self) -> dict | None:
         s = self.hist.latest_schedule()
@@ -32,28 +60,43 @@ class ScheduleSource:
             self.schedule = {"t0": s["t0"], "step_s": s["step_s"], "data": s["data"]}
         return s
 
+    def _plugged_now(self, state) -> frozenset:
+        return frozenset(d for g in state.groups.values() if g.kind == "ev"
+                         for d, c in zip(g.ids, g.get("connected") > 0.5) if c)
+
     def _optimise(self, t: float, state) -> None:
         self._next_t = t + self.every_s
+        self._last_t = t
         try:
-            s = self.scheduler.optimize(t, state)
+            windows = [(e.start_t, e.end_t) for e in self.ctl.dr.values()
+                       if e.status in ("pending", "active") and e.opt == "in" and e.end_t > t]
+            s = self.scheduler.optimize(t, state, dr_windows=windows)
         except Exception as e:  # noqa: BLE001 - a failed solve keeps the previous schedule
-            log.warning("optimise failed at %.0f: %s", t, e)
+            self.fallbacks += 1
+            log.warning("optimise failed at %.0f: %s; keeping the last plan", t, e)
             self.hist.raise_alarm(t, "optimizer_failed", None, str(e)[:300])
+            self.hist.log_event(t, "schedule_fallback", error=str(e)[:300],
+                                plan_t0=self.schedule and self.schedule["t0"])
             return
         if s is not None:
             self.hist.add_schedule(t, s["t0"], s["step_s"], s["kind"], s["data"])
             self.schedule = {"t0": s["t0"], "step_s": s["step_s"], "data": s["data"]}
 
     def commands(self, t: float, state) -> list[Command]:
-        if self.scheduler is not None and t >= self._next_t and not self.busy(t):
-            self._optimise(t, state)
+        if self.scheduler is not None and not self.busy(t):
+            plugged = self._plugged_now(state)
+            early = plugged != self._plugged and t >= self._last_t + MIN_REPLAN_S
+            if t >= self._next_t or early:
+                self._plugged = plugged
+                self._optimise(t, state)
         s = self.schedule
         self.base_set = {}
         if not s:
             return []
         k = int((t - s["t0"]) // s["step_s"])
+        data = s["data"]
         out = []
-        for g, per in s["data"].get("setpoints", {}).items():
+        for g, per in data.get("setpoints", {}).items():
             gs = state.groups.get(g)
             if gs is None:
                 continue
@@ -61,8 +104,25 @@ class ScheduleSource:
             if not (0 <= k < series.shape[1]):
                 continue
             vals = series[:, k]
-            if name == "p_set_kw":
+            if name == KINDS[gs.kind].dr_setpoint:
                 self.base_set[g] = vals
+            send = gs.usable()
+            if name in QUIET:  # while the plan curtails, and once more to release
+                on = k in set(per.get("active_steps", range(series.shape[1])))
+                was = self._curtailing.get(g, False)
+                self._curtailing[g] = on
+                if not (on or was):
+                    continue
+            elif name == "p_max_set_kw":
+                send &= gs.get("connected") > 0.5
             out += [Command(gs.ids[j], name, float(vals[j]), self.name, "schedule")
-                    for j in np.flatnonzero(gs.usable())]
+                    for j in np.flatnonzero(send)]
+        targets = data.get("tcl_p_target_kw", {})
+        if targets and self.tcl_free():
+            for g, series in targets.items():
+                m = self.ctl.tcl.models.get(g)
+                if m is None or not (0 <= k < len(series)) or not m.usable.any():
+                    continue
+                share = np.where(m.usable, float(series[k]) / m.usable.sum(), 0.0)
+                out += m.dispatch(t, share, 0.0, self.name, "schedule")
         return out
