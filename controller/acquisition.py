@@ -40,6 +40,7 @@ def apply_ratings(state, found: dict[str, dict[str, float]]) -> list[str]:
 class Acquisition:
     def __init__(self, quality: DataQuality | None = None):
         self.quality = quality or DataQuality()
+        self.on_discovered: list = []  # callables (t, [device ids]) after their ratings are in
 
     def after_read(self, t: float, state, links: dict, hist=None) -> None:
         seen = set()
@@ -53,6 +54,8 @@ class Acquisition:
                     log.info("%s: ratings now %s", dev, found[dev])
                     if hist is not None:
                         hist.log_event(t, "device_discovered", device_id=dev, ratings=found[dev])
+                for fn in self.on_discovered:  # e.g. reconcile a device that was down at start
+                    fn(t, sorted(found))
         # the cycle's t is its scheduled slot (up to a period behind when it runs late); the
         # readings are stamped when they were taken: judge "from the future" against now
         now = max([t] + [link.clock.now() for link in links.values() if hasattr(link, "clock")])

@@ -15,8 +15,10 @@ setpoint and values, and then, as the config says (`reconcile:`):
   safety gate checks it; a ramp-limited release is carried to its target);
 - `off`: nothing is read back.
 
-While an emergency or its restore resumed from the historian is under way, differences are
-only alarmed: the resumed emergency re-sends its plan.
+While an emergency (other than an adopted one) or a restore is under way, differences are
+only alarmed: that emergency re-sends its plan. A device that does not answer at start is
+read back on its first answer (Acquisition.on_discovered) and handled the same way; in
+`adopt` it joins the adopted emergency (or starts one).
 """
 
 from __future__ import annotations
@@ -85,14 +87,14 @@ def findings(ctl, held: dict[str, dict[str, float]]) -> list[Finding]:
     return out
 
 
-def _read_back(ctl) -> dict[str, dict[str, float]]:
+def _read_back(ctl, device_ids=None) -> dict[str, dict[str, float]]:
     held: dict[str, dict[str, float]] = {}
     for link in {id(lk): lk for lk in ctl.links.values()}.values():
         fn = getattr(link, "read_setpoints", None)
         if fn is None:
             continue
         try:
-            held.update(fn())
+            held.update(fn() if device_ids is None else fn(device_ids))
         except Exception as e:  # noqa: BLE001 - a link that cannot read back is reported, start goes on
             log.warning("setpoint read-back failed: %s", e)
             ctl.hist.raise_alarm(ctl.clock.now(), "reconcile_failed", None, f"read-back failed: {e}"[:300])
@@ -106,22 +108,41 @@ def reconcile(ctl, mode: str = "adopt") -> dict:
         raise ValueError(f"reconcile: {mode!r} is not one of {MODES}")
     if mode == "off":
         return {"mode": mode, "action": "none"}
-    now = ctl.clock.now()
     with ctl.lock:
         held = _read_back(ctl)
-        found = findings(ctl, held)
-        src = ctl.emergency_src
-        resumed = src.emergency is not None or src.restoring is not None
-        action = "none" if not found else "alarm only (resumed emergency)" if resumed else mode
-        for f in found:
-            why = "last written" if f.written else "neutral"
-            ctl.hist.raise_alarm(now, "field_mismatch", f.device_id,
-                                 f"{f.setpoint} held {f.held:g}, controller believes {f.believed:g} ({why}); "
-                                 f"{'adopted as an emergency' if action == 'adopt' else action}")
-        if found and not resumed:
-            (_adopt if mode == "adopt" else _release)(ctl, found, now)
-        rows = [(f.device_id, f.setpoint, f.held, f.believed) for f in found]
-        ctl.hist.log_event(now, "reconcile", mode=mode, read_back=len(held), findings=rows, action=action)
+        out = _settle(ctl, mode, held, ctl.clock.now())
+        todo = {d for g in ctl.state.groups.values() if g.kind in RECONCILED for d in g.ids} - set(held)
+        if todo:  # down at start: read back on their first answer
+            log.info("reconcile: %d device(s) not read back at start, will be on their first answer", len(todo))
+
+            def late(t: float, devs: list[str]) -> None:
+                mine = todo.intersection(devs)
+                if not mine:
+                    return
+                got = _read_back(ctl, sorted(mine))
+                todo.difference_update(got)
+                if got:
+                    _settle(ctl, mode, got, t)
+
+            ctl.acquisition.on_discovered.append(late)
+    return out
+
+
+def _settle(ctl, mode: str, held: dict, now: float) -> dict:
+    """Compare what `held` says with the controller's belief; alarm, adopt or release."""
+    found = findings(ctl, held)
+    src = ctl.emergency_src
+    busy = (src.emergency is not None and not src.emergency.get("adopted")) or src.restoring is not None
+    action = "none" if not found else "alarm only (emergency under way)" if busy else mode
+    for f in found:
+        why = "last written" if f.written else "neutral"
+        ctl.hist.raise_alarm(now, "field_mismatch", f.device_id,
+                             f"{f.setpoint} held {f.held:g}, controller believes {f.believed:g} ({why}); "
+                             f"{'adopted as an emergency' if action == 'adopt' else action}")
+    if found and not busy:
+        (_adopt if mode == "adopt" else _release)(ctl, found, now)
+    rows = [(f.device_id, f.setpoint, f.held, f.believed) for f in found]
+    ctl.hist.log_event(now, "reconcile", mode=mode, read_back=len(held), findings=rows, action=action)
     if found:
         log.warning("reconcile: %d setpoint(s) held in the field differ from the controller's: %s; %s",
                     len(found), ", ".join(f"{f.device_id}.{f.setpoint}={f.held:g}" for f in found[:5]),
@@ -143,8 +164,20 @@ def _margin_kw(f: Finding, g, j: int) -> float:
 
 
 def _adopt(ctl, found: list[Finding], now: float) -> None:
-    """The held setpoints as the active emergency: its plan sends them, its restore releases them."""
+    """The held setpoints as the active emergency: its plan sends them, its restore releases
+    them. Devices found later join an adopted emergency already active."""
+    src = ctl.emergency_src
     items, pv_cmds, tcl_groups = [], [], set()
+    if src.emergency is not None and src.emergency.get("adopted") and src.plan is not None:
+        new = {(f.device_id, f.setpoint) for f in found}
+        tcl_groups = set(src.emergency.get("tcl_groups") or ())
+        for c in src.plan.commands:
+            k = src._kind(c.device_id)
+            if KINDS[k].group_dispatch or (c.device_id, c.setpoint) in new:
+                continue
+            g, j = ctl._index[c.device_id]
+            base = neutral(k, c.setpoint, ctl.state.groups[g], j, ctl.schedule_src.base_set or {})
+            found = [*found, Finding(c.device_id, g, k, c.setpoint, c.value, base, False, base)]
     for f in found:
         g = ctl.state.groups[f.group]
         j = g.ids.index(f.device_id)
@@ -166,6 +199,7 @@ def _adopt(ctl, found: list[Finding], now: float) -> None:
         items.append(Item(f"{gname}/*", "tcl", KINDS["tcl"].response_s, 0.0, math.inf,
                           [Command(f"{gname}/{int(j)}", "force", -1.0, SOURCE, REASON) for j in held]))
     dr_groups = [g for g in ctl.state.groups.values() if g.kind in DR_KINDS]
+    since = src.emergency["since"] if src.emergency is not None else now
     restore = restore_plan([it for it in items if it.kind != "pv"], dr_groups, ctl.schedule_src.base_set,
                            spread_s=ctl.cfg.restore_spread_s)
     if pv_cmds:
@@ -173,12 +207,11 @@ def _adopt(ctl, found: list[Finding], now: float) -> None:
 
         restore.insert(0, RestoreStep(0.0, [r for _, r in pv_cmds], "pv released"))
     shed = float(sum(it.margin_kw for it in items))
-    src = ctl.emergency_src
     src.plan = EmergencyPlan(now, "adopted from the field at start", items, shed, shed, None, math.inf, restore)
     src.restoring = None
     figures = {"shed_kw": round(shed, 3), "hold_s": None, "response_s": src.plan.response_s,
                "plan_margin_kw": round(shed, 3)}
-    src.emergency = {"since": now, "by": "reconcile", "reason": "field held setpoints at start",
+    src.emergency = {"since": since, "by": "reconcile", "reason": "field held setpoints at start",
                      **figures, "plan": src._plan_view(), "adopted": True, "tcl_groups": sorted(tcl_groups)}
     ctl.hist.log_event(now, "emergency_on", by="reconcile", reason="field held setpoints at start",
                        plan=src._plan_rows(), adopted=True, tcl_groups=sorted(tcl_groups), **figures)

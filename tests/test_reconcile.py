@@ -35,20 +35,22 @@ MBPOLL = shutil.which("mbpoll")
 def field():
     tw = Twin(Scenario.model_validate(dict(
         name="reconcile", start="2026-06-21T16:00:00Z", duration_s=3600, seed=11, device_step_s=1,
-        power_flow_interval_s=10, feeder={"kind": "cigre_lv"},
+        power_flow_interval_s=60, feeder={"kind": "cigre_lv"},  # (a power flow holds the emulators' lock)
         fleet=[{"name": "bat", "kind": "battery", "count": 2,
                 "params": {"e_cap_kwh": 20, "p_max_kw": 10, "soc_init_pct": 70}},
                {"name": "ev", "kind": "ev", "count": 1, "params": {"p_max_kw": 11}},
                {"name": "flex", "kind": "flex_load", "count": 1, "params": {"p_nom_kw": 40, "flex_share": 0.5}},
-               {"name": "acs", "kind": "tcl", "count": 2}],
+               {"name": "acs", "kind": "tcl", "count": 2},
+               {"name": "pv", "kind": "pv", "count": 1, "params": {"p_peak_kw": 20, "s_rated_kva": 25}}],
         weather={"kind": "synthetic", "latitude_deg": 48.1, "longitude_deg": 11.6, "cloudiness": 0.2},
         outputs={"report": False})))
     host = EmulatorHost(tw, rtu=False, meter=False)
     eps = host.start()
+    host.step(1.0)  # the first step compiles the twin's kernels: not while a controller starts
     stop = threading.Event()
 
     def run():  # the field lives: one twin second every 0.5 s (devices apply what they hold)
-        t = 0.0
+        t = 1.0
         while not stop.wait(0.5):
             t += 1.0
             host.step(t)
@@ -120,13 +122,13 @@ def _get(port, path):
 def _shed(tw) -> bool:
     """What the devices hold (the twin behind the emulators): batteries at full discharge (idle
     EVs and loads give no margin at this hour; AC units are held off while they have room)."""
-    return bool(np.all(tw.fleets["bat"].p_set_kw <= -9.9))
+    return bool(np.all(tw.fleets["bat"].p_set_kw <= -9.5))
 
 
 def _neutral(tw) -> bool:
-    f = tw.fleets
-    return (np.all(np.abs(f["bat"].p_set_kw) < 1e-6) and np.allclose(f["ev"].p_max_set_kw, f["ev"].p_max_kw)
-            and np.all(f["flex"].curtail_pct < 1e-6) and np.all(f["acs"].force == 0))
+    f = tw.fleets  # (an emulated device may move to what it was told over a response time)
+    return bool(np.all(np.abs(f["bat"].p_set_kw) < 0.05) and np.all(f["ev"].p_max_set_kw > f["ev"].p_max_kw - 0.05)
+                and np.all(f["flex"].curtail_pct < 0.5) and np.all(f["acs"].force == 0))
 
 
 def test_shed_left_by_a_killed_controller_is_adopted_then_restored(field, tmp_path):
@@ -143,8 +145,9 @@ def test_shed_left_by_a_killed_controller_is_adopted_then_restored(field, tmp_pa
         p.send_signal(signal.SIGKILL)
         p.wait(10)
         assert _shed(tw)  # nobody released it
+        time.sleep(1.0)  # two twin steps: devices have moved to what they were last told
         f = tw.fleets  # what the dead controller left in the field, device by device
-        left = ({f"bat/{j}" for j in np.flatnonzero(f["bat"].p_set_kw < -1e-6)}
+        left = ({f"bat/{j}" for j in np.flatnonzero(f["bat"].p_set_kw < -0.05)}
                 | {f"ev/{j}" for j in np.flatnonzero(f["ev"].p_max_set_kw < f["ev"].p_max_kw - 0.05)}
                 | {f"flex/{j}" for j in np.flatnonzero(f["flex"].curtail_pct > 0.5)}
                 | {f"acs/{j}" for j in np.flatnonzero(f["acs"].force != 0)})
@@ -187,7 +190,7 @@ def test_release_sends_held_setpoints_back_to_neutral(field, tmp_path):
     mb("ev/0", 1004, 0)  # EV cap 0 kW
     mb("flex/0", 3002, 1000)  # flex load 100 % curtailed
     mb("acs/1", 2004, 65535)  # TCL unit forced off (-1)
-    assert tw.fleets["ev"].p_max_set_kw[0] == 0 and tw.fleets["acs"].force[1] == -1
+    assert _wait(lambda: tw.fleets["ev"].p_max_set_kw[0] < 0.05 and tw.fleets["acs"].force[1] == -1, 10)
     log = open(tmp_path / "controller.log", "wb")
     cfg, port = _config(tmp_path, eps, "c", reconcile="release")
     p = _start(cfg, port, log)
@@ -203,11 +206,92 @@ def test_release_sends_held_setpoints_back_to_neutral(field, tmp_path):
 
 
 def test_reconcile_setting_is_checked(tmp_path):
+    from controller.config import ConfigError, load_config
+
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(yaml.safe_dump({"devices": [{"group": "b", "kind": "battery", "ports": [1502]}],
                                    "reconcile": "ignore"}))
-    r = subprocess.run([sys.executable, "-m", "gridtwin_cli", "controller", "serve", "--config", str(cfg)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2
-    err = r.stderr.strip().splitlines()
-    assert len(err) == 1 and "reconcile" in err[0] and "ignore" in err[0]
+    with pytest.raises(ConfigError) as e:  # `controller serve` prints it as its one line, exit 2
+        load_config(cfg)
+    assert "reconcile" in str(e.value) and "ignore" in str(e.value) and "\n" not in str(e.value)
+    cfg.write_text(yaml.safe_dump({"devices": [{"group": "b", "kind": "battery", "ports": [1502]}],
+                                   "reconcile": "release"}))
+    assert load_config(cfg).reconcile == "release"
+
+
+def test_link_capabilities_and_reactive_setpoint_over_sunspec(field):
+    """What a link can write per group (the volt/VAR source asks it): the emulated PV inverter
+    implements SunSpec 704 VarSet, the emulated battery's 704 has WSet only; q_set_kvar goes to
+    the PV (read back by the link and seen by the device) and is refused for the battery."""
+    from controller.clock import WallClock
+    from controller.links.modbus import ModbusLink
+
+    tw, host, eps = field
+    link = ModbusLink([e for e in eps if e["group"] in ("pv", "bat", "ev")], WallClock(), timeout_s=2.0)
+    try:
+        assert link.writable("pv/0") is None  # not discovered yet: unknown
+        link.devices()
+        caps = link.capabilities()
+        assert caps["pv"] == {"p_limit_pct", "q_set_kvar"}
+        assert caps["bat"] == {"p_set_kw"} and caps["ev"] == {"p_max_set_kw"}
+        assert link.write("pv/0", "q_set_kvar", 4.0)  # absorb 4 kvar (load convention)
+        assert link.read_setpoints()["pv/0"]["q_set_kvar"] == pytest.approx(4.0)
+        assert _wait(lambda: abs(tw.fleets["pv"].q_set_kvar[0] - 4.0) < 0.1, 20), tw.fleets["pv"].q_set_kvar
+        assert not link.write("bat/0", "q_set_kvar", 2.0)
+        assert link.write("pv/0", "p_limit_pct", 60.0)
+        assert link.read_setpoints()["pv/0"]["p_limit_pct"] == pytest.approx(60.0)
+    finally:
+        link.write("pv/0", "q_set_kvar", 0.0)
+        link.write("pv/0", "p_limit_pct", 100.0)
+        link.close()
+
+
+def test_device_down_at_start_is_reconciled_on_its_first_answer():
+    """A battery left discharging that answers only after the controller started joins the
+    adopted emergency (alarm, plan), and the restore releases both."""
+    from controller_devices import DeviceServers, SunSpecBattery
+    from ports import free_ports
+
+    from controller.assembly import Spec, assemble
+    from controller.clock import SteppedClock
+    from controller.links.modbus import ModbusLink
+
+    def left_discharging():
+        b = SunSpecBattery(p_max_kw=10, e_cap_kwh=40, soc_pct=80)
+        b._set(124, "StorCtl_Mod", 2)
+        b._set(124, "OutWRte", 600)  # 60 % of WChaMax (SF -1): -6 kW
+        return b
+
+    ports = free_ports(2)
+    up = DeviceServers([left_discharging()], ports=ports[:1])
+    late = None
+    t0 = 1_800_000_000.0
+    clock = SteppedClock(t0)
+    rows = [{"device_id": f"bat/{i}", "group": "bat", "kind": "battery", "host": "127.0.0.1", "port": p,
+             "unit": 1} for i, p in enumerate(ports)]
+    link = ModbusLink(rows, clock, timeout_s=1.0, max_failures=1, backoff_s=1.0, backoff_max_s=2.0)
+    try:
+        ctl = assemble(Spec(cycle_s=5.0, optimize_every_s=0, safety_gate=False,
+                            settings={"restore_spread_s": 0.0}), {"bat": link}, clock)
+        em = ctl.emergency
+        assert em["adopted"] and [c.device_id for c in ctl.emergency_src.plan.commands] == ["bat/0"]
+        late = DeviceServers([left_discharging()], ports=ports[1:])
+        for k in range(1, 5):
+            clock.advance_to(t0 + 5 * k)
+            ctl.cycle(t0 + 5 * k)
+        cmds = {(c.device_id, c.value) for c in ctl.emergency_src.plan.commands}
+        assert cmds == {("bat/0", -6.0), ("bat/1", -6.0)}
+        assert ctl.emergency["since"] == em["since"] and ctl.emergency["shed_kw"] == pytest.approx(12.0)
+        assert {a["device_id"] for a in ctl.hist.alarms(active_only=True) if a["kind"] == "field_mismatch"} \
+            == {"bat/0", "bat/1"}
+        assert [round(d.setpoint_kw(), 3) for d in up.devices + late.devices] == [-6.0, -6.0]  # kept
+        ctl.set_emergency(False, reason="operator decided")
+        for k in range(5, 8):
+            clock.advance_to(t0 + 5 * k)
+            ctl.cycle(t0 + 5 * k)
+        assert [round(d.setpoint_kw(), 3) for d in up.devices + late.devices] == [0.0, 0.0]
+    finally:
+        link.close()
+        up.close()
+        if late is not None:
+            late.close()

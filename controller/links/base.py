@@ -80,10 +80,11 @@ class DeviceLink:
         """The device list without contacting devices (default: `devices()`)."""
         return self.devices()
 
-    def read_setpoints(self) -> dict[str, dict[str, float]]:
-        """{device_id: {setpoint: value}}: what the devices that answer hold now, read back
-        from the device (controller/reconcile.py compares it with what the controller believes
-        at start). Devices that do not answer, and links that cannot read back, are left out."""
+    def read_setpoints(self, device_ids=None) -> dict[str, dict[str, float]]:
+        """{device_id: {setpoint: value}}: what the devices that answer hold now (all, or those
+        named), read back from the device (controller/reconcile.py compares it with what the
+        controller believes at start). Devices that do not answer, and links that cannot read
+        back, are left out."""
         return {}
 
     def take_rediscovered(self) -> dict[str, dict[str, float]]:

@@ -80,12 +80,13 @@ class DirectLink(DeviceLink):
         g = device_id.rpartition("/")[0]
         return self._setpoints(g) if g in self.groups else None
 
-    def read_setpoints(self) -> dict[str, dict[str, float]]:
+    def read_setpoints(self, device_ids=None) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {}
         for g, (vals, _, a) in self.read_groups().items():
             names = [n for n in self._setpoints(g) if n in vals]
             for i in np.flatnonzero(a):
-                out[f"{g}/{i}"] = {n: float(vals[n][i]) for n in names if np.isfinite(vals[n][i])}
+                if device_ids is None or f"{g}/{i}" in device_ids:
+                    out[f"{g}/{i}"] = {n: float(vals[n][i]) for n in names if np.isfinite(vals[n][i])}
         return out
 
     def write(self, device_id: str, setpoint: str, value: float) -> bool:

@@ -591,9 +591,10 @@ class ModbusLink(DeviceLink):
         out.update(held)
         return out
 
-    def read_setpoints(self) -> dict[str, dict[str, float]]:
-        """{device_id: {setpoint: value}} read back from every device that answers now (per
-        endpoint concurrently, within the read deadline; a device that fails is left out)."""
+    def read_setpoints(self, device_ids=None) -> dict[str, dict[str, float]]:
+        """{device_id: {setpoint: value}} read back from every device (or those named) that
+        answers now (per endpoint concurrently, within the read deadline; a device that fails
+        is left out)."""
         out: dict[str, dict[str, float]] = {}
 
         def task(group):
@@ -607,7 +608,7 @@ class ModbusLink(DeviceLink):
                 except (ModbusException, OSError, ValueError, KeyError) as e:
                     log.info("%s: setpoints not read back: %s", d.info.device_id, e)
 
-        devs = list(self._devs.values())
+        devs = [d for d in self._devs.values() if device_ids is None or d.info.device_id in device_ids]
         if self.workers == 1:
             task(devs)
         else:
