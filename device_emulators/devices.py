@@ -9,7 +9,14 @@ import zlib
 import numpy as np
 
 from device_emulators.register_map import DeviceImage, MapError, load_map
+from scenarios.model import Emulation
 from twin.fleet.base import SetpointError
+
+# setpoints whose change follows the device's open-loop response time (IEEE 1547-2018 style):
+# active power (curtailment limit, storage power) and reactive power; the other kinds' setpoints
+# (EV charge limit, thermostat offsets, load curtailment) act at once, their own dynamics are
+# the twin's physics
+RESPONSE = {"p_limit_pct": "p_response_s", "p_set_kw": "p_response_s", "q_set_kvar": "q_response_s"}
 
 
 def cha_state(p_kw: float, soc_kwh: float, soc_min_kwh: float, e_cap_kwh: float) -> float:
@@ -41,6 +48,32 @@ def identity(kind: str, device_id: str, seed: int, emulation=None) -> dict[str, 
             "model": getattr(emulation, "model", None) or model,
             "firmware": getattr(emulation, "firmware", None) or FIRMWARE,
             "serial": pattern.format(prefix=prefix, serial=serial, index=index)}
+
+
+class BusVoltage:
+    """The twin's bus voltages as a device measures them between power flows: linear from the
+    previous power flow's value to the latest one over one interval (a first-order hold), so a
+    device's voltage moves every device step instead of jumping at power-flow instants."""
+
+    def __init__(self):
+        self.t_prev = self.t_cur = -1.0
+        self.prev = self.cur = np.zeros(0)
+
+    def record(self, t_s: float, v_pu: np.ndarray) -> None:
+        """A power flow ran at t_s (called from the host's after-step hook)."""
+        if t_s == self.t_cur:
+            return
+        self.t_prev, self.prev = self.t_cur, self.cur
+        self.t_cur, self.cur = t_s, np.array(v_pu, dtype=float)
+
+    def at(self, pos: int, t_s: float) -> float:
+        if not self.cur.size:
+            return np.nan
+        v1 = float(self.cur[pos])
+        if self.t_prev < 0 or not np.isfinite(self.prev[pos]) or not np.isfinite(v1):
+            return v1
+        w = min(max((t_s - self.t_cur) / (self.t_cur - self.t_prev), 0.0), 1.0)
+        return float(self.prev[pos]) + w * (v1 - float(self.prev[pos]))
 
 
 def grid_hz(t_s: float, seed: int) -> float:
@@ -174,8 +207,18 @@ class EmulatedDevice:
         self.device_id, self.kind, self.unit = device_id, kind, unit
         self.map_name = map_name
         self.emulation = emulation  # scenarios.model.Emulation of the group (None: defaults)
+        emu = emulation if emulation is not None else Emulation()
         self.seed = int(getattr(twin.scenario, "seed", 0) or 0)
-        self.refresh_s = float(getattr(emulation, "refresh_s", 1.0) or 1.0)
+        self.refresh_s = float(emu.refresh_s)
+        # measurement noise (std, relative to the reading; Hz absolute), seeded per device and refresh
+        self.noise = (emu.noise_p_pct / 100.0, emu.noise_v_pct / 100.0, emu.noise_hz)
+        self._noise_key = zlib.crc32(device_id.encode())
+        # open-loop response: setpoint -> 90 % time (s); targets: setpoint -> (target, snap tolerance)
+        self.response_s = {name: float(getattr(emu, field)) for name, field in RESPONSE.items()}
+        self.targets: dict[str, tuple[float, float]] = {}
+        self.responding: set = set()  # the host's set of devices still moving toward a target
+        self.v_bus: BusVoltage | None = None  # the host's interpolated bus voltages
+        self.head_delta = None  # meter: () -> DER (p_kw, q_kvar) change since the last power flow
         self.image = DeviceImage(load_map(map_name), device_id, unit,
                                  identity(kind, device_id, self.seed, emulation))
         if self.image.kind != kind:
@@ -231,17 +274,34 @@ class EmulatedDevice:
             avail = bool(f.available[i])
             throttled = out.get("p_limit_pct", 100.0) < 100.0
             out["state"] = (5.0 if throttled else 4.0) if avail else 1.0  # 103 St: MPPT/THROTTLED/OFF
-            if self.kind == "battery" and avail and abs(float(f.p_kw[i])) < 1e-6:
-                out["state"] = 8.0  # 103 St STANDBY: available, exchanging no power
+            if self.kind == "battery" and avail:
+                # a battery tracks no power point: it runs at the power its storage control
+                # commands (103 THROTTLED 5), or idles in STANDBY 8
+                out["state"] = 8.0 if abs(float(f.p_kw[i])) < 1e-6 else 5.0
             out["st_on"] = 1.0 if avail else 0.0  # 701 St, ConnSt
-            out["inv_st"] = (4.0 if throttled else 3.0) if avail else 0.0  # 701 InvSt
+            # 701 InvSt is 103 St one lower (OFF 0, RUNNING 3 = MPPT, THROTTLED 4, STANDBY 7)
+            out["inv_st"] = out["state"] - 1.0 if self.kind in ("pv", "battery") else 3.0 * avail
             out["throt_pct"] = out.get("p_limit_pct", 100.0)
         if self._vn_v is None:
             self._vn_v = float(net.bus.vn_kv.at[bus]) * 1000.0
         vn_v = self._vn_v
         v_pu = np.nan
         if tw.grid.result is not None and tw.grid.v_meas_pu.size:
-            v_pu = float(tw.grid.v_meas_pu[tw.pf.bus_position(bus)])
+            pos = tw.pf.bus_position(bus)
+            hold = self.v_bus is not None and self.v_bus.cur.size == tw.grid.v_meas_pu.size
+            v_pu = self.v_bus.at(pos, tw.t_s) if hold else float(tw.grid.v_meas_pu[pos])
+        if self.head_delta is not None and np.isfinite(out["p_kw"]):  # the head follows DER every step
+            p_der, q_der = self.head_delta()
+            out["p_kw"] += p_der
+            out["q_kvar"] += q_der
+        operating = self.fleet is None or bool(self.fleet.available[self.index])
+        if any(self.noise) and operating:
+            z = np.random.default_rng([self.seed, self._noise_key, math.floor(tw.t_s / self.refresh_s)]
+                                      ).standard_normal(4)
+            out["p_kw"] *= 1.0 + self.noise[0] * z[0]
+            if "q_kvar" in out:
+                out["q_kvar"] *= 1.0 + self.noise[0] * z[1]
+            v_pu *= 1.0 + self.noise[1] * z[2]
         p, q = out["p_kw"], out.get("q_kvar", 0.0)
         s_kva = math.hypot(p, q)
         out.update(v_pu=v_pu, v_ll_v=v_pu * vn_v, v_ln_v=v_pu * vn_v / math.sqrt(3.0),
@@ -255,6 +315,8 @@ class EmulatedDevice:
                    pf_gen=(abs(p) / s_kva * (-1.0 if p > 0 else 1.0)) if s_kva > 1e-9 else 1.0,
                    pf_load=(abs(p) / s_kva * (-1.0 if p < 0 else 1.0)) if s_kva > 1e-9 else 1.0)
         out["hz"] = grid_hz(tw.t_s, self.seed)
+        if any(self.noise) and operating:
+            out["hz"] += self.noise[2] * z[3]
         if self.acc is not None:
             out["wh_pos"] = float(self.acc[0][self.index or 0])
             out["wh_neg"] = float(self.acc[1][self.index or 0])
@@ -288,7 +350,7 @@ class EmulatedDevice:
         if bad is not None:  # refused whole: IDs, lengths, read-only points, unmapped gaps
             raise WriteRefused(2, f"register {bad} is not writable")
         touched = img.covering(address, len(values))
-        before = list(img.regs)
+        before, targets = list(img.regs), dict(self.targets)
         self._writes += 1
         img.regs[address - lo:address - lo + len(values)] = [int(v) & 0xFFFF for v in values]
         why = img.write_error(touched, before)
@@ -300,10 +362,52 @@ class EmulatedDevice:
             if self.law is not None:
                 setpoints.update(self.law(self))
             for name, value in setpoints.items():
-                self.fleet.write(name, self.index, value)
+                self.command(name, value)
+            # the twin step that follows runs with the response's value at its end, so a
+            # measurement read after it shows the output OLRT describes
+            self.respond(self.twin.dt_s, [n for n in setpoints if n in self.targets])
         except SetpointError as e:
             img.regs[:] = before
+            self.targets = targets
             raise WriteRefused(3, str(e)) from None
         except WriteRefused:
             img.regs[:] = before
+            self.targets = targets
             raise
+
+    # --- setpoint response (IEEE 1547-2018 open-loop response time) -------------------------
+    def command(self, name: str, value: float) -> None:
+        """Set a twin setpoint as the device would: validated at once (SetpointError: out of the
+        device's limits), applied at once when the setpoint has no response time, else moved
+        toward the target by `respond()` (after each device step; a client's write advances it
+        once at once, see apply_write)."""
+        f, i = self.fleet, self.index
+        if self.response_s.get(name, 0.0) <= 0.0:
+            f.write(name, i, value)
+            return
+        now = float(getattr(f, name)[i])
+        f.write(name, i, value)  # validates against the device's limits
+        if now == float(value):
+            self.targets.pop(name, None)
+            return
+        lo, hi = f.limits(name)
+        getattr(f, name)[i] = now
+        self.targets[name] = (float(value), 1e-4 * max(float(hi[i] - lo[i]), 1e-6))
+        self.responding.add(self)
+
+    def respond(self, dt_s: float, names=None) -> None:
+        """Move setpoints toward their targets as a first-order response that covers 90 % of a
+        step in the open-loop response time (time constant OLRT / ln 10); a setpoint within
+        1e-4 of its range of the target lands on it."""
+        f, i = self.fleet, self.index
+        for name in list(self.targets) if names is None else names:
+            target, tol = self.targets[name]
+            arr = getattr(f, name)
+            x = float(arr[i])
+            x += (target - x) * (1.0 - math.exp(-dt_s * math.log(10.0) / self.response_s[name]))
+            if abs(target - x) <= tol:
+                x = target
+                del self.targets[name]
+            arr[i] = x
+        if not self.targets:
+            self.responding.discard(self)

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from device_emulators.devices import EmulatedDevice, pf_to_q_gen_kvar
+from device_emulators.devices import BusVoltage, EmulatedDevice, pf_to_q_gen_kvar
 from device_emulators.modbus_server import ModbusEndpoint
 from device_emulators.register_map import MAP_FOR_KIND
 
@@ -76,7 +76,7 @@ class EmulatorHost:
 
     def __init__(self, twin, skip_groups=(), host: str = "127.0.0.1", port_base: int | None = None,
                  rtu: bool = True, meter: bool = True, groups=None, start_timeout_s: float = 60.0,
-                 idle_timeout_s: float = 60.0):
+                 idle_timeout_s: float = 60.0, meter_emulation=None, rtu_ssl_context=None):
         if not host.startswith("127."):
             raise ValueError(f"emulators bind loopback addresses only (127.0.0.0/8), not {host!r}")
         self.twin, self.host, self.port_base = twin, host, port_base
@@ -91,6 +91,7 @@ class EmulatorHost:
         self.active_faults: dict[tuple[str, str], object] = {}  # (kind, target) -> value
         self.control = None  # device_emulators.control.ControlServer when asked for
         self._want_rtu = rtu
+        self._rtu_ssl = rtu_ssl_context  # IEC 104 over TLS (device_emulators.iec104.server_tls_context)
         self._timeout = start_timeout_s
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="emulators", daemon=True)
@@ -105,21 +106,48 @@ class EmulatorHost:
                 continue  # a real device: the hardware bridge reads it, we don't emulate it
             self._add_group(name, fleet, gateway=bool(g and g.gateway))
         if meter:
-            dev = EmulatedDevice("meter/head", "meter", "meter", 1, twin, rating_kva=head_rating_kva(twin.net))
+            # the head meter belongs to no fleet group: meter_emulation (a scenarios.model.Emulation)
+            # sets its identity, noise and refresh; None takes the defaults
+            dev = EmulatedDevice("meter/head", "meter", "meter", 1, twin, rating_kva=head_rating_kva(twin.net),
+                                 emulation=meter_emulation)
             self._add_port([dev], "meter", bus=int(twin.net.ext_grid.bus.iloc[0]))
         # energy accumulators (Wh while p > 0, Wh while p < 0), integrated after each twin step
         self._acc: dict[str, tuple] = {}
         self._pf_devices: set[EmulatedDevice] = set()
+        self._responding: set[EmulatedDevice] = set()  # setpoints still moving toward a target
+        self.v_bus = BusVoltage()  # bus voltages between power flows, as devices measure them
+        self._der_pf = (0.0, 0.0)  # sum of DER P/Q at the last power flow (the meter follows DER)
         for d in self.devices.values():
             key = d.fleet.name if d.fleet is not None else d.device_id
             if key not in self._acc:
                 self._acc[key] = lifetime_energy_wh(d, int(twin.scenario.seed or 0))
             d.acc = self._acc[key]
             d.pf_devices = self._pf_devices
+            d.responding = self._responding
+            d.v_bus = self.v_bus
+            if d.fleet is None:
+                d.head_delta = self.der_since_pf
         self._hooked = False
 
+    def _der_sum(self) -> tuple[float, float]:
+        fl = self.twin.fleets.values()
+        return sum(float(f.p_kw.sum()) for f in fl), sum(float(f.q_kvar.sum()) for f in fl)
+
+    def der_since_pf(self) -> tuple[float, float]:
+        """Change of all DER P/Q (load convention) since the last power flow: the head meter
+        sees it at once (the feeder passes a DER's change to the head, losses aside)."""
+        if self.v_bus.t_cur < 0:
+            return 0.0, 0.0
+        p, q = self._der_sum()
+        return p - self._der_pf[0], q - self._der_pf[1]
+
     def _after_step(self, twin) -> None:
-        """Runs inside the twin step (lock held): energy registers and constant-PF control."""
+        """Runs inside the twin step (lock held): energy registers, constant-PF control, the
+        setpoint response of devices and the bus voltages devices measure between power flows."""
+        g = twin.grid
+        if g.result is not None and g.t_s != self.v_bus.t_cur:  # a power flow just ran
+            self.v_bus.record(g.t_s, g.v_meas_pu)
+            self._der_pf = self._der_sum()
         dt_h = twin.dt_s / 3600.0
         for key, (pos, neg) in self._acc.items():
             if key in twin.fleets:
@@ -135,7 +163,9 @@ class EmulatorHost:
             f, i = d.fleet, d.index
             q_gen = pf_to_q_gen_kvar(-float(f.p_kw[i]), d.pf_target)
             q_lo, q_hi = float(f.q_min_kvar[i]), float(f.q_max_kvar[i])  # load convention
-            f.write("q_set_kvar", i, min(max(-q_gen, q_lo), q_hi))
+            d.command("q_set_kvar", min(max(-q_gen, q_lo), q_hi))
+        for d in list(self._responding):
+            d.respond(twin.dt_s)
         if self.rtu is not None and twin.step_index % twin.pf_every == 0:
             self.rtu.publish()  # a power flow just ran: the RTU reports it, whoever steps the twin
 
@@ -198,7 +228,7 @@ class EmulatorHost:
             for sock in self._held:
                 sock.close()
             self._held.clear()
-            self.rtu = FeederRtu(self.twin, self.lock, host=self.host, port=port)
+            self.rtu = FeederRtu(self.twin, self.lock, host=self.host, port=port, ssl_context=self._rtu_ssl)
             self.rtu.start()
             self.endpoints.append(Endpoint("rtu", "rtu", "rtu", "iec104", self.host, self.rtu.port,
                                            self.rtu.common_address, "feeder_rtu"))

@@ -222,6 +222,15 @@ class Emulation(Strict):
     max_connections: int = Field(0, ge=0, le=1000, description="simultaneous TCP connections a device accepts (0: any)")
     min_request_interval_s: float = Field(0.0, ge=0, le=60,
                                           description="requests closer than this get exception 06 (busy)")
+    noise_p_pct: float = Field(0.1, ge=0, le=5, description="measured W/VAr noise, std in % of the reading "
+                               "(seeded per device and refresh; 0: exact values)")
+    noise_v_pct: float = Field(0.02, ge=0, le=5, description="measured voltage noise, std in % of the reading")
+    noise_hz: float = Field(0.001, ge=0, le=0.5, description="measured frequency noise, std in Hz")
+    p_response_s: float = Field(2.0, ge=0, le=300, description="open-loop response time (IEEE 1547-2018: "
+                                "90 % of a step) of active-power setpoints written by a client: WMaxLimPct, "
+                                "storage charge/discharge rates; 0: immediate")
+    q_response_s: float = Field(2.0, ge=0, le=300, description="open-loop response time of reactive-power "
+                                "setpoints (constant PF, VAr); 0: immediate")
 
 
 class FleetGroup(Strict):

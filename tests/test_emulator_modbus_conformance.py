@@ -8,6 +8,8 @@ import subprocess
 import time
 
 import pytest
+from emulation import exact
+from modbus_raw import Raw, read, write_multi
 
 from device_emulators import EmulatorHost
 from scenarios.model import Scenario
@@ -20,8 +22,8 @@ MBPOLL = shutil.which("mbpoll")
 def rig():
     s = Scenario.model_validate(dict(
         name="conf", start="2026-06-21T11:00:00Z", duration_s=600, seed=4, feeder={"kind": "cigre_lv"},
-        fleet=[{"name": "pv", "kind": "pv", "count": 1, "params": {"p_peak_kw": 40, "s_rated_kva": 40}},
-               {"name": "bat", "kind": "battery", "count": 1, "params": {"p_max_kw": 8, "e_cap_kwh": 20}}],
+        fleet=exact([{"name": "pv", "kind": "pv", "count": 1, "params": {"p_peak_kw": 40, "s_rated_kva": 40}},
+                     {"name": "bat", "kind": "battery", "count": 1, "params": {"p_max_kw": 8, "e_cap_kwh": 20}}]),
         outputs={"report": False}))
     twin = Twin(s)
     host = EmulatorHost(twin, rtu=False, meter=False, idle_timeout_s=3.0)
@@ -29,53 +31,6 @@ def rig():
     host.step(60)
     yield twin, host, eps
     host.stop()
-
-
-class Raw:
-    """Modbus/TCP by hand: MBAP header + PDU."""
-
-    def __init__(self, port, timeout_s=5.0):
-        self.s = socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
-        self.tid = 0
-
-    def adu(self, pdu: bytes, unit: int = 1) -> bytes:
-        self.tid += 1
-        return struct.pack(">HHHB", self.tid, 0, len(pdu) + 1, unit) + pdu
-
-    def recv(self, timeout_s=5.0):
-        """(tid, unit, pdu) or None on timeout; raises ConnectionResetError when closed."""
-        self.s.settimeout(timeout_s)
-        try:
-            head = self._exact(7)
-        except socket.timeout:
-            return None
-        tid, _, length, unit = struct.unpack(">HHHB", head)
-        return tid, unit, self._exact(length - 1)
-
-    def _exact(self, n):
-        b = b""
-        while len(b) < n:
-            c = self.s.recv(n - len(b))
-            if not c:
-                raise ConnectionResetError("closed")
-            b += c
-        return b
-
-    def ask(self, pdu: bytes, unit: int = 1) -> bytes | None:
-        self.s.sendall(self.adu(pdu, unit))
-        r = self.recv()
-        return None if r is None else r[2]
-
-    def close(self):
-        self.s.close()
-
-
-def read(addr, count):
-    return struct.pack(">BHH", 3, addr, count)
-
-
-def write_multi(addr, values):
-    return struct.pack(f">BHHB{len(values)}H", 16, addr, len(values), 2 * len(values), *values)
 
 
 @pytest.fixture
