@@ -1,4 +1,5 @@
-"""`gridtwin controller serve --config X.yaml`: the controller service with its HTTP API."""
+"""`gridtwin controller serve --config X.yaml`: the controller service with its HTTP API;
+`gridtwin controller pki DIR`: a lab CA with server/client certificates for IEC 104 over TLS."""
 
 from __future__ import annotations
 
@@ -11,6 +12,24 @@ def register(sub) -> None:
     s.add_argument("--port", type=int, help="API port (overrides api.port)")
     s.add_argument("-v", "--verbose", action="store_true", help="log each cycle")
     s.set_defaults(func=_serve)
+    k = cs.add_parser("pki", help="write a lab CA and CA-signed server/client certificates (keys mode 0600) "
+                                  "for IEC 104 over TLS on loopback; use your own PKI in the field")
+    k.add_argument("dir", help="folder to write ca.pem, server.pem/.key, client.pem/.key into")
+    k.set_defaults(func=_pki)
+
+
+def _pki(args) -> int:
+    from pathlib import Path
+
+    from controller.security.tls import make_test_pki
+    from gridtwin_cli import UserError
+
+    d = Path(args.dir)
+    if d.exists() and any(d.iterdir()):
+        raise UserError(f"{d}: folder is not empty; give a new or empty folder")
+    for name, path in make_test_pki(d).items():
+        print(f"{name}: {path}")
+    return 0
 
 
 def _serve(args) -> int:

@@ -96,6 +96,17 @@ class DeviceGroup(Strict):
                 for i, (p, u, b) in enumerate(zip(ports, units, buses))]
 
 
+class Iec104Tls(Strict):
+    """IEC 104 over TLS (IEC 62351-3 profile, mutual authentication): the controller's
+    certificate and key (mode 0600) and the CA the RTU's certificate must chain to."""
+
+    cert_file: str
+    key_file: str
+    ca_file: str
+    check_hostname: bool = Field(True, description="the RTU's certificate must name host (or server_name)")
+    server_name: str | None = Field(None, description="name to check instead of host")
+
+
 class Iec104Rtu(Strict):
     """A feeder RTU over IEC 60870-5-104 (one device, id = group, kind 'rtu')."""
 
@@ -104,12 +115,27 @@ class Iec104Rtu(Strict):
     port: int = Field(2404, ge=1, le=65535)
     common_address: int = Field(1, ge=1, le=65534)
     sbo: bool = Field(True, description="select-before-operate for switch commands")
+    sbo_setpoints: bool = Field(False, description="select-before-operate for tap and capacitor setpoints")
+    termination: Literal["sbo", "always", "never"] = Field("sbo", description=(
+        "wait for the activation termination after select-before-operate commands, every command, or never"))
+    command_timeout_s: float = Field(5.0, gt=0, le=60, description="longest wait for each command reply")
     stale_s: float = Field(120.0, gt=0, description="no update within this (wall) time: stale")
     connect_timeout_s: float = Field(5.0, gt=0, le=60)
+    tls: Iec104Tls | None = None
 
-    def row(self) -> dict:
-        return {"device_id": self.group, "group": self.group, "host": self.host, "port": self.port,
-                "unit": self.common_address, "sbo": self.sbo}
+    def row(self, resolve=lambda p: p) -> dict:
+        row = {"device_id": self.group, "group": self.group, "host": self.host, "port": self.port,
+               "unit": self.common_address, "sbo": self.sbo}
+        if self.sbo_setpoints:
+            row["sbo_setpoints"] = True
+        if self.termination != "sbo":
+            row["termination"] = self.termination
+        if self.tls is not None:
+            t = self.tls
+            row["tls"] = {"cert_file": str(resolve(t.cert_file)), "key_file": str(resolve(t.key_file)),
+                          "ca_file": str(resolve(t.ca_file)), "check_hostname": t.check_hostname,
+                          "server_name": t.server_name}
+        return row
 
 
 class ServiceFeeder(Feeder):
@@ -302,6 +328,18 @@ def _check_references(cfg: ServiceConfig, p: Path) -> None:
                 raise ConfigError(f"{p}: openadr.{key}: {cfg.resolve(f)} not found")
         if bool(oa.cert_file) != bool(oa.key_file):
             raise ConfigError(f"{p}: openadr: cert_file and key_file go together")
+    for i, rtu in enumerate(cfg.iec104):
+        for key in ("cert_file", "key_file", "ca_file") if rtu.tls is not None else ():
+            f = cfg.resolve(getattr(rtu.tls, key))
+            if not f.is_file():
+                raise ConfigError(f"{p}: iec104.{i}.tls.{key}: {f} not found")
+        if rtu.tls is not None:
+            from controller.security.keys import SecretError, read_secret_file
+
+            try:
+                read_secret_file(cfg.resolve(rtu.tls.key_file), private=True)
+            except SecretError as e:
+                raise ConfigError(f"{p}: iec104.{i}.tls.key_file: {e}") from None
 
 
 def load_tokens(cfg: ServiceConfig):

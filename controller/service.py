@@ -32,12 +32,15 @@ def make_links(cfg: ServiceConfig, clock) -> dict:
             raise ConfigError(f"{cfg._path}: devices: {e}") from None
         for g in cfg.devices:
             links[g.group] = link
-    for rtu in cfg.iec104:
-        from controller.links.iec104 import Iec104Link
+    for i, rtu in enumerate(cfg.iec104):
+        from controller.links.iec104 import Iec104Link, Iec104LinkError
 
-        links[rtu.group] = Iec104Link.from_endpoints([rtu.row()], clock, stale_s=rtu.stale_s,
-                                                     connect_timeout_s=rtu.connect_timeout_s,
-                                                     backoff_max_s=cfg.link.backoff_max_s)
+        try:
+            links[rtu.group] = Iec104Link.from_endpoints(
+                [rtu.row(cfg.resolve)], clock, stale_s=rtu.stale_s, connect_timeout_s=rtu.connect_timeout_s,
+                command_timeout_ms=int(rtu.command_timeout_s * 1000), backoff_max_s=cfg.link.backoff_max_s)
+        except Iec104LinkError as e:
+            raise ConfigError(f"{cfg._path}: iec104.{i}: {e}") from None
     return links
 
 

@@ -20,6 +20,9 @@ def register(sub) -> None:
     p.add_argument("--port-base", type=int, help="first port (default: free ports)")
     p.add_argument("--duration-s", type=float, help="stop after this much wall time")
     p.add_argument("--no-rtu", action="store_true", help="no IEC 104 feeder RTU")
+    p.add_argument("--rtu-tls-cert", metavar="PEM", help="RTU over TLS (IEC 62351-3): its certificate")
+    p.add_argument("--rtu-tls-key", metavar="PEM", help="... its private key (mode 0600)")
+    p.add_argument("--rtu-tls-ca", metavar="PEM", help="... the CA client certificates must chain to")
     p.set_defaults(func=cmd_emulate)
 
 
@@ -51,6 +54,21 @@ def cmd_fault(args) -> int:
     return 0
 
 
+def _rtu_tls(args, UserError):
+    """The RTU's TLS context from --rtu-tls-cert/key/ca (all three or none), else None."""
+    files = (args.rtu_tls_cert, args.rtu_tls_key, args.rtu_tls_ca)
+    if not any(files):
+        return None
+    if not all(files):
+        raise UserError("--rtu-tls-cert, --rtu-tls-key and --rtu-tls-ca go together")
+    from device_emulators.iec104 import TlsFileError, server_tls_context
+
+    try:
+        return server_tls_context(*files)
+    except TlsFileError as e:
+        raise UserError(str(e)) from None
+
+
 def cmd_emulate(args) -> int:
     if args.scenario == "fault":
         return cmd_fault(args)
@@ -63,9 +81,11 @@ def cmd_emulate(args) -> int:
     from twin.simulation import Twin
 
     s, _ = load_checked(args.scenario)  # everything `gridtwin validate` checks, one line on a mistake
+    rtu_tls = _rtu_tls(args, UserError)
     twin = Twin(s)
     try:
-        host = EmulatorHost(twin, host=args.host, port_base=args.port_base, rtu=not args.no_rtu)
+        host = EmulatorHost(twin, host=args.host, port_base=args.port_base, rtu=not args.no_rtu,
+                            rtu_ssl_context=rtu_tls)
     except ValueError as e:
         raise UserError(str(e)) from None
     rows = host.start()

@@ -192,7 +192,8 @@ class Outstation:
             loop = asyncio.new_event_loop()
             self._loop = loop
             try:
-                self._server = loop.run_until_complete(asyncio.start_server(self._serve, self.host, self.port))
+                self._server = loop.run_until_complete(asyncio.start_server(
+                    self._serve, self.host, self.port, ssl=self._tls(), ssl_handshake_timeout=10.0 if self.ssl_context else None))
                 self.port = self._server.sockets[0].getsockname()[1]
                 loop.create_task(self._cyclic())
             except BaseException as e:  # noqa: BLE001 - reported to start()'s caller
@@ -210,6 +211,29 @@ class Outstation:
             raise TimeoutError(f"IEC 104 outstation {self.host}:{self.port} did not start")
         if err:
             raise err[0]
+
+    def _tls(self) -> ssl.SSLContext | None:
+        """The TLS context, its handshakes reporting refused clients (no certificate, one the CA
+        did not sign, plain TCP) as one log line each: asyncio itself drops them silently."""
+        ctx = self.ssl_context
+        if ctx is None:
+            return None
+        outstation = self
+
+        class Logged(ssl.SSLObject):
+            def do_handshake(self):
+                try:
+                    return super().do_handshake()
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    raise
+                except ssl.SSLError as e:
+                    outstation.tls_refused += 1
+                    log.info("IEC 104 %s:%s: TLS client refused: %s", outstation.host, outstation.port,
+                             e.reason or e)
+                    raise
+
+        ctx.sslobject_class = Logged
+        return ctx
 
     def stop(self) -> None:
         loop, thread = self._loop, self._thread
@@ -264,8 +288,6 @@ class Outstation:
                         c.send(f)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.ssl_context is not None and not await self._tls(writer):
-            return
         c = _Conn(writer)
         self.conns.add(c)
         try:
@@ -288,19 +310,6 @@ class Outstation:
         finally:
             self.conns.discard(c)
             writer.close()
-
-    async def _tls(self, writer: asyncio.StreamWriter) -> bool:
-        """TLS handshake before any IEC 104 traffic; a client that fails it (no certificate, one
-        the CA did not sign, an old protocol) is refused with one log line."""
-        try:
-            await asyncio.wait_for(writer.start_tls(self.ssl_context), 10.0)
-            return True
-        except (ssl.SSLError, OSError, TimeoutError) as e:
-            self.tls_refused += 1
-            log.info("IEC 104 %s:%s: TLS client refused: %s", self.host, self.port,
-                     getattr(e, "reason", None) or e or type(e).__name__)
-            writer.close()
-            return False
 
     async def _frame(self, c: _Conn, apdu: bytes) -> bool:
         """Handle one APDU; False closes the connection (framing or sequence error)."""

@@ -8,6 +8,9 @@ a peer that shares no code with it.
   a CA-signed client certificate; refused without one, with a foreign CA's, or in plain TCP.
 - Iec104Link -> a c104 (lib60870 + mbedtls) TLS server: the client side against an independent
   IEC 104 and TLS stack; a server whose certificate the CA did not sign is refused.
+- The product path: `gridtwin emulate --rtu-tls-*` (EmulatorHost's RTU over a twin) and the
+  controller config's `iec104[].tls` (make_links) speak to each other; loose keys and partial
+  TLS options are one-line errors.
 - Keys readable by others are refused on both ends; c104's own TLS client limitation is pinned.
 """
 
@@ -240,6 +243,60 @@ def test_tls_keys_open_to_others_are_refused_on_both_ends(tmp_path):
     with pytest.raises(Iec104LinkError, match="tls needs key_file"):
         Iec104Link.from_endpoints([{**tls_row(1, loose), "tls": {"cert_file": "c", "ca_file": "a"}}],
                                   SteppedClock(0))
+
+
+def test_emulated_rtu_and_controller_config_over_tls(pki, tmp_path):
+    import argparse
+
+    import yaml
+
+    from controller.config import ConfigError, load_config
+    from controller.service import make_links
+    from device_emulators import EmulatorHost
+    from device_emulators.cli import _rtu_tls
+    from gridtwin_cli import UserError
+    from scenarios.model import Scenario
+    from twin.simulation import Twin
+
+    flags = argparse.Namespace(rtu_tls_cert=str(pki["server_cert"]), rtu_tls_key=str(pki["server_key"]),
+                               rtu_tls_ca=str(pki["ca_cert"]))
+    tw = Twin(Scenario.model_validate(dict(name="tls", start="2026-06-21T11:00:00Z", duration_s=600,
+                                           feeder={"kind": "cigre_mv"}, fleet=[], outputs={"report": False})))
+    host = EmulatorHost(tw, meter=False, rtu_ssl_context=_rtu_tls(flags, UserError))
+    host.start()  # no twin step: its first power flow costs ~20 s of compilation on a busy box
+    cfg_file = tmp_path / "ctl.yaml"
+    tls = {"cert_file": str(pki["client_cert"]), "key_file": str(pki["client_key"]), "ca_file": str(pki["ca_cert"])}
+    cfg_file.write_text(yaml.safe_dump({"iec104": [{"port": host.rtu.port, "tls": tls, "connect_timeout_s": 20}]}))
+    links = make_links(load_config(cfg_file), SteppedClock(0))
+    try:
+        link = links["rtu"]
+        assert link.wait_connected(20)
+        vals = link.read()["rtu"]  # the whole interrogation arrived over TLS; no power flow yet: IV
+        assert sum(k.startswith("v_pu.") for k in vals) == len(tw.net.bus)
+        assert {v.quality for k, v in vals.items() if k.startswith("v_pu.")} == {Quality.INVALID}
+        closed = bool(tw.net.switch.closed.iloc[0])
+        assert link.write("rtu/switch0", "closed", not closed) is True  # select-before-operate over TLS
+        assert bool(tw.net.switch.closed.iloc[0]) is (not closed)
+    finally:
+        for link in links.values():
+            link.close()
+        host.stop()
+    # one-line errors: partial TLS options, a key others may read (emulator flag and controller config)
+    with pytest.raises(UserError, match="go together"):
+        _rtu_tls(argparse.Namespace(rtu_tls_cert="a.pem", rtu_tls_key=None, rtu_tls_ca="c.pem"), UserError)
+    loose = make_test_pki(tmp_path / "loose")
+    os.chmod(loose["server_key"], 0o644)
+    os.chmod(loose["client_key"], 0o604)
+    with pytest.raises(UserError, match="server.key: TLS key is open .* chmod 600"):
+        _rtu_tls(argparse.Namespace(rtu_tls_cert=str(loose["server_cert"]), rtu_tls_key=str(loose["server_key"]),
+                                    rtu_tls_ca=str(loose["ca_cert"])), UserError)
+    cfg_file.write_text(yaml.safe_dump({"iec104": [{"port": 1, "tls": {**tls, "key_file": str(loose["client_key"])}}]}))
+    with pytest.raises(ConfigError, match=r"ctl.yaml: iec104.0.tls.key_file: .*client.key: secret file is "
+                                          r"world-readable"):
+        load_config(cfg_file)
+    cfg_file.write_text(yaml.safe_dump({"iec104": [{"port": 1, "tls": {**tls, "ca_file": "nope.pem"}}]}))
+    with pytest.raises(ConfigError, match=r"iec104.0.tls.ca_file: .*nope.pem not found"):
+        load_config(cfg_file)
 
 
 @pytest.mark.xfail(strict=True, reason="c104 2.2.1 cannot set a TLS hostname; its mbedtls refuses "
