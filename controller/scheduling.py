@@ -42,6 +42,7 @@ FLEX_PAYBACK_FRAC = 0.3  # payback rate, share of p_nom_kw (device default)
 # A flexible load pays its owed energy back as soon as its curtailment ends (not when the plan
 # would like): cut only where the spread pays for discomfort and an early payback, and never
 # leave energy owed at the horizon end (shifted, not shed).
+TCL_DEADBAND_KW, TCL_DEADBAND_FRAC = 0.5, 0.05  # a TCL plan this close to baseline leaves the group alone
 FLEX_DISCOMFORT = 0.08  # EUR/kWh curtailed
 FLEX_OWED_END = 1.0  # EUR/kWh still owed at the horizon end
 
@@ -301,10 +302,13 @@ class FleetScheduler:
                 on = np.any(np.abs(vals - _neutral(kind, k, g)[:, None]) > 1e-3, axis=0)
                 data["setpoints"][gname] = {"setpoint": sp, "values": np.round(vals, 3).tolist(),
                                             "active_steps": steps[on].tolist()}
+        data["tcl_active_steps"] = {}
         for tb in prob.tcls:
             p = sched.p_kw[f"{tb.name}/*"]
             total += p
             data["tcl_p_target_kw"][tb.name] = np.round(p, 3).tolist()
+            dev = np.abs(p - tb.p_base_kw) > np.maximum(TCL_DEADBAND_KW, TCL_DEADBAND_FRAC * tb.p_base_kw)
+            data["tcl_active_steps"][tb.name] = steps[dev].tolist()  # where the plan moves the group
             data["group_p_kw"][tb.name] = np.round(p, 3).tolist()
         data["price_eur_per_mwh"] = np.round(prob.prices_eur_per_mwh, 3).tolist()
         if self.net_load_fn is not None:  # the planned feeder-head P: forecast net load + fleet

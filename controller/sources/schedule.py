@@ -43,6 +43,7 @@ class ScheduleSource:
         self._plugged: frozenset = frozenset()
         self.fallbacks = 0
         self._curtailing: dict[str, bool] = {}  # QUIET group -> the plan curtailed it last cycle
+        self._tcl_driving: set[str] = set()  # TCL groups the plan holds units of
 
     def busy(self, t: float) -> bool:
         """No re-planning while a DR event runs (its baseline is the plan in force)."""
@@ -119,10 +120,17 @@ class ScheduleSource:
                     for j in np.flatnonzero(send)]
         targets = data.get("tcl_p_target_kw", {})
         if targets and self.tcl_free():
+            active = data.get("tcl_active_steps", {})
             for g, series in targets.items():
                 m = self.ctl.tcl.models.get(g)
-                if m is None or not (0 <= k < len(series)) or not m.usable.any():
+                if m is None or not m.usable.any():
                     continue
-                share = np.where(m.usable, float(series[k]) / m.usable.sum(), 0.0)
-                out += m.dispatch(t, share, 0.0, self.name, "schedule")
+                if 0 <= k < len(series) and k in set(active.get(g, range(len(series)))):
+                    share = np.where(m.usable, float(series[k]) / m.usable.sum(), 0.0)
+                    out += m.dispatch(t, share, 0.0, self.name, "schedule")
+                    self._tcl_driving.add(g)
+                elif g in self._tcl_driving:  # the plan is back at baseline: hand the units back
+                    out += m.release_capped(self.ctl.tcl.baseline(g), self.name, "schedule released")
+                    if not m.held.any():
+                        self._tcl_driving.discard(g)
         return out
