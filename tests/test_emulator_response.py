@@ -135,8 +135,9 @@ def test_voltages_move_every_step_and_the_meter_follows_der(rig):
 
 def test_setpoints_follow_the_open_loop_response_time(rig):
     """IEEE 1547-2018 open-loop response time: 90 % of a step in OLRT. pvr (OLRT 4 s): a
-    WMaxLimPct step 60 -> 20 % of 40 kVA seen in 701 W; bat (default 2 s): a 704 WSet step to
-    4 kW discharge seen in 701 W. Not at once, 90 % at OLRT, exactly the target later."""
+    WMaxLimPct step 60 -> 20 % of 40 kVA seen in 701 W, then a VAr step (default 2 s) in 701 Var;
+    bat (default 2 s): a 704 WSet step to 4 kW discharge seen in 701 W. Not at once, 90 % at
+    OLRT, exactly the target later."""
     twin, host, eps = rig
     pv = twin.fleets["pvr"]
     c = Raw(eps["pvr/0"]["port"])
@@ -156,6 +157,16 @@ def test_setpoints_follow_the_open_loop_response_time(rig):
         assert 0.3 < frac[1] < 0.6, frac
         assert frac[4] == pytest.approx(0.9, abs=0.02), frac
         assert pv.p_limit_pct[0] == 20.0 and frac[20] == pytest.approx(1.0, abs=0.002)
+        # reactive power (q_response_s, default 2 s): 123 VArWMaxPct 10 % of 40 kVA = 4 kvar injected
+        write(c, addr(host, "pvr/0", "123.VArWMaxPct"), [100])  # SF -1: 10.0 %
+        write(c, addr(host, "pvr/0", "123.VArPct_Ena"), [1])  # VArPct_Mod 1: % of WMax
+        t0 = twin.t_s
+        var = {}
+        for k in (1, 2, 10):
+            host.step(t0 + k)
+            var[k] = value(c, host, "pvr/0", "701.Var", "701.Var_SF") / 4000
+        assert 0.5 < var[1] < 0.8 and var[2] == pytest.approx(0.9, abs=0.02), var
+        assert var[10] == pytest.approx(1.0, abs=0.005)
     finally:
         c.close()
     c = Raw(eps["bat/0"]["port"])
