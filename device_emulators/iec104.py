@@ -139,12 +139,16 @@ class _Conn:
         self.unacked_in = 0  # received I-frames not yet confirmed by us
         self.queue: list[bytes] = []  # ASDUs waiting for the k window
         self.selected: dict[int, tuple[float, bytes]] = {}  # ioa -> (deadline, select ASDU)
+        self.sent_at: list[float] = []  # send times of our I frames the client has not acknowledged
+        self.last_rx = time.monotonic()  # t3: idle since
+        self.testfr_at: float | None = None  # our TESTFR act waiting for its confirmation (t1)
 
     def _i_frame(self, body: bytes) -> bytes:
         f = bytes([0x68, len(body) + 4, (self.ns << 1) & 0xFF, (self.ns >> 7) & 0xFF,
                    (self.nr << 1) & 0xFF, (self.nr >> 7) & 0xFF]) + body
         self.ns = (self.ns + 1) % 32768
         self.unacked_in = 0
+        self.sent_at.append(time.monotonic())
         return f
 
     def send(self, body: bytes) -> None:
@@ -167,7 +171,8 @@ class Outstation:
     """IEC 104 outstation with one station (common address `ca`), on its own asyncio thread."""
 
     def __init__(self, host: str, port: int, ca: int = 1, cycle_s: float = 10.0, select_timeout_s: float = 5.0,
-                 t2_s: float = 1.0, confirm_delay_s: float = 0.05, ssl_context: ssl.SSLContext | None = None):
+                 t2_s: float = 1.0, confirm_delay_s: float = 0.05, ssl_context: ssl.SSLContext | None = None,
+                 t1_s: float = 15.0, t3_s: float = 20.0):
         self.host, self.port, self.ca = host, port, ca
         self.ssl_context = ssl_context
         self.tls_refused = 0  # connections whose TLS handshake failed
@@ -175,6 +180,9 @@ class Outstation:
         # c104 <= 2.2.2 clients working (they lose a confirmation that arrives before they wait)
         self.confirm_delay_s = confirm_delay_s
         self.cycle_s, self.select_timeout_s, self.t2_s = cycle_s, select_timeout_s, t2_s
+        # t1: an I frame or TESTFR of ours unconfirmed this long closes the link (a client that
+        # stops acknowledging cannot make the send queue grow without end); t3: TESTFR when idle
+        self.t1_s, self.t3_s = t1_s, t3_s
         self.points: dict[int, MonitorPoint] = {}
         self.commands: dict[int, CommandPoint] = {}
         self.conns: set[_Conn] = set()
@@ -293,15 +301,17 @@ class Outstation:
         try:
             while True:
                 try:
-                    head = await asyncio.wait_for(reader.readexactly(2), self.t2_s if c.unacked_in else None)
-                except asyncio.TimeoutError:
-                    c.ack()  # t2: confirm what we received without waiting for w frames
+                    head = await asyncio.wait_for(reader.readexactly(2), self._wait_s(c))
+                except TimeoutError:
+                    if not self._timers(c):
+                        return
                     continue
                 if head[0] != 0x68 or not 4 <= head[1] <= 253:
                     log.info("IEC 104: bad APDU start %s, closing", head.hex())
                     return
                 apdu = await reader.readexactly(head[1])
                 self.frames_in += 1
+                c.last_rx = time.monotonic()
                 if not await self._frame(c, apdu):
                     return
                 await writer.drain()
@@ -310,6 +320,33 @@ class Outstation:
         finally:
             self.conns.discard(c)
             writer.close()
+
+    def _wait_s(self, c: _Conn) -> float:
+        """How long the next read may wait before a timer (t1, t2, t3) is due."""
+        now = time.monotonic()
+        due = [c.last_rx + self.t3_s if c.testfr_at is None else c.testfr_at + self.t1_s]
+        if c.unacked_in:
+            due.append(now + self.t2_s)
+        if c.sent_at:
+            due.append(c.sent_at[0] + self.t1_s)
+        return max(0.01, min(due) - now)
+
+    def _timers(self, c: _Conn) -> bool:
+        """t2: acknowledge received I frames; t3: TESTFR act when idle; t1: our I frames or
+        TESTFR unconfirmed -> False (close the link, as IEC 60870-5-104 5.2 says)."""
+        now = time.monotonic()
+        if c.sent_at and now - c.sent_at[0] >= self.t1_s:
+            log.info("IEC 104: t1 expired, %d I frames unacknowledged, closing", len(c.sent_at))
+            return False
+        if c.testfr_at is not None and now - c.testfr_at >= self.t1_s:
+            log.info("IEC 104: t1 expired, no TESTFR confirmation, closing")
+            return False
+        if c.unacked_in:
+            c.ack()  # t2: confirm what we received without waiting for w frames
+        if c.testfr_at is None and now - c.last_rx >= self.t3_s:
+            c.testfr_at = now
+            c.u(TESTFR_ACT)
+        return True
 
     async def _frame(self, c: _Conn, apdu: bytes) -> bool:
         """Handle one APDU; False closes the connection (framing or sequence error)."""
@@ -323,7 +360,8 @@ class Outstation:
                 return False
             c.nr = (c.nr + 1) % 32768
             c.unacked_in += 1
-            self._acked(c, apdu)
+            if not self._acked(c, apdu):
+                return False
             await self._asdu(c, apdu[4:])
             if c.unacked_in >= c.W:
                 c.ack()
@@ -333,8 +371,7 @@ class Outstation:
         if c1 & 0x03 == 0x01:  # S format
             if apdu[1] != 0:
                 return False
-            self._acked(c, apdu)
-            return True
+            return self._acked(c, apdu)
         if apdu[1:] != b"\0\0\0" or c1 not in (STARTDT_ACT, STOPDT_ACT, TESTFR_ACT, TESTFR_CON):
             return False  # U format: exactly one function bit, the rest zero
         if c1 == STARTDT_ACT:
@@ -345,12 +382,23 @@ class Outstation:
             c.u(STOPDT_CON)
         elif c1 == TESTFR_ACT:
             c.u(TESTFR_CON)
+        elif c1 == TESTFR_CON:
+            c.testfr_at = None
         return True
 
     @staticmethod
-    def _acked(c: _Conn, apdu: bytes) -> None:
-        c.acked = (apdu[2] >> 1) | (apdu[3] << 7)
+    def _acked(c: _Conn, apdu: bytes) -> bool:
+        """The client's N(R): frames up to it are confirmed. One acknowledging frames we never
+        sent (or going backwards) is a sequence error: False closes the link."""
+        nr = (apdu[2] >> 1) | (apdu[3] << 7)
+        left = (c.ns - nr) % 32768  # our frames still unconfirmed after this
+        if left > len(c.sent_at):
+            log.info("IEC 104: N(R) %d acknowledges frames never sent (N(S) %d), closing", nr, c.ns)
+            return False
+        del c.sent_at[:len(c.sent_at) - left]
+        c.acked = nr
         c.flush()
+        return True
 
     async def _asdu(self, c: _Conn, raw: bytes) -> None:
         if self.confirm_delay_s:

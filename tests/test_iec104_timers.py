@@ -1,0 +1,104 @@
+"""IEC 60870-5-104 link-layer timers and acknowledgement checks of the emulators' outstation,
+seen from a raw socket (no IEC 104 library): t1 closes a link whose client stops acknowledging
+I frames (before: the send queue grew for ever on a held connection) or leaves a TESTFR
+unanswered; t3 sends TESTFR act on an idle link; an N(R) acknowledging frames never sent is a
+sequence error that closes the link. Short timers (t1 1 s, t3 0.5 s) keep the test fast; every
+wait is generous so a busy machine only makes it slower."""
+
+import socket
+import time
+
+import pytest
+from iec104_raw import Raw104, interrogation
+
+from device_emulators.iec104 import M_ME_NC_1, MonitorPoint, Outstation
+
+STARTDT_ACT, STARTDT_CON, TESTFR_ACT, TESTFR_CON = 0x07, 0x0B, 0x43, 0x83
+
+
+def make(**timers) -> Outstation:
+    os_ = Outstation("127.0.0.1", 0, cycle_s=3600, **timers)
+    os_.points = {1000 + k: MonitorPoint(1000 + k, M_ME_NC_1, 1.0 + k / 1000) for k in range(200)}
+    os_.start()
+    return os_
+
+
+@pytest.fixture()
+def outstation():
+    os_ = make(t1_s=1.0, t3_s=0.5)
+    yield os_
+    os_.stop()
+
+
+def closed_within(sock: socket.socket, timeout_s: float, answer_testfr: bool = False) -> bool:
+    """Read (never acknowledging I frames) until the outstation closes the link or time is up."""
+    deadline = time.monotonic() + timeout_s
+    buf = b""
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            return False
+        except ConnectionResetError:
+            return True
+        if not chunk:
+            return True
+        buf += chunk
+        if answer_testfr and bytes([0x68, 4, TESTFR_ACT, 0, 0, 0]) in buf:
+            buf = buf.replace(bytes([0x68, 4, TESTFR_ACT, 0, 0, 0]), b"")
+            sock.sendall(bytes([0x68, 4, TESTFR_CON, 0, 0, 0]))
+    return False
+
+
+def started(port: int) -> Raw104:
+    c = Raw104(port)
+    c.startdt()
+    return c
+
+
+def test_t1_closes_a_client_that_stops_acknowledging(outstation):
+    c = started(outstation.port)
+    try:
+        c.send(interrogation())  # ~20 ASDUs: the k window (12) fills, nothing is acknowledged
+        assert closed_within(c.sock, 20.0, answer_testfr=True)
+        assert not outstation.conns
+    finally:
+        c.close()
+
+
+def test_t3_testfr_when_idle_and_t1_when_it_goes_unanswered(outstation):
+    alive, dead = started(outstation.port), started(outstation.port)
+    try:
+        # the idle link gets TESTFR act; answered, the link stays up (three rounds)
+        for _ in range(3):
+            kind, code = alive.recv(10.0)
+            assert (kind, code) == ("U", TESTFR_ACT)
+            alive.u(TESTFR_CON)
+        alive.u(TESTFR_ACT)  # and it still answers us
+        assert alive.recv(10.0) == ("U", TESTFR_CON)
+        # the link that never answers its TESTFR is closed after t1
+        assert closed_within(dead.sock, 20.0)
+    finally:
+        alive.close()
+        dead.close()
+
+
+def test_acknowledging_frames_never_sent_closes_the_link(outstation):
+    c = started(outstation.port)
+    try:
+        c.raw(bytes([0x68, 4, 1, 0, 5 << 1, 0]))  # S frame: N(R) 5, nothing was sent yet
+        assert closed_within(c.sock, 10.0)
+    finally:
+        c.close()
+    # a well-behaved client acknowledging as frames arrive is served the whole interrogation
+    # through the k window (default timers: this raw client does not answer TESTFR)
+    plain = make()
+    ok = started(plain.port)
+    try:
+        ok.send(interrogation())
+        got = ok.asdus(quiet_s=2.0)
+        assert sum(len(a.objects) for a in got if a.type_id == M_ME_NC_1) == 200
+    finally:
+        ok.close()
+        plain.stop()
