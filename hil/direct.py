@@ -75,6 +75,8 @@ class TwinPort:
         tel = f.telemetry()
         if f.KIND == "tcl":
             tel = {**tel, "t_out_c": np.full(f.n, self.twin.weather.t_out_c(self.twin.t_s))}
+        if f.KIND == "ev" and "departure_s" in tel:  # a smart charger's departure as epoch seconds
+            tel = {**tel, "departure_t": self.twin.scenario.start.timestamp() + tel["departure_s"]}
         return tel
 
     def read(self) -> dict:
@@ -109,8 +111,6 @@ class Attached:
         k["writes"] = self.link.writes
         k["writes_refused"] = self.link.refused
         gate_report = getattr(c.gate, "last_report", None)
-        if f.KIND == "ev" and "departure_s" in tel:  # a smart charger's departure as epoch seconds
-            tel = {**tel, "departure_t": self.twin.scenario.start.timestamp() + tel["departure_s"]}
         if gate_report:
             k["gate_last_latency_ms"] = round(float(gate_report.get("latency_ms", 0.0)), 3)
         sched = getattr(c.scheduler, "last_stats", None)
