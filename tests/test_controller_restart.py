@@ -3,56 +3,15 @@ no half-written cycle), numbering continues, and the active DR event (with the d
 metered), the schedule and an emergency shed are resumed from the historian."""
 
 import json
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import yaml
 from controller_devices import DeviceServers, SunSpecBattery
+from controller_service import OP, start, stop, wait
 from ports import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
-OP = {"Authorization": "Bearer op-secret"}
-
-
-def _start(cfg: Path, port: int, log):
-    env = dict(os.environ, GRIDTWIN_API_TOKENS="op-secret:olga:operator")
-    p = subprocess.Popen([sys.executable, "-m", "gridtwin_cli", "controller", "serve", "--config",
-                          str(cfg)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(300):
-        if p.poll() is not None:
-            raise RuntimeError(f"controller exited with {p.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/whoami", headers=OP, timeout=1).status_code == 200:
-                return p
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    p.kill()
-    raise RuntimeError("controller API did not come up in 30 s")
-
-
-def _stop(p) -> None:
-    if p.poll() is None:
-        p.terminate()
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-
-
-def _wait(pred, timeout_s=30.0):
-    end = time.time() + timeout_s
-    while time.time() < end:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def _db(path):
@@ -72,12 +31,12 @@ def test_kill9_restart_resumes_dr_event_and_schedule(tmp_path):
                                           "periods": [[0, 12, 40], [12, 24, 200]]}}))
     base = f"http://127.0.0.1:{port}"
     log = open(tmp_path / "controller.log", "wb")
-    p = _start(cfg, port, log)
+    p = start(cfg, port, log)
     try:
         r = httpx.post(f"{base}/api/dr/events", headers=OP, timeout=5,
                        json={"id": "dr1", "start_t": time.time(), "duration_s": 3600, "reduction_kw": 12})
         assert r.status_code == 201
-        assert _wait(lambda: _db(hist).execute("SELECT COUNT(*) FROM cycles").fetchone()[0] >= 12
+        assert wait(lambda: _db(hist).execute("SELECT COUNT(*) FROM cycles").fetchone()[0] >= 12
                      and _db(hist).execute("SELECT status FROM dr_events").fetchone()[0] == "active")
         sched = httpx.get(f"{base}/api/schedule", headers=OP, timeout=5).json()
         assert sched and sched["data"]["setpoints"]["bat"]["setpoint"] == "p_set_kw"
@@ -98,12 +57,12 @@ def test_kill9_restart_resumes_dr_event_and_schedule(tmp_path):
         n_perf = _db(hist).execute("SELECT COUNT(*) FROM dr_performance WHERE event_id='dr1'").fetchone()[0]
         assert n_perf >= 2
 
-        p = _start(cfg, port, log)
+        p = start(cfg, port, log)
         evs = httpx.get(f"{base}/api/dr/events", headers=OP, timeout=5).json()
         assert [(e["id"], e["status"]) for e in evs] == [("dr1", "active")]
         assert evs[0]["cycles"] >= n_perf  # DR performance goes on from the historian, not from 0
         assert httpx.get(f"{base}/api/schedule", headers=OP, timeout=5).json()["t0"] == sched["t0"]
-        assert _wait(lambda: _db(hist).execute(
+        assert wait(lambda: _db(hist).execute(
             "SELECT COUNT(*) FROM setpoints WHERE cycle > ? AND source='dr'", (last,)).fetchone()[0] >= 2)
         db = _db(hist)
         ns2 = [r[0] for r in db.execute("SELECT n FROM cycles ORDER BY n")]
@@ -112,10 +71,10 @@ def test_kill9_restart_resumes_dr_event_and_schedule(tmp_path):
             "SELECT data FROM events WHERE kind='controller_resumed'")]
         assert resumed and resumed[-1]["dr_events"] == ["dr1"] and resumed[-1]["cycle"] == last
         # the DR reduction is being delivered again: batteries discharge after the restart
-        assert _wait(lambda: sum(d.setpoint_kw() for d in srv.devices) < -11.0, 10)
+        assert wait(lambda: sum(d.setpoint_kw() for d in srv.devices) < -11.0, 10)
         db.close()
     finally:
-        _stop(p)
+        stop(p)
         log.close()
         srv.close()
 
@@ -132,25 +91,25 @@ def test_kill9_after_shed_resumes_the_emergency_and_restore_releases(tmp_path):
         "emergency": {"restore_spread_s": 1.0}}))
     base = f"http://127.0.0.1:{port}"
     log = open(tmp_path / "controller.log", "wb")
-    p = _start(cfg, port, log)
+    p = start(cfg, port, log)
     try:
-        assert _wait(lambda: _db(hist).execute("SELECT COUNT(*) FROM cycles").fetchone()[0] >= 3)
+        assert wait(lambda: _db(hist).execute("SELECT COUNT(*) FROM cycles").fetchone()[0] >= 3)
         assert httpx.post(f"{base}/api/emergency/shed", headers=OP, json={"reason": "test"},
                           timeout=10).status_code == 200
-        assert _wait(lambda: all(d.setpoint_kw() <= -9.9 for d in srv.devices), 10)
+        assert wait(lambda: all(d.setpoint_kw() <= -9.9 for d in srv.devices), 10)
         p.send_signal(signal.SIGKILL)
         p.wait(10)
 
-        p = _start(cfg, port, log)
+        p = start(cfg, port, log)
         em = httpx.get(f"{base}/api/fleet", headers=OP, timeout=5).json()["emergency"]
         assert em is not None and em["plan"]["commands"] == 2 and em["shed_kw"] > 19.0
         assert all(d.setpoint_kw() <= -9.9 for d in srv.devices)  # the field is still shed
         assert httpx.post(f"{base}/api/emergency/restore", headers=OP, timeout=10).status_code == 200
         # the staged restore (batteries at its end, 1 s here) releases what the dead process shed
-        assert _wait(lambda: all(abs(d.setpoint_kw()) < 1e-6 for d in srv.devices), 15)
-        assert _wait(lambda: _db(hist).execute(
+        assert wait(lambda: all(abs(d.setpoint_kw()) < 1e-6 for d in srv.devices), 15)
+        assert wait(lambda: _db(hist).execute(
             "SELECT COUNT(*) FROM events WHERE kind='emergency_restored'").fetchone()[0] == 1, 10)
     finally:
-        _stop(p)
+        stop(p)
         log.close()
         srv.close()

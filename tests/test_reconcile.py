@@ -7,11 +7,9 @@ historian (it knows nothing of that emergency) reads back what the devices hold,
 which the operator ends with the ordinary restore. With `reconcile: release` the setpoints an
 independent client (mbpoll) left in the devices are sent back to neutral at start."""
 
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,14 +18,13 @@ import httpx
 import numpy as np
 import pytest
 import yaml
+from controller_service import OP, start, stop, wait
 from ports import free_port
 
 from device_emulators import EmulatorHost
 from scenarios.model import Scenario
 from twin.simulation import Twin
 
-ROOT = Path(__file__).resolve().parent.parent
-OP = {"Authorization": "Bearer op-secret"}
 MBPOLL = shutil.which("mbpoll")
 
 
@@ -79,42 +76,6 @@ def _config(tmp: Path, eps, name: str, **extra) -> tuple[Path, int]:
     return cfg, port
 
 
-def _start(cfg: Path, port: int, log):
-    env = dict(os.environ, GRIDTWIN_API_TOKENS="op-secret:olga:operator")
-    p = subprocess.Popen([sys.executable, "-m", "gridtwin_cli", "controller", "serve", "--config", str(cfg)],
-                         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(600):
-        if p.poll() is not None:
-            raise RuntimeError(f"controller exited with {p.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/whoami", headers=OP, timeout=2).status_code == 200:
-                return p
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    p.kill()
-    raise RuntimeError("controller API did not come up in 60 s")
-
-
-def _stop(p) -> None:
-    if p.poll() is None:
-        p.terminate()
-        try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(10)
-
-
-def _wait(pred, timeout_s=30.0) -> bool:
-    end = time.time() + timeout_s
-    while time.time() < end:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def _get(port, path):
     return httpx.get(f"http://127.0.0.1:{port}{path}", headers=OP, timeout=10).json()
 
@@ -135,13 +96,13 @@ def test_shed_left_by_a_killed_controller_is_adopted_then_restored(field, tmp_pa
     tw, host, eps = field
     log = open(tmp_path / "controller.log", "wb")
     cfg_a, port_a = _config(tmp_path, eps, "a")
-    p = _start(cfg_a, port_a, log)
+    p = start(cfg_a, port_a, log)
     try:
-        assert _wait(lambda: _get(port_a, "/api/fleet").get("margin", {}).get("battery_kw", 0) > 19.0)
+        assert wait(lambda: _get(port_a, "/api/fleet").get("margin", {}).get("battery_kw", 0) > 19.0)
         r = httpx.post(f"http://127.0.0.1:{port_a}/api/emergency/shed", headers=OP, json={"reason": "test"},
                        timeout=20)
         assert r.status_code == 200
-        assert _wait(lambda: _shed(tw), 20), "the field was not shed"
+        assert wait(lambda: _shed(tw), 20), "the field was not shed"
         p.send_signal(signal.SIGKILL)
         p.wait(10)
         assert _shed(tw)  # nobody released it
@@ -155,7 +116,7 @@ def test_shed_left_by_a_killed_controller_is_adopted_then_restored(field, tmp_pa
 
         # a controller on a fresh historian: nothing there says the field is shed
         cfg_b, port_b = _config(tmp_path, eps, "b")
-        p = _start(cfg_b, port_b, log)
+        p = start(cfg_b, port_b, log)
         em = _get(port_b, "/api/fleet")["emergency"]
         assert em is not None and em["adopted"] is True and em["by"] == "reconcile"
         assert em["plan"]["commands"] == len(left)  # each held setpoint, as it is held
@@ -168,10 +129,10 @@ def test_shed_left_by_a_killed_controller_is_adopted_then_restored(field, tmp_pa
         assert _shed(tw)
         assert httpx.post(f"http://127.0.0.1:{port_b}/api/emergency/restore", headers=OP,
                           timeout=20).status_code == 200
-        assert _wait(lambda: _neutral(tw), 20), "the restore did not release the adopted shed"
+        assert wait(lambda: _neutral(tw), 20), "the restore did not release the adopted shed"
         assert _get(port_b, "/api/fleet")["emergency"] is None
     finally:
-        _stop(p)
+        stop(p)
         log.close()
 
 
@@ -190,19 +151,23 @@ def test_release_sends_held_setpoints_back_to_neutral(field, tmp_path):
     mb("ev/0", 1004, 0)  # EV cap 0 kW
     mb("flex/0", 3002, 1000)  # flex load 100 % curtailed
     mb("acs/1", 2004, 65535)  # TCL unit forced off (-1)
-    assert _wait(lambda: tw.fleets["ev"].p_max_set_kw[0] < 0.05 and tw.fleets["acs"].force[1] == -1, 10)
-    log = open(tmp_path / "controller.log", "wb")
-    cfg, port = _config(tmp_path, eps, "c", reconcile="release")
-    p = _start(cfg, port, log)
+    assert wait(lambda: tw.fleets["ev"].p_max_set_kw[0] < 0.05 and tw.fleets["acs"].force[1] == -1, 10)
+    from controller.config import load_config
+    from controller.service import build_controller
+
+    cfg, _ = _config(tmp_path, eps, "c", reconcile="release")
+    ctl = build_controller(load_config(cfg))  # the service's controller, in-process (WallClock)
     try:
-        assert _wait(lambda: _neutral(tw), 20), "release did not bring the field back to neutral"
-        assert _get(port, "/api/fleet")["emergency"] is None
-        alarms = {a["device_id"]: a for a in _get(port, "/api/alarms?active=true") if a["kind"] == "field_mismatch"}
+        assert wait(lambda: ctl.cycle() is not None and _neutral(tw), 20), \
+            "release did not bring the field back to neutral"
+        assert ctl.emergency is None
+        alarms = {a["device_id"]: a for a in ctl.hist.alarms(active_only=True) if a["kind"] == "field_mismatch"}
         assert set(alarms) == {"ev/0", "flex/0", "acs/1"}
         assert "force held -1" in alarms["acs/1"]["message"] and "release" in alarms["acs/1"]["message"]
     finally:
-        _stop(p)
-        log.close()
+        for link in {id(lk): lk for lk in ctl.links.values()}.values():
+            link.close()
+        ctl.hist.close()
 
 
 def test_reconcile_setting_is_checked(tmp_path):
@@ -236,7 +201,7 @@ def test_link_capabilities_and_reactive_setpoint_over_sunspec(field):
         assert caps["bat"] == {"p_set_kw"} and caps["ev"] == {"p_max_set_kw"}
         assert link.write("pv/0", "q_set_kvar", 4.0)  # absorb 4 kvar (load convention)
         assert link.read_setpoints()["pv/0"]["q_set_kvar"] == pytest.approx(4.0)
-        assert _wait(lambda: abs(tw.fleets["pv"].q_set_kvar[0] - 4.0) < 0.1, 20), tw.fleets["pv"].q_set_kvar
+        assert wait(lambda: abs(tw.fleets["pv"].q_set_kvar[0] - 4.0) < 0.1, 20), tw.fleets["pv"].q_set_kvar
         assert not link.write("bat/0", "q_set_kvar", 2.0)
         assert link.write("pv/0", "p_limit_pct", 60.0)
         assert link.read_setpoints()["pv/0"]["p_limit_pct"] == pytest.approx(60.0)
