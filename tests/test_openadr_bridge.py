@@ -10,7 +10,6 @@ import pytest
 from openadr_vtn import wait_for
 from ports import free_port
 
-from controller.dr.openadr_ven import OpenAdrVen
 from controller.dr.ven_bridge import VenBridge
 from controller.historian import Historian
 from hil.direct import attach_controller
@@ -49,7 +48,7 @@ def world(tmp_path):
     ctl = attach_controller(tw, historian=hist).controller
     tw.run_until(180)  # a few cycles: the margin is known (4 x 10 kW batteries)
     bridge = VenBridge(ctl, "http://127.0.0.1:1/x")
-    ven = OpenAdrVen(bridge.mgr, bridge.vtn_url, decide=bridge.decide)  # offline: handle_event only
+    ven = bridge.make_ven()  # offline: handle_event only
     return tw, ctl, bridge, ven, tmp_path
 
 
@@ -86,18 +85,18 @@ def test_restart_matches_the_repeated_vtn_event(world):
     t1 = START + timedelta(minutes=10)
     ven.handle_event(event("A", 25.0, t1))
     tw.run_until(15 * 60)  # A is active
-    # a restarted service: controller resumes A from the historian, bridge restores it
+    # a restarted service: the controller resumes A from the historian; the VEN sees it there
     tw2 = twin()
     ctl2 = attach_controller(tw2, historian=Historian(tmp_path / "h.sqlite", "NORMAL")).controller
     assert ctl2.dr["oadr:A"].status == "active"
     bridge2 = VenBridge(ctl2, "http://127.0.0.1:1/x")
-    ven2 = OpenAdrVen(bridge2.mgr, bridge2.vtn_url, decide=bridge2.decide)
+    ven2 = bridge2.make_ven()
     # the VTN repeats it after the restart, before the first cycle (margin still 0): answer kept
     assert ctl2.margin()["margin_kw"] == 0.0
     assert ven2.handle_event(event("A", 25.0, t1)) == "optIn"
     assert not ctl2.hist.alarms(active_only=True) or all(
         al["kind"] != "openadr_event_refused" for al in ctl2.hist.alarms(active_only=True))
-    assert ctl2.dr["oadr:A"].reduction_kw == 25.0 and bridge2.mgr.get("oadr:A").status == "active"
+    assert ctl2.dr["oadr:A"].reduction_kw == 25.0 and ctl2.dr["oadr:A"].status == "active"
     # an event that ended before the restart, repeated by the VTN, is not dispatched again
     ven2.handle_event(event("OLD", 5.0, START - timedelta(hours=1)))
     assert "oadr:OLD" not in ctl2.dr

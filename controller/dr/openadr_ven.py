@@ -1,16 +1,24 @@
 """The controller as an OpenADR 2.0b VEN (openleadr 0.5.36): registers with a VTN, turns the
-events it receives (EiEvent) into DrEvents in the DrManager, answers optIn/optOut, and
+events it receives (EiEvent) into the controller's own DR events, answers optIn/optOut, and
 offers a TELEMETRY_USAGE report (delivered reduction, kW) the VTN may request.
 
-Interface used by the controller runtime:
-    ven = OpenAdrVen(manager, vtn_url="http://127.0.0.1:8080/OpenADR2/Simple/2.0b",
-                     ven_name="gridtwin-vpp", headroom_kw=lambda: alloc.total_headroom_kw,
+There is one DR event model (controller/sources/dr.py `DrState`); the VEN creates and changes
+events only through the controller's DR method set, never fields:
+    program.add_dr_event(id, start_t, duration_s, reduction_kw, groups, source="openadr", opt=...)
+    program.modify_dr_event(id, start_t=..., end_t=..., reduction_kw=..., groups=..., opt=...)
+    program.cancel_dr_event(id);  program.set_opt(id, "in" | "out")
+    program.dr -> {id: DrState}; program.clock.now()
+`program` is the Controller. What the VEN keeps for itself is protocol state only: the
+mapping of event intervals to ids; a modification is what differs from the held event.
+
+    ven = OpenAdrVen(ctl, vtn_url="http://127.0.0.1:8080/OpenADR2/Simple/2.0b",
+                     ven_name="gridtwin-vpp", headroom_kw=lambda: ctl.margin()["margin_kw"],
                      telemetry_kw=lambda: last_delivered_kw)
     ven.start(timeout_s=10)   # background thread with its own asyncio loop; waits for registration
     ...
     ven.stop(timeout_s=5)
 
-Event mapping (one DrEvent per event interval, id "oadr:<event_id>" or "oadr:<event_id>:<i>"):
+Event mapping (one DR event per event interval, id "oadr:<event_id>" or "oadr:<event_id>:<i>"):
 - LOAD_DISPATCH with signal_type 'delta' or 'setpoint': |payload| kW of reduction;
   x-loadControlCapacity: payload is a fraction of `contracted_kw` to shed.
 - SIMPLE/LOAD_CONTROL 'level' 0..3: `level_kw[level]` (default 1/3, 2/3, 3/3 of contracted_kw);
@@ -19,7 +27,8 @@ Event mapping (one DrEvent per event interval, id "oadr:<event_id>" or "oadr:<ev
 - event_status 'cancelled' cancels; a new modification_number modifies.
 Opt decision: optIn when the summed reduction fits `headroom_kw()` (or when no headroom
 function is given), else optOut; `decide` may replace this policy. The VTN sees the opt via
-oadrCreatedEvent. Everything the VEN does is also recorded through DrManager.on_change.
+oadrCreatedEvent. An event interval already over is not created; one the controller refuses
+(e.g. an unknown group) is reported through `on_refused(event_id, error)`.
 """
 
 from __future__ import annotations
@@ -31,8 +40,6 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
-from controller.dr.events import DrError, DrManager
-
 log = logging.getLogger(__name__)
 
 
@@ -40,19 +47,25 @@ class VenError(RuntimeError):
     """The VEN could not start or register (one line, names the VTN URL)."""
 
 
+class DrError(ValueError):
+    """An OpenADR event the VEN cannot translate into a load-reduction request (one line)."""
+
+
 def _seconds(d) -> float:
     return d.total_seconds() if isinstance(d, timedelta) else float(d or 0.0)
 
 
 class OpenAdrVen:
-    def __init__(self, manager: DrManager, vtn_url: str, ven_name: str = "gridtwin-vpp",
+    def __init__(self, program, vtn_url: str, ven_name: str = "gridtwin-vpp",
                  ven_id: str | None = None, contracted_kw: float = 100.0,
                  level_kw: dict[int, float] | None = None,
                  headroom_kw: Callable[[], float] | None = None,
                  telemetry_kw: Callable[[], float] | None = None,
                  decide: Callable[[list[dict], dict], str] | None = None,
-                 report_sampling_s: float = 10.0, client_options: dict | None = None):
-        self.manager = manager
+                 report_sampling_s: float = 10.0, client_options: dict | None = None,
+                 on_refused: Callable[[str, Exception], None] | None = None):
+        self.program = program
+        self.on_refused = on_refused
         self.vtn_url = vtn_url
         self.ven_name = ven_name
         self.ven_id = ven_id
@@ -74,7 +87,8 @@ class OpenAdrVen:
 
     # -- event translation (pure; tested without a VTN too) -------------------------------
     def translate(self, event: dict) -> list[dict]:
-        """DrManager.create kwargs for each interval of an OpenADR event dict."""
+        """One request per interval of an OpenADR event dict: id, start_t, end_t, reduction_kw,
+        groups (the targets' resource ids; None: every group)."""
         desc = event["event_descriptor"]
         eid = desc["event_id"]
         signals = event.get("event_signals") or []
@@ -96,9 +110,7 @@ class OpenAdrVen:
                 t = st + dur
                 if kw > 0 and dur > 0:
                     out.append({"start_t": st, "end_t": st + dur, "reduction_kw": kw, "groups": groups,
-                                    "source": "openadr", "created_by": f"vtn:{eid}",
-                                    "id": f"oadr:{eid}" if len(ivs) == 1 else f"oadr:{eid}:{i}",
-                                    "note": f"{sig['signal_name']}/{sig['signal_type']}"})
+                                "id": f"oadr:{eid}" if len(ivs) == 1 else f"oadr:{eid}:{i}"})
             break  # the first signal carries the request; others (price etc.) are informative
         return out
 
@@ -113,16 +125,15 @@ class OpenAdrVen:
         raise DrError(f"openadr: signal {name}/{stype} is not a load-reduction request")
 
     def handle_event(self, event: dict) -> str:
-        """Apply one OpenADR event to the manager; returns 'optIn' or 'optOut'."""
+        """Apply one OpenADR event to the controller's DR program; returns 'optIn' or 'optOut'."""
         desc = event["event_descriptor"]
         eid, status = desc["event_id"], desc.get("event_status")
-        mod = int(desc.get("modification_number") or 0)
-        mine = [e for e in self.manager.list() if e.id == f"oadr:{eid}" or
-                e.id.startswith(f"oadr:{eid}:")]
+        prog = self.program
+        mine = [e for e in list(prog.dr.values()) if e.id == f"oadr:{eid}" or e.id.startswith(f"oadr:{eid}:")]
         if status == "cancelled":
             for e in mine:
                 if e.status not in ("completed", "cancelled"):
-                    self.manager.cancel(e.id, by=f"vtn:{eid}")
+                    prog.cancel_dr_event(e.id)
             return "optIn"
         try:
             specs = self.translate(event)
@@ -136,21 +147,38 @@ class OpenAdrVen:
             room = None if self.headroom_kw is None else float(self.headroom_kw())
             opt = "optIn" if room is None or max((s["reduction_kw"] for s in specs),
                                                   default=0.0) <= room + 1e-9 else "optOut"
-        known = {e.id: e for e in mine}
+        o = "in" if opt == "optIn" else "out"
         for s in specs:
-            ev = known.get(s["id"])
-            if ev is None:
-                self.manager.create(**s, opt="in" if opt == "optIn" else "out")
-            else:
-                if ev.modification != mod and ev.status in ("pending", "active"):
-                    self.manager.modify(ev.id, by=f"vtn:{eid}", start_t=s["start_t"],
-                                        end_t=s["end_t"], reduction_kw=s["reduction_kw"],
-                                        groups=s["groups"], modification=mod)
-                self.manager.opt(ev.id, "in" if opt == "optIn" else "out", by=f"vtn:{eid}")
+            self._apply(s, o)
         log.info("openadr: event %s (%d interval(s), %.1f kW max) -> %s", eid, len(specs),
                  max((s["reduction_kw"] for s in specs), default=0.0), opt)
         self.responses.append((eid, opt))
         return opt
+
+    def _apply(self, s: dict, opt: str) -> None:
+        """Create, modify (the VTN's modification: size, window or targets differ from the held
+        event; a running event keeps its start and devices) or re-opt one interval's event."""
+        prog, eid = self.program, s["id"]
+        cur = prog.dr.get(eid)
+        try:
+            if cur is None:
+                if s["end_t"] <= prog.clock.now():
+                    log.info("openadr: event %s is over; not created", eid)
+                    return
+                prog.add_dr_event(eid, s["start_t"], s["end_t"] - s["start_t"], s["reduction_kw"],
+                                  s["groups"], source="openadr", opt=opt)
+            elif cur.status in ("pending", "active") and _differs(cur, s):
+                changes = {"reduction_kw": s["reduction_kw"], "end_t": s["end_t"], "opt": opt}
+                if cur.status == "pending":
+                    changes.update(start_t=s["start_t"], groups=s["groups"])
+                prog.modify_dr_event(eid, **changes)
+            elif cur.opt != opt and cur.status in ("pending", "active"):
+                prog.set_opt(eid, opt)
+        except (ValueError, KeyError) as err:  # e.g. a group or a window the controller refuses
+            self.errors.append(f"event {eid}: {err}")
+            log.warning("openadr: event %s not taken: %s", eid, err)
+            if self.on_refused is not None:
+                self.on_refused(eid, err)
 
     # -- asyncio side ---------------------------------------------------------------------
     async def _on_event(self, event):
@@ -242,3 +270,9 @@ class OpenAdrVen:
             loop.call_soon_threadsafe(loop.stop)
         th.join(timeout_s)
         self._thread = None
+
+
+def _differs(ev, s: dict) -> bool:
+    """The VTN's interval asks for something other than the held event."""
+    return (abs(ev.reduction_kw - s["reduction_kw"]) > 1e-9 or abs(ev.end_t - s["end_t"]) > 1e-6
+            or (ev.status == "pending" and (abs(ev.start_t - s["start_t"]) > 1e-6 or ev.groups != s["groups"])))

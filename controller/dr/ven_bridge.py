@@ -1,9 +1,10 @@
 """The OpenADR VEN wired into a running Controller (what `gridtwin controller serve` starts
 when its config has an `openadr:` section).
 
-The VEN (controller/dr/openadr_ven.py) keeps the VTN's events in a DrManager; every change it
-makes there is mirrored into the Controller's own DR events (`Controller.add_dr_event`,
-source "openadr"; cancel; opt; modification), which the cycle dispatches. The opt decision
+The VEN (controller/dr/openadr_ven.py) creates and changes the Controller's own DR events
+through its DR method set (`add_dr_event` with source "openadr", `modify_dr_event`,
+`cancel_dr_event`, `set_opt`), which the cycle dispatches; an event the controller refuses
+raises the alarm `openadr_event_refused`. The opt decision
 uses the controller's reduction margin (`Controller.margin()`) less what overlapping opted-in
 events already claim. A supervisor thread registers (retrying), polls on `poll_s`, and raises
 the alarm `openadr_down` while registration fails or the VTN stays silent for `down_after_s`;
@@ -16,8 +17,7 @@ import logging
 import threading
 import time
 
-from controller.dr.events import DrError, DrManager
-from controller.dr.openadr_ven import OpenAdrVen, VenError
+from controller.dr.openadr_ven import DrError, OpenAdrVen, VenError
 
 log = logging.getLogger("controller.openadr")
 
@@ -36,8 +36,6 @@ class VenBridge:
         self.start_timeout_s = start_timeout_s
         self.contracted_kw, self.report_sampling_s = contracted_kw, report_sampling_s
         self.client_options = client_options or {}
-        self.mgr = DrManager(on_change=self._on_change)
-        self.mgr.restore([_as_manager_dict(e) for e in ctl.dr.values() if e.source == "openadr"])
         self.ven: OpenAdrVen | None = None
         self.decisions: list[dict] = []  # (event, requested, room, opt): what was answered and why
         self._thread: threading.Thread | None = None
@@ -77,31 +75,16 @@ class VenBridge:
                            margin_kw=round(margin, 3))
         return opt
 
-    # --- DrManager -> Controller -------------------------------------------------------------
-    def _on_change(self, d: dict, action: str) -> None:
-        ctl = self.ctl
-        eid = d["id"]
-        try:
-            if action in ("created", "modified"):
-                with ctl.lock:
-                    cur = ctl.dr.get(eid)
-                    if cur is None and (d["end_t"] <= ctl.clock.now() or any(
-                            r["id"] == eid for r in ctl.hist.dr_events(("completed", "cancelled")))):
-                        log.info("openadr: event %s is over or already settled here; ignored", eid)
-                        return
-                    if cur is None or cur.status == "pending":
-                        ctl.add_dr_event(eid, d["start_t"], d["end_t"] - d["start_t"], d["reduction_kw"],
-                                         d["groups"], source="openadr", opt=d["opt"])
-                    elif cur.status == "active":  # modification of a running event
-                        ctl.modify_dr_event(eid, reduction_kw=d["reduction_kw"], end_t=d["end_t"],
-                                            opt=d["opt"])
-            elif action == "cancelled":
-                ctl.cancel_dr_event(eid)
-            elif action == "opted":
-                ctl.set_opt(eid, d["opt"])
-        except (ValueError, KeyError) as e:  # e.g. a window the controller refuses
-            log.warning("openadr: event %s (%s) not taken: %s", eid, action, e)
-            ctl.hist.raise_alarm(ctl.clock.now(), REFUSED, None, f"{eid}: {e}"[:300])
+    def refused(self, event_id: str, err: Exception) -> None:
+        """An event the controller would not take (unknown group, bad window): alarm."""
+        self.ctl.hist.raise_alarm(self.ctl.clock.now(), REFUSED, None, f"{event_id}: {err}"[:300])
+
+    def make_ven(self) -> OpenAdrVen:
+        """The VEN on this controller with the bridge's opt policy, telemetry and alarms."""
+        return OpenAdrVen(self.ctl, self.vtn_url, ven_name=self.ven_name, ven_id=self.ven_id,
+                          contracted_kw=self.contracted_kw, decide=self.decide,
+                          telemetry_kw=self.delivered_kw, report_sampling_s=self.report_sampling_s,
+                          client_options=self.client_options, on_refused=self.refused)
 
     def delivered_kw(self) -> float:
         """Last metered delivery of the active OpenADR events (the VEN's telemetry report)."""
@@ -135,11 +118,7 @@ class VenBridge:
             self._stop.wait(0.1)
         while not self._stop.is_set():
             if self.ven is None or not self.ven.registered:
-                ven = OpenAdrVen(self.mgr, self.vtn_url, ven_name=self.ven_name, ven_id=self.ven_id,
-                                 contracted_kw=self.contracted_kw, decide=self.decide,
-                                 telemetry_kw=self.delivered_kw,
-                                 report_sampling_s=self.report_sampling_s,
-                                 client_options=self.client_options)
+                ven = self.make_ven()
                 try:
                     ven.start(timeout_s=self.start_timeout_s)
                 except VenError as e:
@@ -183,8 +162,3 @@ def _same(e, spec: dict) -> bool:
             and abs(e.reduction_kw - spec["reduction_kw"]) < 1e-9 and abs(e.start_t - spec["start_t"]) < 1e-6
             and abs(e.end_t - spec["end_t"]) < 1e-6 and e.groups == spec["groups"])
 
-
-def _as_manager_dict(e) -> dict:
-    """A Controller DrState as a DrManager event (so VTN repeats after a restart match)."""
-    return {"id": e.id, "start_t": e.start_t, "end_t": e.end_t, "reduction_kw": e.reduction_kw,
-            "groups": e.groups, "source": "openadr", "status": e.status, "opt": e.opt}

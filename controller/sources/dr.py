@@ -21,6 +21,7 @@ from controller.commands import Command
 from controller.kinds import DR_ALL, KINDS, allocate, delivered_kw
 
 log = logging.getLogger("controller.dr")
+KEEP = object()  # modify(): leave the groups as they are (None means every group)
 
 
 @dataclass
@@ -86,21 +87,33 @@ class DrProgram:
         return ev
 
     def modify(self, event_id: str, reduction_kw: float | None = None, end_t: float | None = None,
-               opt: str | None = None) -> DrState:
-        """Change a pending or running event (an OpenADR modification, an API edit)."""
+               opt: str | None = None, start_t: float | None = None, groups=KEEP) -> DrState:
+        """Change a pending or running event (an OpenADR modification, an API edit); the start
+        and the groups only while it is pending (a running event keeps its devices)."""
         ctl = self.ctl
         with ctl.lock:
             ev = self.events.get(event_id)
             if ev is None or ev.status in ("completed", "cancelled"):
                 raise ValueError(f"dr event {event_id!r}: nothing to modify")
+            if (start_t is not None and start_t != ev.start_t) or (groups is not KEEP and groups != ev.groups):
+                if ev.status != "pending":
+                    raise ValueError(f"dr event {event_id!r}: start and groups of a running event cannot change")
+            unknown = [g for g in (groups if groups is not KEEP else None) or [] if g not in ctl.state.groups]
+            if unknown:
+                raise ValueError(f"dr event {event_id!r}: unknown group {unknown[0]!r}")
+            if reduction_kw is not None and not reduction_kw > 0:
+                raise ValueError(f"dr event {event_id!r}: reduction_kw must be > 0")
+            if opt is not None and opt not in ("in", "out"):
+                raise ValueError(f"dr event {event_id!r}: opt must be 'in' or 'out', not {opt!r}")
+            start = ev.start_t if start_t is None else float(start_t)
+            end = ev.end_t if end_t is None else float(end_t)
+            if not end > start:
+                raise ValueError(f"dr event {event_id!r}: end must be after the start")
             if reduction_kw is not None:
-                if not reduction_kw > 0:
-                    raise ValueError(f"dr event {event_id!r}: reduction_kw must be > 0")
                 ev.reduction_kw = float(reduction_kw)
-            if end_t is not None:
-                if not end_t > ev.start_t:
-                    raise ValueError(f"dr event {event_id!r}: end must be after the start")
-                ev.duration_s = float(end_t - ev.start_t)
+            ev.start_t, ev.duration_s = start, end - start
+            if groups is not KEEP:
+                ev.groups = None if groups is None else list(groups)
             if opt is not None:
                 ev.opt = opt
             ctl.hist.upsert_dr_event(ev.as_row(), ctl.clock.now())
