@@ -5,8 +5,11 @@ Two layers, as in practice:
   or battery sets Q from its own terminal voltage, no communication needed;
 - a coordinated optimal reactive dispatch (`optimal_reactive_dispatch`): an LP (HiGHS) on the
   Jacobian sensitivities that finds the least total |Q| putting every bus in band, confirmed
-  by an AC power flow; if Q cannot do it, one OLTC step on a feeder-head transformer with a
-  tap changer is proposed as a Command("rtu/trafo<idx>", "tap_pos", ...) for the IEC 104 RTU.
+  by an AC power flow;
+- when Q cannot do it, one step of a capacitor bank or an OLTC (`step_command`), sent through
+  the feeder RTU as Command("<rtu>/cap<k>", "step", n) or Command("<rtu>/trafo<k>", "tap_pos", n):
+  the step that leaves the least band violation in an AC power flow, never one that pushes the
+  other side of the band out (no hunting), capacitors before taps on a tie.
 All commands still go through the SafetyGate. Load sign convention: +q_kvar absorbs.
 """
 
@@ -18,9 +21,9 @@ import numpy as np
 
 from controller.commands import Command
 from controller.kinds import KINDS
+from controller.safety.gate import step_range
 from controller.safety.lp import solve_lp
 from controller.safety.state import GridSnapshot
-from grid_models.contingency import head_trafos
 from grid_models.sensitivity import linearize
 
 Q_KINDS = tuple(k for k, v in KINDS.items() if v.q_setpoint in v.setpoints)  # reactive-capable
@@ -70,8 +73,9 @@ class VarDispatch:
     v_after_pu: np.ndarray  # AC power flow with the reactive commands (and no tap change)
     in_band: bool
     q_total_kvar: float
-    tap_command: Command | None = None
     notes: list[str] = field(default_factory=list)
+    p_kw: np.ndarray | None = None  # per-slot loads of the operating point (what-if runs)
+    q_kvar: np.ndarray | None = None
 
 
 def optimal_reactive_dispatch(gate, st: GridSnapshot, limits, margin_pu: float = 0.003,
@@ -148,36 +152,64 @@ def optimal_reactive_dispatch(gate, st: GridSnapshot, limits, margin_pu: float =
     in_band = bool(res.converged and _ok(res, limits))
     cmds = [Command(st.device_ids[r], "q_set_kvar", float(q_new[r]), "volt_var", "optimal reactive dispatch")
             for r in rows if abs(q_new[r] - q_cur[r]) > 1e-6]
-    tap = None if in_band else tap_step_command(gate.net, res.v_pu, limits)
-    return VarDispatch(cmds, res0.v_pu, res.v_pu, in_band, float(np.abs(q_new[rows]).sum()), tap, notes)
+    return VarDispatch(cmds, res0.v_pu, res.v_pu, in_band, float(np.abs(q_new[rows]).sum()), notes, p, q)
 
 
-def tap_step_command(net, v_pu: np.ndarray, limits) -> Command | None:
-    """One OLTC step on a feeder-head transformer toward the band, or None (no tap changer,
-    at the end of its range, or the band violated on both sides)."""
-    high = np.nanmax(v_pu) > limits.v_max_pu
-    low = np.nanmin(v_pu) < limits.v_min_pu
-    if high == low:
-        return None
-    for t in head_trafos(net):
-        tr = net.trafo.loc[t]
-        if not _has_tap_changer(tr):
+def step_candidates(net, rtu: str = "rtu") -> list[tuple[str, str, float, bool]]:
+    """(device_id, setpoint, value, is_capacitor) for one step either way of every capacitor
+    bank and tap changer of the model, within its range (positions as the model holds them:
+    the gate keeps them at what the RTU reports)."""
+    out = []
+    for table, setpoint, prefix, column in (("shunt", "step", "cap", "step"), ("trafo", "tap_pos", "trafo", "tap_pos")):
+        tab = net[table]
+        for k, idx in enumerate(tab.index):
+            rng = step_range(net, table, idx)
+            if rng is None or not bool(tab.at[idx, "in_service"]):
+                continue
+            now = float(tab.at[idx, column])
+            if not np.isfinite(now):
+                continue
+            for new in (now - 1, now + 1):
+                if rng[0] <= new <= rng[1]:
+                    out.append((f"{rtu}/{prefix}{k}", setpoint, new, table == "shunt"))
+    return out
+
+
+def band_excess_pu(v_pu: np.ndarray, limits, margin_pu: float = 0.0) -> tuple[float, float]:
+    """(worst pu above v_max - margin, worst pu below v_min + margin) over the buses; 0: none."""
+    v = np.asarray(v_pu, float)
+    return (max(float(np.nanmax(v)) - (limits.v_max_pu - margin_pu), 0.0),
+            max((limits.v_min_pu + margin_pu) - float(np.nanmin(v)), 0.0))
+
+
+def step_command(gate, p_kw, q_kvar, v_pu: np.ndarray, limits, rtu: str = "rtu",
+                 margin_pu: float = 0.003, exclude=()) -> tuple[Command | None, dict]:
+    """One capacitor or tap step toward the band (`margin_pu` inside it), each candidate tried
+    in an AC power flow on the per-slot loads p_kw, q_kvar: a step that puts every bus back is
+    preferred (a capacitor before a tap), else the one leaving the worst bus closest to the band. A step that
+    would bring the other side of the band within `margin_pu` is never taken (it would be
+    stepped back: hunting). (None, {}) when the band holds, nothing helps or the feeder has
+    neither; the dict gives the voltages the step should leave. Elements named in `exclude`
+    (device ids: stepped too recently) are not tried."""
+    hi0, lo0 = band_excess_pu(v_pu, limits, margin_pu)
+    if hi0 + lo0 <= 0.0 or (hi0 > 0 and lo0 > 0):  # in band, or out on both sides: no step helps
+        return None, {}
+    best = None
+    for dev, sp, value, cap in step_candidates(gate.net, rtu):
+        if dev in exclude:
             continue
-        # a higher tap position on the HV winding lowers the LV voltage (and the reverse on LV)
-        lower_v = 1 if str(tr.get("tap_side", "hv")) == "hv" else -1
-        step = lower_v if high else -lower_v
-        new = int(tr.tap_pos) + step
-        if tr.tap_min <= new <= tr.tap_max:
-            return Command(f"rtu/trafo{t}", "tap_pos", float(new), "volt_var",
-                           "over-voltage" if high else "under-voltage")
-    return None
-
-
-def _has_tap_changer(tr) -> bool:
-    """pandapower 3.x ignores tap_pos unless tap_changer_type is set (SimBench leaves it None)."""
-    kind = tr.get("tap_changer_type", None)
-    return (isinstance(kind, str) and bool(kind)
-            and np.isfinite(tr.get("tap_step_percent", np.nan)) and np.isfinite(tr.get("tap_pos", np.nan)))
+        res = gate.what_if_step(dev, sp, value, p_kw, q_kvar)
+        if not res.converged:
+            continue
+        hi, lo = band_excess_pu(res.v_pu, limits, margin_pu)
+        if (hi0 > 0 and lo > 0) or (lo0 > 0 and hi > 0) or hi + lo >= hi0 + lo0 - 1e-6:
+            continue
+        key = (hi + lo > 1e-9, round(hi + lo, 6), not cap)
+        if best is None or key < best[0]:
+            best = (key, Command(dev, sp, float(value), "volt_var", "over-voltage" if hi0 > 0 else "under-voltage"),
+                    {"v_min_pu": round(float(np.nanmin(res.v_pu)), 4), "v_max_pu": round(float(np.nanmax(res.v_pu)), 4),
+                     "excess_pu": round(hi + lo, 5)})
+    return (None, {}) if best is None else (best[1], best[2])
 
 
 def _ok(res, limits) -> bool:

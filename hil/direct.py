@@ -17,6 +17,7 @@ from controller.clock import SteppedClock
 from controller.core import Controller
 from controller.kinds import kind
 from controller.links.direct import DirectLink
+from device_emulators.rtu import has_tap_changer
 
 RTU = "rtu"
 METER = "meter"  # the feeder-head revenue meter (what the emulators serve as meter/head)
@@ -26,7 +27,10 @@ class TwinPort:
     """The duck-typed port DirectLink reads and writes (no twin import in controller/).
     Besides the fleets it offers the feeder RTU's measurements as one 'rtu' device, with
     the same quantity names the IEC 104 link uses (v_pu.<k>, line_loading_pct.<k>, ...), and
-    the feeder-head meter as one 'meter' device (p_kw, q_kvar: import positive).
+    the feeder-head meter as one 'meter' device (p_kw, q_kvar: import positive). Like the IEC 104
+    RTU it reports tap_pos.<k> (transformers with a tap changer) and cap_step.<k> (shunts) and
+    takes the step commands 'rtu/trafo<k>' tap_pos and 'rtu/cap<k>' step (k: position in the
+    net's table; a whole number within the element's range, else refused).
     TCL groups report the tcl gateway map's quantities (p_kw, on, t_in_c, t_offset_c, force,
     as ModbusLink reads them) plus t_set_c and the outdoor temperature t_out_c the thermostat
     shows (the controller's identification needs it)."""
@@ -55,7 +59,37 @@ class TwinPort:
         out.update({f"line_loading_pct.{k}": [v] for k, v in enumerate(r.line_loading_pct)})
         out.update({f"trafo_loading_pct.{k}": [v] for k, v in enumerate(r.trafo_loading_pct)})
         out["head_p_kw"], out["head_q_kvar"] = [r.p_head_kw], [r.q_head_kvar]
+        for k, (el, col) in self._steps().items():
+            out[k] = [float(self.twin.net[el[0]].at[el[1], col])]
         return out
+
+    def _steps(self) -> dict:
+        """{quantity: ((table, index), column)} of the RTU's tap changers and capacitor steps."""
+        net = self.twin.net
+        out = {}
+        for k, idx in enumerate(net.trafo.index):
+            if has_tap_changer(net, idx) and np.isfinite(net.trafo.at[idx, "tap_pos"]):  # as the RTU has them
+                out[f"tap_pos.{k}"] = (("trafo", idx), "tap_pos")
+        for k, idx in enumerate(net.shunt.index):
+            out[f"cap_step.{k}"] = (("shunt", idx), "step")
+        return out
+
+    def _rtu_write(self, setpoint: str, element, value: float) -> None:
+        name = {"tap_pos": "tap_pos", "step": "cap_step"}.get(setpoint)
+        prefix = {"tap_pos": "trafo", "step": "cap"}.get(setpoint)
+        el = str(element)
+        if name is None or not el.startswith(prefix) or not el[len(prefix):].isdigit():
+            raise ValueError(f"the in-process rtu takes no {setpoint!r} for {el!r}")
+        (table, idx), col = self._steps().get(f"{name}.{el[len(prefix):]}", ((None, None), None))
+        if table is None:
+            raise ValueError(f"rtu: no {el}")
+        row = self.twin.net[table].loc[idx]
+        lo, hi = (0.0, float(row.max_step)) if table == "shunt" else (float(row.tap_min), float(row.tap_max))
+        if not (np.isfinite(value) and value == int(value) and lo <= value <= hi):
+            raise ValueError(f"rtu: {el} {setpoint}={value} outside {lo:g}..{hi:g}")
+        self.twin.net[table].at[idx, col] = int(value)
+        self.twin.pf.invalidate()
+        self.twin.events.log(self.twin.t_s, "rtu_command", point=f"{el}.{setpoint}", value=value)
 
     def meter_values(self) -> dict[str, np.ndarray]:
         """Head import now: the last power flow's head power moved by how much the fleets'
@@ -87,7 +121,9 @@ class TwinPort:
         return {**{name: f.available for name, f in self.fleets.items()}, RTU: np.ones(1, bool),
                 METER: np.ones(1, bool)}
 
-    def write(self, group: str, setpoint: str, index: int, value: float) -> None:
+    def write(self, group: str, setpoint: str, index, value: float) -> None:
+        if group == RTU and not isinstance(index, int):
+            return self._rtu_write(setpoint, index, value)
         if group in (RTU, METER):
             raise ValueError(f"the in-process {group} view takes no commands")
         f = self.fleets[group]

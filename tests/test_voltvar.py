@@ -9,7 +9,7 @@ import pandapower as pp
 import pytest
 
 from controller.safety import GridSnapshot, SafetyGate
-from controller.voltvar import VoltVarCurve, optimal_reactive_dispatch, volt_var_commands
+from controller.voltvar import VoltVarCurve, optimal_reactive_dispatch, step_command, volt_var_commands
 from grid_models.feeders import build_feeder
 from scenarios.model import Limits
 
@@ -63,7 +63,7 @@ def test_optimal_dispatch_restores_band(mv):
     v0 = pandapower_check(mv, snap, {})
     assert v0.max() > 1.08
     d = optimal_reactive_dispatch(gate, snap, LIM)
-    assert d.in_band and d.tap_command is None
+    assert d.in_band
     assert all(c.setpoint == "q_set_kvar" for c in d.commands)
     assert sum(c.value for c in d.commands) > 0  # net absorption pulls the voltage down
     v1 = pandapower_check(mv, snap, {c.device_id: c.value for c in d.commands})
@@ -96,9 +96,10 @@ def test_tap_step_when_vars_run_out(mv):
     gate = SafetyGate(mv, LIM)
     d = optimal_reactive_dispatch(gate, snap, LIM)
     assert not d.in_band
-    tap = d.tap_command
-    assert tap is not None and tap.device_id in ("rtu/trafo0", "rtu/trafo1") and tap.setpoint == "tap_pos"
-    t = int(tap.device_id.removeprefix("rtu/trafo"))
+    tap, expect = step_command(gate, d.p_kw, d.q_kvar, d.v_before_pu, LIM)
+    assert tap is not None and expect["v_max_pu"] < d.v_before_pu.max() - 0.005  # an AC power flow says so
+    assert tap.device_id in ("rtu/trafo0", "rtu/trafo1") and tap.setpoint == "tap_pos"
+    t = mv.trafo.index[int(tap.device_id.removeprefix("rtu/trafo"))]
     net = copy.deepcopy(mv)
     v_before = pandapower_check(net, snap, {})
     net.trafo.at[t, "tap_pos"] = tap.value

@@ -91,8 +91,8 @@ class DirectLink(DeviceLink):
 
     def write(self, device_id: str, setpoint: str, value: float) -> bool:
         g, _, i = device_id.rpartition("/")
-        try:
-            self.port.write(g, setpoint, int(i), float(value))
+        try:  # an element of a telemetry device ('rtu/trafo0', 'rtu/cap0'): the port decides
+            self.port.write(g, setpoint, int(i) if i.isdigit() else i, float(value))
         except ValueError:
             self.refused += 1
             return False

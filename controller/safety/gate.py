@@ -15,6 +15,7 @@ Every decision carries machine-readable reasons, e.g. "v_high:bus7", "line_overl
 from __future__ import annotations
 
 import copy
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -30,7 +31,37 @@ from grid_models.lean_flow import FlowResult, LeanFlow
 from grid_models.power_flow import PowerFlow
 from grid_models.sensitivity import NetModel, linearize
 
-TAP = "tap_pos"
+TAP = "tap_pos"  # OLTC position of '<rtu>/trafo<k>'
+CAP = "step"  # capacitor (shunt) step of '<rtu>/cap<k>'
+STEPS = {TAP: ("trafo", "tap_pos", "trafo"), CAP: ("shunt", "step", "cap")}  # setpoint: table, column, id
+_STEP_ID = re.compile(r"/(trafo|cap)(\d+)$")
+
+
+def step_element(net, device_id: str, setpoint: str) -> tuple[str, int, str] | None:
+    """(table, index label, column) that an RTU step command moves: '<rtu>/trafo<k>' tap_pos or
+    '<rtu>/cap<k>' step, k the element's position in the net's table (as the RTU numbers its
+    points); None when it names no such element."""
+    m = _STEP_ID.search(device_id)
+    if setpoint not in STEPS or m is None:
+        return None
+    table, column, prefix = STEPS[setpoint]
+    k = int(m.group(2))
+    tab = net[table]
+    if m.group(1) != prefix or k >= len(tab):
+        return None
+    return table, tab.index[k], column
+
+
+def step_range(net, table: str, idx) -> tuple[float, float] | None:
+    """Allowed positions of a tap changer or capacitor bank; None when it has none that acts
+    (pandapower 3.x ignores tap_pos without tap_changer_type; SimBench leaves it None)."""
+    row = net[table].loc[idx]
+    if table == "shunt":
+        return 0.0, float(row.get("max_step", 1))
+    kind = row.get("tap_changer_type", None)
+    if not (isinstance(kind, str) and kind) or not np.isfinite(row.get("tap_step_percent", np.nan)):
+        return None
+    return float(row.tap_min), float(row.tap_max)
 
 
 @dataclass
@@ -106,10 +137,10 @@ class SafetyGate:
             for i in rows["idx"]:
                 decisions[i] = Decision(commands[i], "rejected", None, ["state_not_converged"])
             rows["idx"] = []
-        taps = [i for i in rows["idx"] if commands[i].setpoint == TAP]
-        if taps:
-            self._gate_taps(commands, taps, rows, decisions, base, report)
-            rows = {k: [v for i, v in zip(rows["idx"], rows[k]) if commands[i].setpoint != TAP]
+        steps = [i for i in rows["idx"] if commands[i].setpoint in STEPS]
+        if steps:
+            self._gate_steps(commands, steps, decisions, base, report)
+            rows = {k: [v for i, v in zip(rows["idx"], rows[k]) if commands[i].setpoint not in STEPS]
                     for k in rows}
         if rows["idx"]:
             self._gate_grid(commands, state, rows, decisions, now, report)
@@ -141,8 +172,8 @@ class SafetyGate:
             if last[(c.device_id, c.setpoint)] != i:
                 decisions[i] = Decision(c, "rejected", None, ["superseded"])
                 continue
-            if c.setpoint == TAP:
-                r = self._tap_validate(c)
+            if c.setpoint in STEPS:
+                r = self._step_validate(c)
                 if r:
                     decisions[i] = Decision(c, "rejected", None, [r])
                     continue
@@ -458,64 +489,69 @@ class SafetyGate:
                 binding[j] = (kind, int(idx[k]), 0.0)
         return d
 
-    # --- transformer taps (OLTC via the RTU) -------------------------------------------------
-    def _tap_trafo(self, device_id: str) -> int | None:
-        if not device_id.startswith("rtu/trafo"):
-            return None
-        try:
-            t = int(device_id[len("rtu/trafo"):])
-        except ValueError:
-            return None
-        return t if t in self.net.trafo.index else None
-
-    def _tap_validate(self, c: Command) -> str:
-        t = self._tap_trafo(c.device_id)
-        if t is None:
+    # --- transformer taps and capacitor steps (via the RTU) ------------------------------------
+    def _step_validate(self, c: Command) -> str:
+        el = step_element(self.net, c.device_id, c.setpoint)
+        if el is None:
             return "unknown_device"
-        tr = self.net.trafo.loc[t]
-        kind = tr.get("tap_changer_type", None)
-        if not (isinstance(kind, str) and kind) or not np.isfinite(tr.get("tap_step_percent", np.nan)):
-            return "unknown_setpoint"  # pandapower 3.x ignores tap_pos without tap_changer_type
+        table, idx, column = el
+        rng = step_range(self.net, table, idx)
+        if rng is None:
+            return "unknown_setpoint"
         try:
             v = float(c.value)
         except (TypeError, ValueError):
             return "invalid_value"
-        if not np.isfinite(v) or v != round(v) or not (tr.tap_min <= v <= tr.tap_max):
+        if not np.isfinite(v) or v != round(v) or not (rng[0] <= v <= rng[1]):
             return "device_limit"
-        if abs(v - tr.tap_pos) > 1:
-            return "ramp_limit"
+        if abs(v - self.net[table].at[idx, column]) > 1:
+            return "ramp_limit"  # one step at a time
         return ""
 
     def _tap_key(self):
         return self._tap_version
 
     def _apply_taps(self, st: GridSnapshot):
+        """Tap positions and capacitor steps as the RTU reports them into the gate's model."""
         changed = False
-        for t, pos in st.trafo_tap_pos.items():
-            if t in self.net.trafo.index and self.net.trafo.at[t, "tap_pos"] != pos:
-                self.net.trafo.at[t, "tap_pos"] = pos
-                changed = True
+        for table, column, reported in (("trafo", "tap_pos", st.trafo_tap_pos), ("shunt", "step", st.shunt_step)):
+            tab = self.net[table]
+            for t, pos in reported.items():
+                if t in tab.index and np.isfinite(pos) and tab.at[t, column] != pos:
+                    tab.at[t, column] = pos
+                    changed = True
         if changed:
             self.pf.invalidate()
             self.fast = None
             self._sens = None
             self._tap_version += 1
 
-    def _gate_taps(self, commands, taps, rows, decisions, base, report):
-        """Try each tap step alone on the base state; keep it when it worsens nothing."""
+    def what_if_step(self, device_id: str, setpoint: str, value: float, p, q) -> FlowResult:
+        """AC power flow with one tap/capacitor step applied to per-slot loads p, q; the model
+        is restored (and rebuilt) afterwards."""
+        table, idx, column = step_element(self.net, device_id, setpoint)
+        tab = self.net[table]
+        old = tab.at[idx, column]
+        tab.at[idx, column] = value
+        self.pf.invalidate()
+        try:
+            res = self._rebuild(p, q)
+        finally:
+            tab.at[idx, column] = old
+            self.pf.invalidate()
+            self._rebuild(p, q)
+        return res
+
+    def _gate_steps(self, commands, steps, decisions, base, report):
+        """Try each tap/capacitor step alone on the base state; keep it when it worsens nothing.
+        The other commands are checked on the reported positions: a step acts in a later cycle,
+        once the RTU reports it."""
         res0 = base["res"]
-        for i in taps:
+        for i in steps:
             c = commands[i]
-            t = self._tap_trafo(c.device_id)
-            old = self.net.trafo.at[t, "tap_pos"]
-            self.net.trafo.at[t, "tap_pos"] = float(c.value)
-            self.pf.invalidate()
-            report["power_flows"] += 1
-            res = self._rebuild(base["p"], base["q"])
+            report["power_flows"] += 2
+            res = self.what_if_step(c.device_id, c.setpoint, float(c.value), base["p"], base["q"])
             bad = self._confirm_violations(res, res0)
-            self.net.trafo.at[t, "tap_pos"] = old
-            self.pf.invalidate()
-            self.fast = None
             if bad:
                 e, k, _ = bad[0]
                 kind = ("v_high", "v_low", "line_overload", "trafo_overload")[e]
@@ -523,8 +559,6 @@ class SafetyGate:
                 decisions[i] = Decision(c, "rejected", None, [_reason(kind, int(idx))])
             else:
                 decisions[i] = Decision(c, "accepted", float(c.value), [])
-        # the other commands are checked on the reported tap position: a tap acts in a later
-        # cycle, once the RTU confirms it (self._base is unchanged: taps were restored)
 
     def _finish(self, decisions, report, t0) -> GateResult:
         result = GateResult([d for d in decisions if d is not None])

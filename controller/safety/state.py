@@ -54,6 +54,7 @@ class GridSnapshot:
     ratings: dict[str, np.ndarray] = field(default_factory=dict)
     telemetry: dict[str, np.ndarray] = field(default_factory=dict)
     trafo_tap_pos: dict[int, int] = field(default_factory=dict)  # as the RTU reports them
+    shunt_step: dict[int, int] = field(default_factory=dict)  # capacitor steps, as the RTU reports them
     basis: str = "allocation"  # where base_* come from: "estimate" (WLS) or "allocation" (head meter)
     _row: dict[str, int] | None = None
 
