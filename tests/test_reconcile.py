@@ -211,14 +211,16 @@ def test_link_capabilities_and_reactive_setpoint_over_sunspec(field):
         link.close()
 
 
-def test_device_down_at_start_is_reconciled_on_its_first_answer():
+def test_device_down_at_start_is_reconciled_on_its_first_answer(tmp_path):
     """A battery left discharging that answers only after the controller started joins the
-    adopted emergency (alarm, plan), and the restore releases both."""
+    adopted emergency (alarm, plan); a restart on the same historian resumes the adopted
+    emergency (nothing new to reconcile), and the restore releases both."""
     from controller_devices import DeviceServers, SunSpecBattery
     from ports import free_ports
 
     from controller.assembly import Spec, assemble
     from controller.clock import SteppedClock
+    from controller.historian import Historian
     from controller.links.modbus import ModbusLink
 
     def left_discharging():
@@ -235,9 +237,10 @@ def test_device_down_at_start_is_reconciled_on_its_first_answer():
     rows = [{"device_id": f"bat/{i}", "group": "bat", "kind": "battery", "host": "127.0.0.1", "port": p,
              "unit": 1} for i, p in enumerate(ports)]
     link = ModbusLink(rows, clock, timeout_s=1.0, max_failures=1, backoff_s=1.0, backoff_max_s=2.0)
+    spec = Spec(cycle_s=5.0, optimize_every_s=0, safety_gate=False, settings={"restore_spread_s": 0.0})
+    ctl = None
     try:
-        ctl = assemble(Spec(cycle_s=5.0, optimize_every_s=0, safety_gate=False,
-                            settings={"restore_spread_s": 0.0}), {"bat": link}, clock)
+        ctl = assemble(spec, {"bat": link}, clock, Historian(tmp_path / "h.sqlite"))
         em = ctl.emergency
         assert em["adopted"] and [c.device_id for c in ctl.emergency_src.plan.commands] == ["bat/0"]
         late = DeviceServers([left_discharging()], ports=ports[1:])
@@ -250,6 +253,14 @@ def test_device_down_at_start_is_reconciled_on_its_first_answer():
         assert {a["device_id"] for a in ctl.hist.alarms(active_only=True) if a["kind"] == "field_mismatch"} \
             == {"bat/0", "bat/1"}
         assert [round(d.setpoint_kw(), 3) for d in up.devices + late.devices] == [-6.0, -6.0]  # kept
+        # restart on the same historian: the adopted emergency is resumed, the field agrees
+        link.close()
+        ctl.hist.close()
+        link = ModbusLink(rows, clock, timeout_s=1.0, max_failures=1, backoff_s=1.0, backoff_max_s=2.0)
+        ctl = assemble(spec, {"bat": link}, clock, Historian(tmp_path / "h.sqlite"))
+        assert ctl.emergency["adopted"] and ctl.emergency.get("resumed")
+        assert {(c.device_id, c.value) for c in ctl.emergency_src.plan.commands} == cmds
+        assert ctl.hist.events_of("reconcile")[-1]["findings"] == []
         ctl.set_emergency(False, reason="operator decided")
         for k in range(5, 8):
             clock.advance_to(t0 + 5 * k)
@@ -257,6 +268,8 @@ def test_device_down_at_start_is_reconciled_on_its_first_answer():
         assert [round(d.setpoint_kw(), 3) for d in up.devices + late.devices] == [0.0, 0.0]
     finally:
         link.close()
+        if ctl is not None:
+            ctl.hist.close()
         up.close()
         if late is not None:
             late.close()
