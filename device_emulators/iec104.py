@@ -317,6 +317,8 @@ class Outstation:
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             return
+        except asyncio.CancelledError:  # stop(): end quietly (3.11's stream callback calls
+            return  # task.exception() on a cancelled task and logs a traceback)
         finally:
             self.conns.discard(c)
             writer.close()
