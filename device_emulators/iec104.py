@@ -432,9 +432,11 @@ class Outstation:
             elif type_id == C_CI_NA_1:  # no integrated totals on this RTU
                 c.send(with_cot(raw, ACTCON, False, self.ca))
                 c.send(with_cot(raw, ACTTERM, False, self.ca))
-            else:
+            elif not 20 <= el[0] <= 36:  # QOI: 20 station, 21-36 groups; anything else refused
+                c.send(with_cot(raw, ACTCON, True, self.ca))
+            else:  # a group interrogation (no points are in groups here) is confirmed, empty
                 c.send(with_cot(raw, ACTCON, False, self.ca))
-                for t in (M_SP_NA_1, M_ME_NC_1):
+                for t in (M_SP_NA_1, M_ME_NC_1) if el[0] == 20 else ():
                     for f in packed(t, INROGEN, self.ca, [p for p in self.points.values() if p.type_id == t]):
                         c.send(f)
                 c.send(with_cot(raw, ACTTERM, False, self.ca))

@@ -1,4 +1,5 @@
-"""IEC 60870-5-104 link-layer timers and acknowledgement checks of the emulators' outstation,
+"""IEC 60870-5-104 link-layer timers, acknowledgement checks and interrogation qualifiers of the
+emulators' outstation,
 seen from a raw socket (no IEC 104 library): t1 closes a link whose client stops acknowledging
 I frames (before: the send queue grew for ever on a held connection) or leaves a TESTFR
 unanswered; t3 sends TESTFR act on an idle link; an N(R) acknowledging frames never sent is a
@@ -9,7 +10,7 @@ import socket
 import time
 
 import pytest
-from iec104_raw import Raw104, interrogation
+from iec104_raw import Raw104, command, interrogation
 
 from device_emulators.iec104 import M_ME_NC_1, MonitorPoint, Outstation
 
@@ -101,4 +102,23 @@ def test_acknowledging_frames_never_sent_closes_the_link(outstation):
         assert sum(len(a.objects) for a in got if a.type_id == M_ME_NC_1) == 200
     finally:
         ok.close()
+        plain.stop()
+
+
+def test_interrogation_qualifiers():
+    """QOI 20 (station) answers every point; a group (21-36: no points are in groups here) is
+    confirmed and terminated with no data; other qualifiers get one negative confirmation."""
+    plain = make()
+    c = started(plain.port)
+    try:
+        for qoi, want in ((21, [(100, 7, False), (100, 10, False)]), (36, [(100, 7, False), (100, 10, False)]),
+                          (0, [(100, 7, True)]), (99, [(100, 7, True)]), (19, [(100, 7, True)])):
+            c.send(command(100, 0, bytes([qoi])))
+            got = c.asdus(quiet_s=1.0)
+            assert [(a.type_id, a.cot, a.negative) for a in got] == want, qoi
+        c.send(interrogation())
+        got = c.asdus(quiet_s=2.0)
+        assert sum(len(a.objects) for a in got if a.type_id == M_ME_NC_1 and a.cot == 20) == 200
+    finally:
+        c.close()
         plain.stop()
