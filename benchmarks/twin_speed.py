@@ -111,11 +111,13 @@ def case_feeder(sim_s: float) -> None:
     n_pf = int(sim_s // 60)
     run_twin(feeder_case(120.0))  # warm numba / pandapower in this process
     tw = run_twin(feeder_case(sim_s))
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # before pandapower's run
     pp_wall = run_pandapower_timeseries(tw["power_flows"])
     print(f"feeder case ({CODE}, {tw['devices']:,} devices, 1 s device step, 60 s power flow, "
           f"{sim_s:g} s simulated, {n_pf} power flows):")
     print(f"  gridtwin          {tw['wall_s']:8.2f} s wall  {tw['speed']:8.0f} sim s / wall s  "
-          f"(build {tw['build_s']:.1f} s, {tw['power_flows']} power flows, {tw['failed']} failed)")
+          f"(build {tw['build_s']:.1f} s, {tw['power_flows']} power flows, {tw['failed']} failed, "
+          f"peak RSS {rss_mb:.0f} MB)")
     print(f"  pandapower ts     {pp_wall:8.2f} s wall  {sim_s / pp_wall:8.0f} sim s / wall s  "
           f"(run_timeseries, {tw['power_flows']} time steps, DFData/ConstControl, no devices)")
     print(f"  ratio gridtwin / pandapower speed: {pp_wall / tw['wall_s']:.2f}")

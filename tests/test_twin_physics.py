@@ -272,17 +272,30 @@ def test_batched_device_steps_equal_the_one_step_loop():
     d.update(start="2026-07-15T13:05:00Z", duration_s=1500, assertions=[],
              outputs={"timeseries_every_s": 60, "report": False})
     d["fleet"][0]["count"] = 300
-    d["fleet"].append({"name": "ev", "kind": "ev", "count": 30,
-                       "params": {"arrival_h_mean": 13.2, "arrival_h_std": 0.2}})
+    d["fleet"].append({"name": "ev", "kind": "ev", "count": 30,  # local 14:05-14:30; some leave in a batch
+                       "params": {"arrival_h_mean": 14.1, "arrival_h_std": 0.2, "dwell_h_mean": 0.5,
+                                  "dwell_h_std": 0.1}})
+    d["fleet"].append({"name": "pv", "kind": "pv", "count": 40})
+    d["fleet"].append({"name": "bat_small", "kind": "battery", "count": 5,  # fills up inside a batch
+                       "params": {"e_cap_kwh": 1.0, "p_max_kw": 5.0, "soc_init_pct": 60}})
     d["dr_events"][0]["duration_s"] = 600
     runs = []
     batches = []
+
+    def writes(tw):  # setpoints written by a process (an event), the same instants in both runs
+        yield tw.env.timeout(302)
+        tw.fleets["bat_small"].write("p_set_kw", slice(None), 5.0)
+        tw.fleets["pv"].write("p_limit_pct", slice(0, 20), 30.0)
+        yield tw.env.timeout(400)
+        tw.fleets["bat_small"].write("p_set_kw", slice(None), -5.0)
+
     for batch in (False, True):
         tw = Twin(Scenario.model_validate(d))
         tw.batch = batch
         acs = tw.fleets["acs"]
         one = acs.advance
         acs.advance = lambda dt, ambs, one=one: (batches.append(len(ambs)), one(dt, ambs))
+        tw.env.process(writes(tw))
         att = attach_controller(tw)
         tw.run_until(tw.end_s)  # run() splits into 200 progress chunks: too short to batch here
         att.finish(tw)
@@ -308,6 +321,14 @@ def test_batched_device_steps_equal_the_one_step_loop():
     assert tcl.switches.sum() > 300  # TCLs really switched (thermostat and DR hold-offs)
     assert any(e["kind"] == "dr_event_start" for e in a.events.events)
     assert a.fleets["ev"].delivered_kwh > 1.0  # EV sessions really charged
+    assert a.fleets["ev"].unmet_kwh > 0.0  # ... and some left before they were full
+    assert b.fleets["ev"].unmet_kwh == pytest.approx(a.fleets["ev"].unmet_kwh, rel=1e-9)
+    assert b.fleets["pv"].curtailed_kwh == pytest.approx(a.fleets["pv"].curtailed_kwh, rel=1e-9)
+    assert a.fleets["pv"].curtailed_kwh > 0.1  # the limit really cut
+    sm_a, sm_b = a.fleets["bat_small"], b.fleets["bat_small"]
+    assert sm_a.throughput_kwh > 0.5  # they really charged/discharged (1 kWh units, 5 kW)
+    np.testing.assert_allclose(sm_b.soc_kwh, sm_a.soc_kwh, rtol=1e-12)
+    assert sm_b.throughput_kwh == pytest.approx(sm_a.throughput_kwh, rel=1e-9)
 
 
 def test_scenario_wind_mean_drives_the_feeder_wind_generator():
