@@ -110,16 +110,20 @@ def run_pandapower_timeseries(n_steps: int) -> float:
 def case_feeder(sim_s: float) -> None:
     n_pf = int(sim_s // 60)
     run_twin(feeder_case(120.0))  # warm numba / pandapower in this process
+    # pandapower before and after gridtwin, averaged: on a shared machine the load drifts
+    pp_before = run_pandapower_timeseries(n_pf)
     tw = run_twin(feeder_case(sim_s))
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # before pandapower's run
-    pp_wall = run_pandapower_timeseries(tw["power_flows"])
+    pp_after = run_pandapower_timeseries(tw["power_flows"])
+    pp_wall = 0.5 * (pp_before + pp_after)
     print(f"feeder case ({CODE}, {tw['devices']:,} devices, 1 s device step, 60 s power flow, "
           f"{sim_s:g} s simulated, {n_pf} power flows):")
     print(f"  gridtwin          {tw['wall_s']:8.2f} s wall  {tw['speed']:8.0f} sim s / wall s  "
           f"(build {tw['build_s']:.1f} s, {tw['power_flows']} power flows, {tw['failed']} failed, "
           f"peak RSS {rss_mb:.0f} MB)")
     print(f"  pandapower ts     {pp_wall:8.2f} s wall  {sim_s / pp_wall:8.0f} sim s / wall s  "
-          f"(run_timeseries, {tw['power_flows']} time steps, DFData/ConstControl, no devices)")
+          f"(run_timeseries, {tw['power_flows']} time steps, DFData/ConstControl, no devices; "
+          f"mean of {pp_before:.2f} s before and {pp_after:.2f} s after gridtwin)")
     print(f"  ratio gridtwin / pandapower speed: {pp_wall / tw['wall_s']:.2f}")
 
 

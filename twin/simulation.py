@@ -84,9 +84,6 @@ class Twin:
         self.after_step: list = []  # callables(twin) run after each device step (links, hooks)
         self.env = simpy.Environment()
         self.env.process(self._device_loop())
-        for f in self.fleets.values():
-            if hasattr(f, "session_process"):
-                self.env.process(f.session_process(self.env, self.events))
         for ev in s.dr_events:
             self.env.process(self._dr_window(ev))
         self.violation_intervals = 0

@@ -1,9 +1,10 @@
 """EV chargers: sessions (arrival, departure, energy need) and a charging-rate setpoint.
 
-Sessions are drawn per charger per day at construction; one SimPy process (not one per
-charger) walks the sorted arrival/departure times and plugs vehicles in and out. A car that
-arrived before the run starts plugged in with what the same rule (full rate from arrival)
-would have left it to charge, as if the run had been going.
+Sessions are drawn per charger per day at construction, sorted by arrival; the device step
+plugs in the cars that have arrived by its time (in the numba kernel, so arrivals do not cut
+batched device steps short) and unplugs them at departure. A car that arrived before the run
+starts plugged in with what the same rule (full rate from arrival) would have left it to
+charge, as if the run had been going.
 """
 
 from __future__ import annotations
@@ -22,30 +23,47 @@ BOUNDS = {"p_max_kw": (0.0, 1000.0), "arrival_h_mean": (0.0, 24.0), "dwell_h_mea
 
 
 @njit(cache=True)
-def ev_steps(t_s, dt_s, connected, departure_s, e_need_kwh, p_max_set_kw, p_max_kw, eta, available,
-             p_kw, p_sum, delivered_sum, unmet_sum):
-    """k = t_s.size steps: departures at their time (energy still needed counts as unmet),
-    charging at the cap while short of the need; per-step sums of P, delivered P x eta and
-    unmet energy; last step's P per device. Unplugged chargers are skipped (plug-ins are
-    SimPy events, never inside a batch)."""
-    for i in range(connected.size):
-        p = 0.0
-        if connected[i]:
-            rate = min(p_max_set_kw[i], p_max_kw[i])
-            e = e_need_kwh[i]
-            for k in range(t_s.size):
-                if connected[i] and t_s[k] >= departure_s[i]:
+def ev_steps(t_s, dt_s, sessions, j, connected, departure_s, e_need_kwh, p_max_set_kw, p_max_kw,
+             eta, available, p_kw, p_sum, delivered_sum, unmet_sum):
+    """k = t_s.size steps. Before each step: plug in the sessions that have arrived by then
+    (rows of `sessions` from index j, sorted by arrival; a charger still holding a car skips the
+    new one; a car that arrived before the run needs what full-rate charging since its arrival
+    left it). Each step: departures at their time (energy still needed counts as unmet),
+    charging at the cap while short of the need. Per-step sums of P, delivered P x eta and
+    unmet energy; last step's P per device. Returns the next session index."""
+    n_sess = sessions.shape[0]
+    for k in range(t_s.size):
+        t = t_s[k]
+        while j < n_sess and sessions[j, 1] <= t:
+            i = int(sessions[j, 0])
+            if not connected[i]:
+                arr = sessions[j, 1]
+                need = sessions[j, 3]
+                connected[i] = True
+                departure_s[i] = sessions[j, 2]
+                if arr >= 0:
+                    e_need_kwh[i] = need
+                else:  # arrived before the run: charged by the same rule (full rate) until t = 0
+                    e_need_kwh[i] = max(0.0, need - p_max_kw[i] * eta[i] * (-arr) / 3600.0)
+            j += 1
+        for i in range(connected.size):
+            p = 0.0
+            if connected[i]:
+                e = e_need_kwh[i]
+                if t >= departure_s[i]:
                     unmet_sum[k] += e
                     connected[i] = False
                     e = 0.0
                     departure_s[i] = np.inf
                 cap = e / eta[i] * 3600.0 / dt_s
-                p = min(rate, cap) if (connected[i] and available[i]) else 0.0
+                if connected[i] and available[i]:
+                    p = min(min(p_max_set_kw[i], p_max_kw[i]), cap)
                 e = max(e - p * eta[i] * dt_s / 3600.0, 0.0)
+                e_need_kwh[i] = e
                 p_sum[k] += p
                 delivered_sum[k] += p * eta[i]
-            e_need_kwh[i] = e
-        p_kw[i] = p
+            p_kw[i] = p
+    return j
 
 
 class EvFleet(Fleet):
@@ -66,6 +84,7 @@ class EvFleet(Fleet):
         self.delivered_kwh = 0.0
         self.unmet_kwh = 0.0  # energy short at departure, summed over sessions
         self.sessions = self._draw_sessions(p, rng, start_hour, duration_s)
+        self._next_session = 0  # sessions before this row have arrived (plugged in or skipped)
 
     def _draw_sessions(self, p, rng, start_hour, duration_s):
         days = int(np.ceil((start_hour * 3600 + duration_s) / 86400.0)) + 1
@@ -80,22 +99,6 @@ class EvFleet(Fleet):
         s = s[(s[:, 2] > 0) & (s[:, 1] < duration_s)]
         return s[np.argsort(s[:, 1], kind="stable")]
 
-    def session_process(self, env, events):
-        """SimPy process: plug vehicles in at arrival; departures are handled in `step`."""
-        for dev, arr_s, dep_s, need in self.sessions:
-            if arr_s > env.now:
-                yield env.timeout(arr_s - env.now)
-            i = int(dev)
-            if self.connected[i]:
-                continue  # previous session still plugged: the car did not leave, skip
-            self.connected[i] = True
-            self.departure_s[i] = dep_s
-            if arr_s >= 0:
-                self.e_need_kwh[i] = need
-            else:  # arrived before the run: charged by the same rule (full rate) until t = 0
-                done = self.p_max_kw[i] * self.eta[i] * (-arr_s) / 3600.0
-                self.e_need_kwh[i] = max(0.0, need - done)
-
     def step(self, dt_s: float, amb: Ambient) -> None:
         self._run(dt_s, np.array([amb.t_s]))
 
@@ -107,8 +110,10 @@ class EvFleet(Fleet):
         k = t_s.size
         p_sum, delivered, unmet = np.zeros(k), np.zeros(k), np.zeros(k)
         self.p_kw = np.empty(self.n)
-        ev_steps(t_s, dt_s, self.connected, self.departure_s, self.e_need_kwh, self.p_max_set_kw,
-                 self.p_max_kw, self.eta, self.available, self.p_kw, p_sum, delivered, unmet)
+        self._next_session = ev_steps(t_s, dt_s, self.sessions, self._next_session, self.connected,
+                                      self.departure_s, self.e_need_kwh, self.p_max_set_kw,
+                                      self.p_max_kw, self.eta, self.available, self.p_kw, p_sum,
+                                      delivered, unmet)
         self.delivered_kwh = integrate_steps(self.delivered_kwh, delivered, dt_s)
         for u in unmet:
             self.unmet_kwh += float(u)
