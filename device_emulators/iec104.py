@@ -39,8 +39,10 @@ UNKNOWN_TYPE, UNKNOWN_COT, UNKNOWN_CA, UNKNOWN_IOA = 44, 45, 46, 47
 # U-format functions (control octet 1)
 STARTDT_ACT, STARTDT_CON, STOPDT_ACT, STOPDT_CON, TESTFR_ACT, TESTFR_CON = 0x07, 0x0B, 0x13, 0x23, 0x43, 0x83
 GLOBAL_CA = 0xFFFF
+C_SC_TA_1, C_SE_TC_1, C_TS_TA_1 = 58, 63, 107  # with a CP56Time2a time tag (IEC 104 only)
+TIME_TAGGED = {C_SC_TA_1: C_SC_NA_1, C_SE_TC_1: C_SE_NC_1}  # the same command point takes both
 ELEMENT_SIZE = {M_SP_NA_1: 1, M_ME_NC_1: 5, C_SC_NA_1: 1, C_SE_NC_1: 5, C_IC_NA_1: 1, C_CI_NA_1: 1,
-                C_CS_NA_1: 7}
+                C_CS_NA_1: 7, C_SC_TA_1: 8, C_SE_TC_1: 12, C_TS_TA_1: 9}
 MAX_ASDU = 249  # octets (APDU length 253 minus the 4 control octets)
 
 
@@ -138,7 +140,7 @@ class _Conn:
         self.acked = 0  # our frames the client confirmed (its N(R))
         self.unacked_in = 0  # received I-frames not yet confirmed by us
         self.queue: list[bytes] = []  # ASDUs waiting for the k window
-        self.selected: dict[int, tuple[float, bytes]] = {}  # ioa -> (deadline, select ASDU)
+        self.selected: dict[int, tuple[float, tuple]] = {}  # ioa -> (deadline, (type, element w/o S/E))
         self.sent_at: list[float] = []  # send times of our I frames the client has not acknowledged
         self.last_rx = time.monotonic()  # t3: idle since
         self.testfr_at: float | None = None  # our TESTFR act waiting for its confirmation (t1)
@@ -414,20 +416,20 @@ class Outstation:
         if n != 1 or vsq & 0x80 or len(raw) != 6 + 3 + size:
             c.send(with_cot(raw, UNKNOWN_TYPE, True))  # commands carry exactly one object
             return
-        if ca != self.ca and not (ca == GLOBAL_CA and type_id in (C_IC_NA_1, C_CI_NA_1, C_CS_NA_1)):
+        if ca != self.ca and not (ca == GLOBAL_CA and type_id in (C_IC_NA_1, C_CI_NA_1, C_CS_NA_1, C_TS_TA_1)):
             c.send(with_cot(raw, UNKNOWN_CA, True))
             return
-        if cot not in (ACT, DEACT) or (cot == DEACT and type_id == C_CS_NA_1):
+        if cot not in (ACT, DEACT) or (cot == DEACT and type_id in (C_CS_NA_1, C_TS_TA_1)):
             c.send(with_cot(raw, UNKNOWN_COT, True))
             return
         ioa = raw[6] | (raw[7] << 8) | (raw[8] << 16)
         el = raw[9:]
-        if type_id in (C_IC_NA_1, C_CI_NA_1, C_CS_NA_1):
+        if type_id in (C_IC_NA_1, C_CI_NA_1, C_CS_NA_1, C_TS_TA_1):
             if ioa != 0:
                 c.send(with_cot(raw, UNKNOWN_IOA, True))
             elif cot == DEACT:
                 c.send(with_cot(raw, DEACTCON, False, self.ca))
-            elif type_id == C_CS_NA_1:
+            elif type_id in (C_CS_NA_1, C_TS_TA_1):  # clock sync, test command: confirmed
                 c.send(with_cot(raw, ACTCON, False, self.ca))
             elif type_id == C_CI_NA_1:  # no integrated totals on this RTU
                 c.send(with_cot(raw, ACTCON, False, self.ca))
@@ -441,27 +443,30 @@ class Outstation:
                         c.send(f)
                 c.send(with_cot(raw, ACTTERM, False, self.ca))
             return
+        base = TIME_TAGGED.get(type_id, type_id)
         cmd = self.commands.get(ioa)
-        if cmd is None or cmd.type_id != type_id:
+        if cmd is None or cmd.type_id != base:
             c.send(with_cot(raw, UNKNOWN_IOA, True))
             return
-        select = bool(el[-1] & 0x80)
-        value = float(el[0] & 1) if type_id == C_SC_NA_1 else struct.unpack("<f", el[:4])[0]
+        qi = 0 if base == C_SC_NA_1 else 4  # the qualifier octet (S/E bit); a time tag follows it
+        select = bool(el[qi] & 0x80)
+        value = float(el[0] & 1) if base == C_SC_NA_1 else struct.unpack("<f", el[:4])[0]
+        plain = (type_id, el[:qi] + bytes([el[qi] & 0x7F]))  # the command without S/E and time tag
         now = time.monotonic()
         if cot == DEACT:  # cancel a pending selection
             had = c.selected.pop(ioa, None)
             c.send(with_cot(raw, DEACTCON, had is None or had[0] < now))
             return
         if select:
-            if not cmd.sbo or (type_id == C_SE_NC_1 and not math.isfinite(value)):
+            if not cmd.sbo or (base == C_SE_NC_1 and not math.isfinite(value)):
                 c.send(with_cot(raw, ACTCON, True))
                 return
-            c.selected[ioa] = (now + self.select_timeout_s, raw)
+            c.selected[ioa] = (now + self.select_timeout_s, plain)
             c.send(with_cot(raw, ACTCON, False))
             return
         if cmd.sbo:
             sel = c.selected.pop(ioa, None)
-            if sel is None or sel[0] < now or sel[1][9:-1] + bytes([sel[1][-1] & 0x7F]) != el:
+            if sel is None or sel[0] < now or sel[1] != plain:
                 c.send(with_cot(raw, ACTCON, True))  # no (live) selection of this very command
                 return
         ok = await asyncio.to_thread(cmd.handler, value)

@@ -8,7 +8,7 @@ import struct
 import time
 from dataclasses import dataclass
 
-SIZES = {1: 1, 13: 5, 45: 1, 46: 1, 50: 5, 100: 1, 101: 1, 103: 7}  # information element octets
+SIZES = {1: 1, 13: 5, 45: 1, 46: 1, 50: 5, 58: 8, 63: 12, 100: 1, 101: 1, 103: 7, 107: 9}  # element octets
 
 
 @dataclass

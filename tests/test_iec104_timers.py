@@ -1,5 +1,5 @@
-"""IEC 60870-5-104 link-layer timers, acknowledgement checks and interrogation qualifiers of the
-emulators' outstation,
+"""IEC 60870-5-104 link-layer timers, acknowledgement checks, interrogation qualifiers and the
+104-only time-tagged and test commands of the emulators' outstation,
 seen from a raw socket (no IEC 104 library): t1 closes a link whose client stops acknowledging
 I frames (before: the send queue grew for ever on a held connection) or leaves a TESTFR
 unanswered; t3 sends TESTFR act on an idle link; an N(R) acknowledging frames never sent is a
@@ -7,12 +7,20 @@ sequence error that closes the link. Short timers (t1 1 s, t3 0.5 s) keep the te
 wait is generous so a busy machine only makes it slower."""
 
 import socket
+import struct
 import time
 
 import pytest
 from iec104_raw import Raw104, command, interrogation
 
-from device_emulators.iec104 import M_ME_NC_1, MonitorPoint, Outstation
+from device_emulators.iec104 import (
+    C_SC_NA_1,
+    C_SE_NC_1,
+    M_ME_NC_1,
+    CommandPoint,
+    MonitorPoint,
+    Outstation,
+)
 
 STARTDT_ACT, STARTDT_CON, TESTFR_ACT, TESTFR_CON = 0x07, 0x0B, 0x43, 0x83
 
@@ -119,6 +127,33 @@ def test_interrogation_qualifiers():
         c.send(interrogation())
         got = c.asdus(quiet_s=2.0)
         assert sum(len(a.objects) for a in got if a.type_id == M_ME_NC_1 and a.cot == 20) == 200
+    finally:
+        c.close()
+        plain.stop()
+
+
+CP56 = bytes([0x10, 0x27, 30, 11, 21, 12, 26])  # 10.000 s, 11:30, 21 Dec 2026
+
+
+def test_time_tagged_and_test_commands():
+    """C_SC_TA_1 (58) and C_SE_TC_1 (63) act on the same points as 45 and 50 (select-before-
+    operate kept, the time tag ignored in the select/execute match); C_TS_TA_1 (107) is
+    confirmed; an unknown address still gets one COT 47."""
+    got = {}
+    plain = make()
+    plain.commands = {6000: CommandPoint(6000, C_SC_NA_1, lambda v: got.__setitem__("sw", v) or True, sbo=True),
+                      7000: CommandPoint(7000, C_SE_NC_1, lambda v: got.__setitem__("tap", v) or True)}
+    c = started(plain.port)
+    try:
+        c.send(command(58, 6000, bytes([0x81]) + CP56))  # select, close
+        c.send(command(58, 6000, bytes([0x01]) + CP56[:6] + bytes([27])))  # execute, another time tag
+        replies = [(a.type_id, a.cot, a.negative) for a in c.asdus(quiet_s=1.0)]
+        assert replies == [(58, 7, False), (58, 7, False), (58, 10, False)] and got["sw"] == 1.0
+        c.send(command(63, 7000, struct.pack("<f", 3.0) + b"\0" + CP56))
+        c.send(command(107, 0, struct.pack("<H", 0x55AA) + CP56))
+        c.send(command(58, 6999, bytes([0x81]) + CP56))
+        replies = [(a.type_id, a.cot, a.negative) for a in c.asdus(quiet_s=1.0)]
+        assert replies == [(63, 7, False), (107, 7, False), (58, 47, True)] and got["tap"] == 3.0
     finally:
         c.close()
         plain.stop()
