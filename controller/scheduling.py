@@ -101,8 +101,8 @@ class FleetScheduler:
             ids += [g.ids[i] for i in j]
             bus.append(np.full(j.size, unit(g.group)))
             plan = KINDS["battery"].plan_ratings(g, j)
-            for k in cols:
-                cols[k].append(plan[k])
+            for k, col in cols.items():
+                col.append(plan[k])
         if not ids:
             return None, {}
         c = {k: np.concatenate(v).astype(float) for k, v in cols.items()}
@@ -134,9 +134,10 @@ class FleetScheduler:
             conn = (g.get("connected")[j] > 0.5)
             need = np.nan_to_num(g.get("e_need_kwh")[j])
             dep = self._departure_t(g, t)[j]
+            # steps wholly before departure; a car leaving within the first step still gets it
+            dep_step = np.maximum(np.floor((dep - t0) / self.step_s), 1).astype(int)
             parts.append(([g.ids[i] for i in j], np.full(j.size, unit(g.group)), g.rating("p_max_kw")[j],
-                          need, np.floor((dep - t0) / self.step_s).astype(int), conn & (need > 0.01),
-                          g.rating("eta", 0.92)[j]))
+                          need, dep_step, conn & (need > 0.01), g.rating("eta", 0.92)[j]))
         if not any(p[0] for p in parts):
             return None, {}
         ids = [d for p in parts for d in p[0]]

@@ -44,6 +44,7 @@ class ScheduleSource:
         self.fallbacks = 0
         self._curtailing: dict[str, bool] = {}  # QUIET group -> the plan curtailed it last cycle
         self._tcl_driving: set[str] = set()  # TCL groups the plan holds units of
+        self._cache: tuple = (None, {})  # (plan, its arrays)
 
     def busy(self, t: float) -> bool:
         """No re-planning while a DR event runs (its baseline is the plan in force)."""
@@ -60,6 +61,14 @@ class ScheduleSource:
         if s is not None:
             self.schedule = {"t0": s["t0"], "step_s": s["step_s"], "data": s["data"]}
         return s
+
+    def _series(self, s: dict) -> dict:
+        """{group: (setpoint, values (device x step), active steps or None)}, once per plan."""
+        if self._cache[0] is not s:
+            self._cache = (s, {g: (per["setpoint"], np.asarray(per["values"], float),
+                                   set(per["active_steps"]) if "active_steps" in per else None)
+                               for g, per in s["data"].get("setpoints", {}).items()})
+        return self._cache[1]
 
     def _plugged_now(self, state) -> frozenset:
         return frozenset(d for g in state.groups.values() if g.kind == "ev"
@@ -97,19 +106,16 @@ class ScheduleSource:
         k = int((t - s["t0"]) // s["step_s"])
         data = s["data"]
         out = []
-        for g, per in data.get("setpoints", {}).items():
+        for g, (name, series, act) in self._series(s).items():
             gs = state.groups.get(g)
-            if gs is None:
-                continue
-            name, series = per["setpoint"], np.asarray(per["values"], float)
-            if not (0 <= k < series.shape[1]):
+            if gs is None or not (0 <= k < series.shape[1]):
                 continue
             vals = series[:, k]
             if name == KINDS[gs.kind].dr_setpoint:
                 self.base_set[g] = vals
             send = gs.usable()
             if name in QUIET:  # while the plan curtails, and once more to release
-                on = k in set(per.get("active_steps", range(series.shape[1])))
+                on = act is None or k in act
                 was = self._curtailing.get(g, False)
                 self._curtailing[g] = on
                 if not (on or was):
