@@ -1,4 +1,4 @@
-"""Iec104Link against the emulators' feeder RTU (c104 Server over a twin)
+"""Iec104Link against the emulators' feeder RTU (device_emulators.iec104 outstation over a twin)
 on 127.0.0.1 (CIGRE MV, its transformers given a ratio tap changer): interrogation values equal the twin's, spontaneous updates, IV/NT/staleness
 qualities, confirmed and refused commands (tap setpoint, select-before-operate switch), and
 link loss -> missing/unavailable -> reconnect, seen through the controller's cycle."""

@@ -22,8 +22,10 @@ ca_file, check_hostname?, server_name?}) the link speaks IEC 104 over mutually a
 """
 
 import asyncio
+import ipaddress
 import logging
 import math
+import socket
 import threading
 import time
 
@@ -83,6 +85,13 @@ class _Rtu:
 def _tls_context(row: dict):
     tls = row.get("tls")
     if not tls:
+        try:
+            loopback = ipaddress.ip_address(socket.gethostbyname(row["host"])).is_loopback
+        except (OSError, ValueError):  # unresolvable now: the link retries; say it is plain
+            loopback = False
+        if not loopback:
+            log.warning("IEC 104 %s: plain TCP to %s (no tls: commands and telemetry travel unauthenticated)",
+                        row["device_id"], row["host"])
         return None, None
     from controller.security.tls import client_context
 
