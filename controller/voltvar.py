@@ -6,7 +6,7 @@ Two layers, as in practice:
 - a coordinated optimal reactive dispatch (`optimal_reactive_dispatch`): an LP (HiGHS) on the
   Jacobian sensitivities that finds the least total |Q| putting every bus in band, confirmed
   by an AC power flow;
-- when Q cannot do it, one step of a capacitor bank or an OLTC (`step_command`), sent through
+- when Q cannot do it, one step of a capacitor bank or a feeder-head OLTC (`step_command`), sent through
   the feeder RTU as Command("<rtu>/cap<k>", "step", n) or Command("<rtu>/trafo<k>", "tap_pos", n):
   the step that leaves the least band violation in an AC power flow, never one that pushes the
   other side of the band out (no hunting), capacitors before taps on a tie.
@@ -24,6 +24,7 @@ from controller.kinds import KINDS
 from controller.safety.gate import step_range
 from controller.safety.lp import solve_lp
 from controller.safety.state import GridSnapshot
+from grid_models.contingency import head_trafos
 from grid_models.sensitivity import linearize
 
 Q_KINDS = tuple(k for k, v in KINDS.items() if v.q_setpoint in v.setpoints)  # reactive-capable
@@ -157,12 +158,16 @@ def optimal_reactive_dispatch(gate, st: GridSnapshot, limits, margin_pu: float =
 
 def step_candidates(net, rtu: str = "rtu") -> list[tuple[str, str, float, bool]]:
     """(device_id, setpoint, value, is_capacitor) for one step either way of every capacitor
-    bank and tap changer of the model, within its range (positions as the model holds them:
+    bank and of the on-load tap changers at the feeder head (taps of transformers inside the
+    feeder are off-load in practice), within its range (positions as the model holds them:
     the gate keeps them at what the RTU reports)."""
     out = []
+    heads = set(head_trafos(net))
     for table, setpoint, prefix, column in (("shunt", "step", "cap", "step"), ("trafo", "tap_pos", "trafo", "tap_pos")):
         tab = net[table]
         for k, idx in enumerate(tab.index):
+            if table == "trafo" and int(idx) not in heads:
+                continue
             rng = step_range(net, table, idx)
             if rng is None or not bool(tab.at[idx, "in_service"]):
                 continue
