@@ -11,6 +11,7 @@ historian and the API. Plus the optimizer pieces the scenario does not reach: th
 the DR reserve and the fall-back to the last plan.
 """
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,6 +26,7 @@ from controller.historian import Historian
 from controller.sources.schedule import ScheduleSource
 from hil.direct import attach_controller
 from scenarios.load import load_scenario
+from scenarios.model import DrEvent
 from twin.simulation import Twin
 
 SC = load_scenario(Path(__file__).resolve().parent.parent / "scenarios/all_classes_schedule.yaml")
@@ -144,6 +146,30 @@ def test_the_plan_is_in_the_historian_and_the_api(run):
     assert set(sched["data"]["group_p_kw"]) == {"batteries", "ev_chargers", "rooftop_pv", "pumps", "acs"}
     assert run.hist.latest_schedule()["kind"] == "fleet_rolling"
     assert run.api["head"]["schedule_kind"] == "head" and len(run.api["head"]["schedule_p_kw"]) == 96
+
+
+def test_a_dr_event_in_the_peak_gets_the_fleet_the_plan_would_have_used():
+    """A 30 kW DR event 14:00-14:30 (the price peak): the plan leaves the window to the DR
+    program (batteries idle, no flexible-load cut from an hour before), which delivers against
+    that plan; the schedule's own commands there come second in the merge."""
+    ev = DrEvent(id="peak", start=SC.start.replace(hour=14), duration_s=1800, reduction_kw=30.0)
+    sc = SC.model_copy(update={"dr_events": [ev], "duration_s": 6 * 3600}, deep=True)
+    tw = Twin(sc)
+    hist = Historian(":memory:", "NORMAL")
+    att = attach_controller(tw, hist)
+    tw.run()
+    att.finish(tw)
+    dr = att.controller.dr_summary()["peak"]
+    assert dr["status"] == "completed" and abs(dr["delivery_pct"] - 100.0) < 5.0, dr
+    t, v = _written(hist, "curtail_pct")
+    h = _hour(t - T0)
+    assert not np.any(v[(h >= 13.0) & (h < 14.5)] > 0)  # the schedule cut no pump before/in the event
+    t_ev = ev.start.timestamp()
+    plan = hist._rows("SELECT t0, step_s, data FROM schedules WHERE created_t < ? ORDER BY id DESC LIMIT 1",
+                      (t_ev,))[0]
+    sched = json.loads(plan["data"])
+    k = int((t_ev - plan["t0"]) // plan["step_s"])  # the plan's step at 14:00: left to the DR program
+    assert np.allclose(np.asarray(sched["setpoints"]["batteries"]["values"])[:, k], 0.0)
 
 
 # --- the optimizer pieces the scenario does not reach ----------------------------------------------
