@@ -230,3 +230,48 @@ def test_a_failed_solve_keeps_the_last_plan_and_says_so():
     assert calls == [0.0, 900.0] and src.schedule is first and src.fallbacks == 1
     assert [a["kind"] for a in hist.alarms()] == ["optimizer_failed"]
     assert hist._rows("SELECT count(*) n FROM events WHERE kind = 'schedule_fallback'")[0]["n"] == 1
+
+
+def _ev_state(t, departure_t=None):
+    from controller.links.base import DeviceInfo
+    from controller.state import FleetState, empty_group
+
+    g = empty_group("ev", [DeviceInfo("ev/0", "ev", "ev", 1, {"p_max_kw": 7.0, "eta": 0.92})])
+    vals = {"connected": 1.0, "e_need_kwh": 10.0, "p_kw": 0.0}
+    if departure_t is not None:
+        vals["departure_t"] = departure_t
+    for k, v in vals.items():
+        g.values[k], g.quality[k] = np.array([v]), np.zeros(1, np.int8)
+    return FleetState(t, {"ev": g})
+
+
+def test_ev_departure_from_telemetry_else_the_groups_config_else_the_default():
+    from controller.scheduling import FleetScheduler
+
+    day = 1_784_073_600.0  # 2026-07-15 00:00 UTC
+    t = day + 20 * 3600.0  # 20:00
+
+    def price(times):  # 100 until 02:00, 50 until 04:00, 40 until 07:00, then free
+        h = (np.asarray(times) - day) / 3600.0 - 24.0
+        return np.select([h < 2, h < 4, h < 7], [100.0, 50.0, 40.0], 0.0)
+
+    def charged(sched_kw, times):
+        e = np.asarray(sched_kw) * 0.25
+        h = (times - day) / 3600.0 - 24.0
+        return {w: float(e[(h >= a) & (h < b)].sum()) for w, (a, b) in
+                {"-2": (-5, 2), "2-3": (2, 3), "3-4": (3, 4), "4-7": (4, 7), "7-": (7, 99)}.items()}
+
+    times = t + 900.0 * np.arange(96)
+    runs = {"telemetry 03:00": FleetScheduler(price, ev_departure_h={"ev": 7.0}).optimize(
+                t, _ev_state(t, departure_t=day + 27 * 3600.0)),
+            "config 07:00": FleetScheduler(price, ev_departure_h={"ev": 7.0}).optimize(t, _ev_state(t)),
+            "default 8 h": FleetScheduler(price).optimize(t, _ev_state(t))}
+    e = {k: charged(r["data"]["group_p_kw"]["ev"], times) for k, r in runs.items()}
+    need = 10.0 / 0.92  # grid-side kWh
+    # telemetry wins over the config: all before 03:00, the cheap hour 02-03 first (7 kWh)
+    assert e["telemetry 03:00"]["2-3"] == pytest.approx(7.0, abs=0.01)
+    assert sum(e["telemetry 03:00"][w] for w in ("-2", "2-3")) == pytest.approx(need, abs=0.01)
+    # the group's configured 07:00: the cheapest hours before it (04-07), none after
+    assert e["config 07:00"]["4-7"] == pytest.approx(need, abs=0.01) and e["config 07:00"]["7-"] < 1e-6
+    # neither: 8 h from now (04:00), so the 02-04 block
+    assert e["default 8 h"]["2-3"] + e["default 8 h"]["3-4"] == pytest.approx(need, abs=0.01)
