@@ -37,6 +37,7 @@ log = logging.getLogger("controller.schedule")
 
 CLASSES = ("battery", "ev", "pv", "flex_load", "tcl")
 DEFAULT_DWELL_S = 8 * 3600.0  # EV departure when neither telemetry nor config gives one
+EV_MARGIN_STEPS = 1  # plan each car full this many steps before its departure
 FLEX_REBOUND = 0.5  # share of curtailed energy a flexible load owes back (device default)
 FLEX_PAYBACK_FRAC = 0.3  # payback rate, share of p_nom_kw (device default)
 # A flexible load pays its owed energy back as soon as its curtailment ends (not when the plan
@@ -134,8 +135,9 @@ class FleetScheduler:
             conn = (g.get("connected")[j] > 0.5)
             need = np.nan_to_num(g.get("e_need_kwh")[j])
             dep = self._departure_t(g, t)[j]
-            # steps wholly before departure; a car leaving within the first step still gets it
-            dep_step = np.maximum(np.floor((dep - t0) / self.step_s), 1).astype(int)
+            # full one step before departure (room for gate curtailments and the next re-plan);
+            # a car leaving within the next two steps still gets the first one
+            dep_step = np.maximum(np.floor((dep - t0) / self.step_s) - EV_MARGIN_STEPS, 1).astype(int)
             parts.append(([g.ids[i] for i in j], np.full(j.size, unit(g.group)), g.rating("p_max_kw")[j],
                           need, dep_step, conn & (need > 0.01), g.rating("eta", 0.92)[j]))
         if not any(p[0] for p in parts):

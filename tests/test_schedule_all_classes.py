@@ -268,8 +268,8 @@ def test_ev_departure_from_telemetry_else_the_groups_config_else_the_default():
             "default 8 h": FleetScheduler(price).optimize(t, _ev_state(t))}
     e = {k: charged(r["data"]["group_p_kw"]["ev"], times) for k, r in runs.items()}
     need = 10.0 / 0.92  # grid-side kWh
-    # telemetry wins over the config: all before 03:00, the cheap hour 02-03 first (7 kWh)
-    assert e["telemetry 03:00"]["2-3"] == pytest.approx(7.0, abs=0.01)
+    # telemetry wins over the config: full one step before 03:00, the cheap 02:00-02:45 first
+    assert e["telemetry 03:00"]["2-3"] == pytest.approx(0.75 * 7.0, abs=0.01)
     assert sum(e["telemetry 03:00"][w] for w in ("-2", "2-3")) == pytest.approx(need, abs=0.01)
     # the group's configured 07:00: the cheapest hours before it (04-07), none after
     assert e["config 07:00"]["4-7"] == pytest.approx(need, abs=0.01) and e["config 07:00"]["7-"] < 1e-6
