@@ -21,7 +21,11 @@ from twin.tcl_kernel import (
     n_blocks_for,
 )
 
-PARALLEL_FROM = 20_000  # devices; below this one thread steps the group faster
+# devices from which the kernel runs on numba's thread pool. Off by default: on the shared
+# 2-core machine one thread was faster at every size (feeder case, 100k TCLs, 30 simulated
+# min, same process, load ~2.5: 0.81-0.92 s serial vs 1.46-1.67 s on 2 threads); the
+# vectorised kernel leaves little for a second thread that other work also wants.
+PARALLEL_FROM = 10**12
 
 
 def _u(lo: float, hi: float) -> Uniform:
