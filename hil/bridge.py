@@ -67,6 +67,8 @@ def make_modbus_link(rows: list[dict], clock):
 class BridgedFleet:
     """Stands in for a fleet whose devices are real: step() copies measured P/Q into it."""
 
+    polls_at_power_flow = True  # the twin runs the power-flow step alone, at its own time
+
     def __init__(self, inner, bridge, group: str):
         self.inner, self.bridge, self.group = inner, bridge, group
 

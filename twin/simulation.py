@@ -140,7 +140,11 @@ class Twin:
             return 1
         nxt = self.env.peek()  # the next event of any other process
         limit = self.n_steps if nxt == float("inf") else min(self.n_steps, int(math.floor(nxt / self.dt_s + 1e-9)))
-        last = min(-(-i0 // self.pf_every) * self.pf_every, -(-i0 // self.rec_every) * self.rec_every, limit - 1)
+        # a fleet that polls real devices at the power-flow step needs that step's own time:
+        # then the batch stops before it (the step runs alone)
+        hold = int(any(getattr(f, "polls_at_power_flow", False) for f in self.fleets.values()))
+        last = min(-(-i0 // self.pf_every) * self.pf_every - hold,
+                   -(-i0 // self.rec_every) * self.rec_every - hold, limit - 1)
         return max(1, last - i0 + 1)
 
     def _device_loop(self):
