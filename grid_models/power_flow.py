@@ -150,11 +150,15 @@ class PowerFlow:
             warnings.simplefilter("ignore")
             try:
                 tol = min(1e-8, self.tol_pu)
+                # While the lean solver carries the repeated solves, runpp runs only to build
+                # or rebuild its model: pandapower's pure-Python Newton (~0.5 s first call)
+                # is then cheaper than compiling its numba kernels (~5 s per process).
+                numba = self._use_numba and not (self.lean and self._lean_ok)
                 if self._recycle_ok:
-                    pp.runpp(net, numba=self._use_numba, init="results", tolerance_mva=tol,
+                    pp.runpp(net, numba=numba, init="results", tolerance_mva=tol,
                              recycle=dict(trafo=False, gen=False, bus_pq=True))
                 else:
-                    pp.runpp(net, numba=self._use_numba, tolerance_mva=tol)
+                    pp.runpp(net, numba=numba, tolerance_mva=tol)
                     self._recycle_ok = True
             except pp.LoadflowNotConverged:
                 converged = False

@@ -100,7 +100,8 @@ class SafetyGate:
                 net[tab]["in_service"] = False
         self.net = net
         buses = net.bus.index[net.bus.in_service].to_numpy()
-        self.pf = PowerFlow(net, buses, lean=False)  # runpp: its internal model feeds LeanFlow
+        # runpp only on rebuilds (its internal model feeds LeanFlow): no numba compile for those
+        self.pf = PowerFlow(net, buses, use_numba=False, lean=False)
         self.n_slots = len(self.pf.der_buses)
         self._slot_of = {int(b): i for i, b in enumerate(self.pf.der_buses)}
         self._bus_pos = {int(b): i for i, b in enumerate(self.pf.bus_index)}
