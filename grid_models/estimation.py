@@ -177,3 +177,27 @@ class _quiet:
 
     def __exit__(self, *exc):
         self.logger.setLevel(self.level)
+
+
+_warm = False
+
+
+def warm_up() -> None:
+    """Run one estimate on a 2-bus net so that pandapower compiles the numba kernels its WLS
+    estimator always uses (it forces numba=True; ~2 s per process on first use). A controller
+    calls this while it is assembled, so its first estimate does not pay the compile mid-cycle."""
+    global _warm
+    if _warm:
+        return
+    net = pp.create_empty_network()
+    b0, b1 = pp.create_bus(net, 20.0), pp.create_bus(net, 20.0)
+    pp.create_ext_grid(net, b0)
+    pp.create_line_from_parameters(net, b0, b1, 1.0, 0.1, 0.1, 10.0, 0.4)
+    pp.create_load(net, b1, 0.1, 0.05)
+    m = Measurements(v_bus=np.array([b0, b1]), v_pu=np.array([1.0, 0.999]),
+                     pq_bus=np.array([b1]), p_kw=np.array([100.0]), q_kvar=np.array([50.0]))
+    try:
+        StateEstimator(net).run(m)
+    except EstimationError:
+        pass  # only the compile matters here
+    _warm = True

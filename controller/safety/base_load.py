@@ -248,7 +248,9 @@ def make_gate(net, limits, clock, config=None):
     function turning the controller's FleetState into the gate's GridSnapshot (state estimate
     where observable, head-meter allocation otherwise); `snapshot_fn.base_load` says which."""
     from controller.safety.gate import SafetyGate
+    from grid_models.estimation import warm_up
 
+    warm_up()  # pandapower's WLS compiles numba kernels on first use: here, not in a cycle
     base = EstimatedBaseLoad(net)
     gate = SafetyGate(net, limits, config)
     base.gate = gate
