@@ -61,3 +61,15 @@ def wait_for(driver, predicate, timeout_s: float = 30.0, what: str = "condition"
     return WebDriverWait(driver, timeout_s, poll_frequency=0.2,
                          ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(
         lambda d: predicate(d), message=f"timed out after {timeout_s}s waiting for {what}")
+
+
+def text_when(driver, element_id: str, predicate, timeout_s: float = 30.0, what: str = "text"):
+    """The element's text once `predicate(text)` holds: read inside the wait, so a Dash redraw
+    between finding the element and reading it (a stale reference) is retried, not a failure."""
+    from selenium.webdriver.common.by import By
+
+    def ready(d):
+        text = d.find_element(By.ID, element_id).text
+        return text if predicate(text) else False
+
+    return wait_for(driver, ready, timeout_s=timeout_s, what=f"{what} in #{element_id}")

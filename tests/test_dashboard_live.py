@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from browser import CHROMEDRIVER, CHROMIUM, chromium, serve_dash, wait_for
+from browser import CHROMEDRIVER, CHROMIUM, chromium, serve_dash, text_when, wait_for
 from live_rig import OPERATOR, VIEWER, LiveRig
 
 ARTIFACTS = Path(os.environ.get("GRIDTWIN_ARTIFACTS", Path(__file__).resolve().parent.parent / "artifacts"))
@@ -261,8 +261,7 @@ def test_operator_acks_alarm_on_row_sheds_and_restores(rig, dash):
         drv.find_element(By.ID, "act-shed").click()
         assert "EMERGENCY" in _confirm(drv)
         try:
-            wait_for(drv, lambda d: d.find_elements(By.ID, "live-emergency"), what="emergency banner")
-            banner = drv.find_element(By.ID, "live-emergency").text
+            banner = text_when(drv, "live-emergency", lambda t: "olivia" in t, what="emergency banner")
             em = api.get("/api/fleet").json()["emergency"]
             assert "olivia" in banner and em["by"] == "olivia"
             assert "margin" in banner and ("hold" in banner or em.get("hold_s") is None)
