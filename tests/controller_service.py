@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+from polling import wait  # noqa: F401 (the tests that start services import it from here)
 
 ROOT = Path(__file__).resolve().parent.parent
 OP_TOKEN = "op-secret"
@@ -43,12 +44,3 @@ def stop(p: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait(10)
-
-
-def wait(pred, timeout_s: float = 30.0) -> bool:
-    end = time.time() + timeout_s
-    while time.time() < end:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return False

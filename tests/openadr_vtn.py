@@ -2,10 +2,10 @@
 
 import asyncio
 import threading
-import time
 from datetime import timedelta
 
 from openleadr import OpenADRServer
+from polling import wait as wait_for  # noqa: F401 (re-exported for the OpenADR tests)
 from ports import free_port
 
 VEN_ID = "ven-gridtwin"
@@ -66,12 +66,3 @@ class Vtn:
         asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
-
-
-def wait_for(cond, timeout_s=8.0, step_s=0.05):
-    t_end = time.monotonic() + timeout_s
-    while time.monotonic() < t_end:
-        if cond():
-            return True
-        time.sleep(step_s)
-    return False

@@ -4,10 +4,11 @@ config) and an under-delivering event raises an alarm; history is paged and boun
 audit trail is operator-only on every path. Real SunSpec batteries over Modbus TCP."""
 
 import json
-import time
 
 import pytest
+from controller_devices import DeviceServers, SunSpecBattery
 from fastapi.testclient import TestClient
+from polling import wait
 
 from controller.api import create_app
 from controller.api_settings import ApiSettings
@@ -15,7 +16,6 @@ from controller.clock import SteppedClock
 from controller.commands import PassThroughGate
 from controller.core import Controller, CycleSettings
 from controller.links.modbus import ModbusLink
-from controller_devices import DeviceServers, SunSpecBattery
 
 TOKENS = {"v-tok": {"user": "vera", "role": "viewer"}, "o-tok": {"user": "otto", "role": "operator"}}
 T0 = 1_780_000_000.0
@@ -36,15 +36,6 @@ def rig():
 
 def client(ctl, **kw):
     return TestClient(create_app(ctl, TOKENS, ApiSettings(**kw), watch_s=0.05))
-
-
-def wait(pred, timeout_s=20.0):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def raw_post(c, path, text):

@@ -6,11 +6,11 @@ controller's capacitor and tap steps travel as C_SE_NC_1 setpoint commands, the 
 them, moves the twin's capacitor and tap, and reports the new positions back; the far end
 returns into the band."""
 
-import time
 import warnings
 
 import numpy as np
 import pytest
+from polling import wait as wait_for
 from test_controller_voltvar_steps import LIMITS, oltc_feeder
 
 from controller.assembly import Spec, assemble
@@ -21,13 +21,6 @@ from device_emulators import EmulatorHost
 from hil.direct import TwinPort, feeder_model
 from scenarios.model import Scenario
 from twin.simulation import Twin
-
-
-def wait_for(pred, timeout_s=20.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not pred():
-        time.sleep(0.02)
-    return pred()
 
 
 @pytest.fixture(scope="module")

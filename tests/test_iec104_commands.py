@@ -13,6 +13,7 @@ import threading
 import time
 
 import pytest
+from polling import wait
 
 from controller.clock import SteppedClock
 from controller.links.iec104 import Iec104Link
@@ -164,15 +165,6 @@ def test_every_wait_has_a_deadline_and_a_lost_link_fails_at_once():
         gone.close()
 
 
-def wait(pred, timeout_s=15.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return bool(pred())
-
-
 def test_immediate_confirmations_are_never_lost():
     """The emulators' outstation with no processing delay: replies come back before a blocking
     client would start waiting. 40 select-before-operate commands and 40 setpoints, all confirmed."""
@@ -192,4 +184,3 @@ def test_immediate_confirmations_are_never_lost():
     finally:
         link.close()
         os_.stop()
-

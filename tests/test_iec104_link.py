@@ -4,9 +4,9 @@ qualities, confirmed and refused commands (tap setpoint, select-before-operate s
 link loss -> missing/unavailable -> reconnect, seen through the controller's cycle."""
 
 import threading
-import time
 
 import pytest
+from polling import wait
 from ports import free_port
 
 from controller.clock import SteppedClock
@@ -20,15 +20,6 @@ from scenarios.model import Scenario
 from twin.simulation import Twin
 
 T0 = 1_780_000_000.0
-
-
-def wait(pred, timeout_s=10.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return bool(pred())
 
 
 @pytest.fixture(scope="module")

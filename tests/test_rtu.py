@@ -2,11 +2,11 @@
 interrogation delivers every monitoring point, breaker commands (select-before-operate)
 move the twin's breaker (and the power flow), a capacitor-step setpoint switches a shunt."""
 
-import time
 
 import c104
 import pandapower as pp
 import pytest
+from polling import wait as wait_for
 
 from device_emulators import EmulatorHost
 from device_emulators.rtu import BUS, HEAD, LINE, SHUNT, SHUNT_CMD, SWITCH, SWITCH_CMD, TAP, TRAFO
@@ -44,13 +44,6 @@ def rig():
     yield twin, host, conn, st, seen
     cl.stop()
     host.stop()
-
-
-def wait_for(pred, timeout_s=8.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not pred():
-        time.sleep(0.05)
-    return pred()
 
 
 def test_general_interrogation_returns_every_point(rig):

@@ -18,11 +18,11 @@ import math
 import os
 import ssl
 import struct
-import time
 
 import c104
 import pytest
 from iec104_raw import Raw104, interrogation, single
+from polling import wait
 from ports import free_port
 
 from controller.clock import SteppedClock
@@ -41,15 +41,6 @@ from device_emulators.iec104 import (
     TlsFileError,
     server_tls_context,
 )
-
-
-def wait(pred, timeout_s=15.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return bool(pred())
 
 
 @pytest.fixture(scope="module")
@@ -314,5 +305,3 @@ def test_c104_tls_client_connects(pki):
     finally:
         cl.stop()
         srv.stop()
-
-
