@@ -43,7 +43,8 @@ class Spec:
     @classmethod
     def from_scenario(cls, s) -> Spec:
         c = s.controller
-        return cls(c.cycle_s, c.optimize_every_s, c.objective, c.safety_gate, 0.0, list(s.dr_events))
+        return cls(c.cycle_s, c.optimize_every_s, c.objective, c.safety_gate, 0.0, list(s.dr_events),
+                   export_limit_kw=c.export_limit_kw)
 
     @classmethod
     def from_config(cls, cfg) -> Spec:

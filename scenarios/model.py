@@ -364,6 +364,9 @@ class ControllerSpec(Strict):
     optimize_every_s: float = Field(900.0, gt=0)
     objective: Literal["cost", "peak", "dr"] = "cost"
     safety_gate: bool = True
+    export_limit_kw: float | None = Field(
+        None, gt=0, description="most the feeder head may export (kW); the schedule curtails PV beyond it "
+        "(none: no limit)")
 
 
 class Regulation(Strict):

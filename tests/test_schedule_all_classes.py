@@ -275,3 +275,22 @@ def test_ev_departure_from_telemetry_else_the_groups_config_else_the_default():
     assert e["config 07:00"]["4-7"] == pytest.approx(need, abs=0.01) and e["config 07:00"]["7-"] < 1e-6
     # neither: 8 h from now (04:00), so the 02-04 block
     assert e["default 8 h"]["2-3"] + e["default 8 h"]["3-4"] == pytest.approx(need, abs=0.01)
+
+
+def test_scenario_export_limit_reaches_the_live_schedule():
+    """`controller.export_limit_kw` in a scenario: the running controller's plans keep the head's
+    planned export within it (a light feeder at noon exports ~56 kW unmanaged; limit 30 kW)."""
+    feeder = SC.feeder.model_copy(update={"base_load_scale": 0.1})
+    s = SC.model_copy(update={"duration_s": 3600.0, "feeder": feeder,
+                              "controller": SC.controller.model_copy(update={"export_limit_kw": 30.0})})
+    tw = Twin(s)
+    hist = Historian(":memory:", "NORMAL")
+    att = attach_controller(tw, hist)
+    tw.run()
+    att.finish(tw)
+    assert att.controller.scheduler.export_limit_kw == 30.0
+    plans = hist._rows("SELECT data FROM schedules")
+    assert plans
+    for row in plans:
+        head = np.asarray(json.loads(row["data"])["head_p_kw"], float)
+        assert head.min() >= -30.0 - 1e-3, head.min()
