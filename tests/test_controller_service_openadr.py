@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 import pytest
 import yaml
+from controller_service import stop
 from openadr_vtn import VEN_ID, Vtn, wait_for
 from ports import free_port
 
@@ -117,12 +118,7 @@ def world(tmp_path):
         yield rt, vtn, proc, api, tmp_path / "service.log"
     finally:
         api.close()
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop(proc)
         log.close()
         vtn.stop()  # idempotent: the test stops it itself
         rt.stop()

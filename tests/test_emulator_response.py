@@ -10,7 +10,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from emulation import EXACT, EXACT_METER
+from emulation import EXACT, started_rig
 from modbus_raw import Raw, regs, write
 
 from device_emulators import EmulatorHost
@@ -38,12 +38,7 @@ def scenario() -> Scenario:
 
 @pytest.fixture(scope="module")
 def rig():
-    twin = Twin(scenario())
-    host = EmulatorHost(twin, rtu=False, meter_emulation=EXACT_METER)
-    eps = {e["device_id"]: e for e in host.start()}
-    host.step(60)
-    yield twin, host, eps
-    host.stop()
+    yield from started_rig(scenario())
 
 
 def s16(x: int) -> int:

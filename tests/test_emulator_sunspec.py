@@ -4,7 +4,7 @@ out-of-range writes get exception 03, unknown registers 02."""
 
 import numpy as np
 import pytest
-from emulation import EXACT_METER, exact
+from emulation import exact, started_rig
 from pymodbus.client import ModbusTcpClient
 from sunspec2.modbus.client import SunSpecModbusClientDeviceTCP
 
@@ -27,12 +27,7 @@ def scenario(**kw):
 
 @pytest.fixture(scope="module")
 def rig():
-    twin = Twin(scenario())
-    host = EmulatorHost(twin, rtu=False, meter_emulation=EXACT_METER)
-    eps = {e["device_id"]: e for e in host.start()}
-    host.step(60)
-    yield twin, host, eps
-    host.stop()
+    yield from started_rig(scenario())
 
 
 def sunspec(ep):
