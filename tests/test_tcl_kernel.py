@@ -3,6 +3,7 @@ synchronisation of identical populations, control inputs, parameter errors."""
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,7 +13,7 @@ from scenarios.model import FleetGroup
 from twin.fleet.base import Ambient, SetpointError
 from twin.fleet.tcl import TclFleet
 from twin.params import ParamError
-from twin.tcl_kernel import advance_first_order, advance_first_order_serial, advance_numpy
+from twin.tcl_kernel import KernelChoice, advance_first_order, advance_first_order_serial, advance_numpy
 
 
 def fleet(n, seed=0, t_out=34.0, **params):
@@ -158,7 +159,7 @@ def test_numba_kernel_equals_plain_numpy():
                                t_out, dt, 1, 0, 8, agg_c)
     for x, y in zip(args_a, args_c):
         assert np.array_equal(x, y)  # one thread or many: bit-identical
-    np.testing.assert_allclose(agg_a, agg_c, rtol=1e-12)
+    assert np.array_equal(agg_a, agg_c)  # the same blocks summed in the same order
     assert np.array_equal(args_a[1], args_b[1].astype(args_a[1].dtype))
     np.testing.assert_allclose(args_a[0], args_b[0], rtol=0, atol=1e-9)
     assert np.array_equal(args_a[3], args_b[3])
@@ -247,3 +248,31 @@ def test_unavailable_devices_draw_nothing_and_restart_after_their_lockout():
     assert restarted.any()
     assert np.all((first_on[restarted] + 1) * 2.0 >= f.min_off_s[:50][restarted] - 2.0)
     assert f.kpis()["lockout_violations"] == 0
+
+
+def test_kernel_choice_takes_the_faster_way_and_never_changes_the_numbers():
+    c = KernelChoice(threads_from=100)
+    assert not c.threaded(99)  # a small group stays on the calling thread
+    c.ns = {False: 2.0, True: 1.0}
+    ways = [c.threaded(1000) for _ in range(3 * KernelChoice.PROBE_EVERY)]
+    assert sum(not w for w in ways) == 3  # the slower way is re-tried once per PROBE_EVERY calls
+    c.ns = {False: 1.0, True: 2.0}
+    assert sum(c.threaded(1000) for _ in range(KernelChoice.PROBE_EVERY)) == 1
+
+    # a group whose calls alternate threads and the calling thread equals one that never uses threads
+    a, b = fleet(3000, seed=4), fleet(3000, seed=4)
+    a._kernel.threads_from = 1000
+    b._kernel.threads_from = 10**9
+    a.force[::5] = 1  # some forced units: the kernel's full path as well as the plain one
+    b.force[::5] = 1
+    for k in range(40):
+        if k % 2:  # the measured times decide the way; force both ways in turn
+            a._kernel.ns = {False: 1.0, True: 2.0} if k % 4 == 1 else {False: 2.0, True: 1.0}
+        a.step(2.0, amb(34.0))
+        b.step(2.0, amb(34.0))
+    if numba.get_num_threads() > 1:  # both ways ran
+        assert a._kernel.ns[True] is not None and a._kernel.ns[False] is not None
+    for x, y in ((a.t_in_c, b.t_in_c), (a.on, b.on), (a.since_switch_s, b.since_switch_s),
+                 (a.comfort_dm, b.comfort_dm), (a.switches, b.switches)):
+        assert np.array_equal(x, y)
+    assert a.energy_kwh == b.energy_kwh

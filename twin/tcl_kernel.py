@@ -269,6 +269,9 @@ def advance_first_order(t_in, on, since_s, switches, comfort_dm, lock_viol,
     decay = exp(-dt/(R*C)), gain_c = R*COP*P (steady-state temperature drop when on). State
     arrays (t_in, on, since_s, switches, comfort_dm, lock_viol) are updated in place.
     Unavailable devices draw nothing and their thermostat is frozen off (comm/power loss).
+    Per-block sums are added in block order, so the result does not depend on the thread
+    count. Call it inside `numba.parallel_chunksize(1)` so that blocks go to threads one at a
+    time (a thread the OS pauses then holds up one block, not half the work).
     """
     n = t_in.size
     n_steps = t_out_c.size
@@ -281,9 +284,7 @@ def advance_first_order(t_in, on, since_s, switches, comfort_dm, lock_viol,
                            decay, gain_c, p_kw, mode, t_set, half_db, comfort_c, min_on_s,
                            min_off_s, t_offset, force, override, frac_on, frac_off, available,
                            t_out_c, dt_s, seed, step0)
-    for blk in range(n_blocks):
-        for k in range(n_steps):
-            agg_kw[k] += part[blk, k]
+    _add_blocks(part, agg_kw)
 
 
 @njit(cache=True)
@@ -291,12 +292,25 @@ def advance_first_order_serial(t_in, on, since_s, switches, comfort_dm, lock_vio
                                decay, gain_c, p_kw, mode, t_set, half_db, comfort_c, min_on_s,
                                min_off_s, t_offset, force, override, frac_on, frac_off, available,
                                t_out_c, dt_s, seed, step0, n_blocks, agg_kw):
-    """`advance_first_order` on the calling thread: for small groups stepped one step at a
-    time, where waking a thread pool costs more than the work (n_blocks is ignored)."""
-    _first_order_block(0, t_in.size, agg_kw, t_in, on, since_s, switches, comfort_dm, lock_viol,
-                       decay, gain_c, p_kw, mode, t_set, half_db, comfort_c, min_on_s, min_off_s,
-                       t_offset, force, override, frac_on, frac_off, available, t_out_c, dt_s,
-                       seed, step0)
+    """`advance_first_order` on the calling thread, bit-identical to it (same blocks, same
+    order of sums): for small groups, where waking a thread pool costs more than the work."""
+    n = t_in.size
+    part = np.zeros((n_blocks, t_out_c.size))
+    per = (n + n_blocks - 1) // n_blocks
+    for blk in range(n_blocks):
+        lo = blk * per
+        _first_order_block(lo, min(n, lo + per), part[blk], t_in, on, since_s, switches,
+                           comfort_dm, lock_viol, decay, gain_c, p_kw, mode, t_set, half_db,
+                           comfort_c, min_on_s, min_off_s, t_offset, force, override, frac_on,
+                           frac_off, available, t_out_c, dt_s, seed, step0)
+    _add_blocks(part, agg_kw)
+
+
+@njit(cache=True)
+def _add_blocks(part, agg_kw):
+    for blk in range(part.shape[0]):
+        for k in range(part.shape[1]):
+            agg_kw[k] += part[blk, k]
 
 
 @njit(cache=True)
@@ -358,11 +372,65 @@ def advance_second_order(t_air, t_mass, on, since_s, switches, comfort_dm, lock_
             agg_kw[k] += part[blk, k]
 
 
-def n_blocks_for(n: int) -> int:
-    """Enough blocks to balance threads, few enough that per-block sums stay cheap."""
-    from numba import get_num_threads
+class KernelChoice:
+    """Runs a first-order group on numba's threads or on the calling thread, whichever has
+    been faster per device-step lately. Threads pay on an idle multi-core machine and cost on
+    a busy one (a 2-core box shared with other work ran 100k TCLs 2x slower on 2 threads);
+    the two kernels give bit-identical results, so the choice never changes a run's numbers.
+    Groups under `threads_from` devices, or one-thread processes, always stay serial."""
 
-    return int(max(1, min(n, 8 * get_num_threads(), math.ceil(n / 256))))
+    PROBE_EVERY = 32  # calls between re-tries of the slower way
+    SMOOTH = 0.3  # weight of the newest timing in the running mean
+
+    def __init__(self, threads_from: int = 20_000):
+        self.threads_from = threads_from
+        self.ns = {False: None, True: None}  # running mean ns per device-step
+        self._warm = {False: False, True: False}  # the first call of each compiles
+        self.calls = 0
+
+    def threaded(self, n: int) -> bool:
+        from numba import get_num_threads
+
+        if n < self.threads_from or get_num_threads() < 2:
+            return False
+        self.calls += 1
+        for way in (False, True):
+            if self.ns[way] is None:
+                return way
+        best = self.ns[True] < self.ns[False]
+        return (not best) if self.calls % self.PROBE_EVERY == 0 else best
+
+    def run(self, *args) -> None:
+        """advance_first_order(*args) the faster way; args as advance_first_order takes them."""
+        import time
+
+        from numba import parallel_chunksize
+
+        n = args[0].size
+        way = self.threaded(n)
+        t0 = time.perf_counter()
+        if way:
+            with parallel_chunksize(1):
+                advance_first_order(*args)
+        else:
+            advance_first_order_serial(*args)
+        if n < self.threads_from:
+            return
+        ns = (time.perf_counter() - t0) * 1e9 / max(n * args[21].size, 1)  # args[21]: t_out_c
+        if not self._warm[way]:
+            self._warm[way] = True
+        else:
+            old = self.ns[way]
+            self.ns[way] = ns if old is None else (1 - self.SMOOTH) * old + self.SMOOTH * ns
+
+
+MAX_BLOCKS = 16  # blocks per group: enough to balance a few threads, a fixed number so that
+# results do not depend on how many threads the machine has
+
+
+def n_blocks_for(n: int) -> int:
+    """Blocks for a group of n devices: at least 256 devices each, at most MAX_BLOCKS."""
+    return int(max(1, min(n, MAX_BLOCKS, math.ceil(n / 256))))
 
 
 def advance_numpy(t_in, on, since_s, switches, comfort_dm, lock_viol,

@@ -14,18 +14,7 @@ import numpy as np
 from scenarios.model import Uniform
 from twin.fleet.base import Ambient, Ambients, Fleet, SetpointError, integrate_steps
 from twin.params import ParamError, draw_all
-from twin.tcl_kernel import (
-    advance_first_order,
-    advance_first_order_serial,
-    advance_second_order,
-    n_blocks_for,
-)
-
-# devices from which the kernel runs on numba's thread pool. Off by default: on the shared
-# 2-core machine one thread was faster at every size (feeder case, 100k TCLs, 30 simulated
-# min, same process, load ~2.5: 0.81-0.92 s serial vs 1.46-1.67 s on 2 threads); the
-# vectorised kernel leaves little for a second thread that other work also wants.
-PARALLEL_FROM = 10**12
+from twin.tcl_kernel import KernelChoice, advance_second_order, n_blocks_for
 
 
 def _u(lo: float, hi: float) -> Uniform:
@@ -110,6 +99,7 @@ class TclFleet(Fleet):
         self.elapsed_s = 0.0
         self._dt = None
         self._blocks = n_blocks_for(self.n)
+        self._kernel = KernelChoice()
         self._agg = np.zeros(1)
         self._t_out = np.zeros(1)
         self.p_kw = self.on * self.p_rated_kw
@@ -143,16 +133,10 @@ class TclFleet(Fleet):
             self._coefficients(dt_s)
         self._t_out[0] = amb.t_out_c
         self._agg[0] = 0.0
-        fon, foff = self.frac_on_pct / 100.0, self.frac_off_pct / 100.0
         if self.order == 1:
-            kernel = advance_first_order if self.n >= PARALLEL_FROM else advance_first_order_serial
-            kernel(self.t_in_c, self.on, self.since_switch_s, self.switches,
-                   self.comfort_dm, self.lockout_violations, self.decay, self.gain_c,
-                   self.p_rated_kw, self.mode, self.t_set_c, self.half_db_c, self.comfort_c,
-                   self.min_on_s, self.min_off_s, self.t_offset_c, self.force, self.override,
-                   fon, foff, self.available, self._t_out, dt_s, self.seed, self.steps,
-                   self._blocks, self._agg)
+            self._first_order(self._t_out, dt_s, self._agg)
         else:
+            fon, foff = self.frac_on_pct / 100.0, self.frac_off_pct / 100.0
             advance_second_order(self.t_in_c, self.t_mass_c, self.on, self.since_switch_s,
                                  self.switches, self.comfort_dm, self.lockout_violations,
                                  self.k_out, self.k_mass_a, self.k_mass_m, self.k_hvac,
@@ -167,6 +151,15 @@ class TclFleet(Fleet):
         self.steps += 1
         self.elapsed_s += dt_s
 
+    def _first_order(self, t_out_c: np.ndarray, dt_s: float, agg_kw: np.ndarray) -> None:
+        """len(t_out_c) first-order steps; one-shot fraction commands apply at the first."""
+        fon, foff = self.frac_on_pct / 100.0, self.frac_off_pct / 100.0
+        self._kernel.run(self.t_in_c, self.on, self.since_switch_s, self.switches, self.comfort_dm,
+                         self.lockout_violations, self.decay, self.gain_c, self.p_rated_kw,
+                         self.mode, self.t_set_c, self.half_db_c, self.comfort_c, self.min_on_s,
+                         self.min_off_s, self.t_offset_c, self.force, self.override, fon, foff,
+                         self.available, t_out_c, dt_s, self.seed, self.steps, self._blocks, agg_kw)
+
     def advance(self, dt_s: float, ambs: Ambients) -> None:
         """k steps in one kernel call (first-order model): the same per-step arithmetic, hash
         stream (step counter) and one-shot fraction commands (applied at the first step)."""
@@ -177,14 +170,7 @@ class TclFleet(Fleet):
             self._coefficients(dt_s)
         t_out = np.ascontiguousarray(ambs.t_out_c, dtype=float)
         agg = np.zeros(k)
-        fon, foff = self.frac_on_pct / 100.0, self.frac_off_pct / 100.0
-        kernel = advance_first_order if self.n >= PARALLEL_FROM else advance_first_order_serial
-        kernel(self.t_in_c, self.on, self.since_switch_s, self.switches,
-               self.comfort_dm, self.lockout_violations, self.decay, self.gain_c,
-               self.p_rated_kw, self.mode, self.t_set_c, self.half_db_c, self.comfort_c,
-               self.min_on_s, self.min_off_s, self.t_offset_c, self.force, self.override,
-               fon, foff, self.available, t_out, dt_s, self.seed, self.steps,
-               self._blocks, agg)
+        self._first_order(t_out, dt_s, agg)
         self.frac_on_pct[:] = 0.0
         self.frac_off_pct[:] = 0.0
         np.multiply(self.on, self.p_rated_kw, out=self.p_kw)
