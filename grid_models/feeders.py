@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import functools
+import logging
+import os
+import pickle
 import warnings
 from pathlib import Path
 
@@ -15,6 +18,8 @@ BUILTIN_FEEDERS = {
     "simbench": "any SimBench code, e.g. 1-MV-rural--0-sw, 1-LV-rural1--0-sw (data ships offline)",
     "pandapower_json": "a pandapower network saved with pandapower.to_json",
 }
+
+log = logging.getLogger("grid_models.feeders")
 
 SIMBENCH_EXAMPLES = ["1-MV-rural--0-sw", "1-MV-semiurb--0-sw", "1-LV-rural1--0-sw", "1-LV-urban6--0-sw"]
 
@@ -33,12 +38,7 @@ def build_feeder(kind: str, code: str | None = None, path: str | Path | None = N
         elif kind == "cigre_lv":
             net = pn.create_cigre_network_lv()
         elif kind == "simbench":
-            import simbench
-
-            try:
-                net = simbench.get_simbench_net(code)
-            except Exception as e:  # simbench raises bare Exceptions for unknown codes
-                raise FeederError(f"feeder.code: unknown SimBench code {code!r} ({e})") from None
+            net = _simbench_net(code)
         elif kind == "pandapower_json":
             try:
                 net = pp.from_json(str(path))
@@ -52,6 +52,46 @@ def build_feeder(kind: str, code: str | None = None, path: str | Path | None = N
     _enable_ratio_taps(net)
     if len(net.ext_grid) == 0:
         raise FeederError(f"feeder {kind} {code or path or ''}: network has no ext_grid (feeder head)")
+    return net
+
+
+def cache_dir() -> Path | None:
+    """Where built SimBench nets are kept: $GRIDTWIN_CACHE_DIR, else $XDG_CACHE_HOME/gridtwin or
+    ~/.cache/gridtwin; GRIDTWIN_CACHE_DIR set empty turns the cache off."""
+    env = os.environ.get("GRIDTWIN_CACHE_DIR")
+    if env is not None:
+        return Path(env) if env else None
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gridtwin"
+
+
+def _simbench_net(code: str) -> pp.pandapowerNet:
+    """SimBench's own CSV parsing takes 8-20 s a net; a parsed net is kept on disk (pickle, one
+    file per code and SimBench/pandapower version, written atomically, rebuilt when unreadable)
+    and loads in a fraction of a second."""
+    import simbench
+
+    folder = cache_dir()
+    path = None if folder is None else folder / f"simbench-{code}-sb{simbench.__version__}-pp{pp.__version__}.pkl"
+    if path is not None and path.is_file():
+        try:
+            with path.open("rb") as f:
+                return pickle.load(f)
+        except Exception as e:  # noqa: BLE001 - a damaged cache file is rebuilt, never trusted
+            log.warning("SimBench cache %s unreadable (%s); rebuilding it", path, e)
+    try:
+        net = simbench.get_simbench_net(code)
+    except Exception as e:  # simbench raises bare Exceptions for unknown codes
+        raise FeederError(f"feeder.code: unknown SimBench code {code!r} ({e})") from None
+    if path is not None:
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with tmp.open("wb") as f:
+                pickle.dump(net, f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, path)  # parallel builders each write whole files
+        except OSError as e:
+            log.warning("SimBench cache %s not written: %s", path, e)
+            tmp.unlink(missing_ok=True)
     return net
 
 
