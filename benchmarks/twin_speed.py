@@ -71,8 +71,10 @@ def run_twin(scenario: Scenario) -> dict:
     t0 = time.perf_counter()
     twin.run()
     wall = time.perf_counter() - t0
+    tcl = [f.kernel.summary() for f in twin.fleets.values() if hasattr(f, "kernel")]
     return {"build_s": build, "wall_s": wall, "speed": scenario.duration_s / wall, "power_flows": twin.pf.runs,
-            "failed": twin.failed_intervals, "devices": sum(f.n for f in twin.fleets.values())}
+            "failed": twin.failed_intervals, "devices": sum(f.n for f in twin.fleets.values()),
+            "tcl_kernel": "; ".join(tcl)}
 
 
 def run_pandapower_timeseries(n_steps: int) -> float:
@@ -121,6 +123,7 @@ def case_feeder(sim_s: float) -> None:
     print(f"  gridtwin          {tw['wall_s']:8.2f} s wall  {tw['speed']:8.0f} sim s / wall s  "
           f"(build {tw['build_s']:.1f} s, {tw['power_flows']} power flows, {tw['failed']} failed, "
           f"peak RSS {rss_mb:.0f} MB)")
+    print(f"  TCL kernel: {tw['tcl_kernel']}")
     print(f"  pandapower ts     {pp_wall:8.2f} s wall  {sim_s / pp_wall:8.0f} sim s / wall s  "
           f"(run_timeseries, {tw['power_flows']} time steps, DFData/ConstControl, no devices; "
           f"mean of {pp_before:.2f} s before and {pp_after:.2f} s after gridtwin)")

@@ -261,17 +261,17 @@ def test_kernel_choice_takes_the_faster_way_and_never_changes_the_numbers():
 
     # a group whose calls alternate threads and the calling thread equals one that never uses threads
     a, b = fleet(3000, seed=4), fleet(3000, seed=4)
-    a._kernel.threads_from = 1000
-    b._kernel.threads_from = 10**9
+    a.kernel.threads_from = 1000
+    b.kernel.threads_from = 10**9
     a.force[::5] = 1  # some forced units: the kernel's full path as well as the plain one
     b.force[::5] = 1
     for k in range(40):
         if k % 2:  # the measured times decide the way; force both ways in turn
-            a._kernel.ns = {False: 1.0, True: 2.0} if k % 4 == 1 else {False: 2.0, True: 1.0}
+            a.kernel.ns = {False: 1.0, True: 2.0} if k % 4 == 1 else {False: 2.0, True: 1.0}
         a.step(2.0, amb(34.0))
         b.step(2.0, amb(34.0))
     if numba.get_num_threads() > 1:  # both ways ran
-        assert a._kernel.ns[True] is not None and a._kernel.ns[False] is not None
+        assert a.kernel.ns[True] is not None and a.kernel.ns[False] is not None
     for x, y in ((a.t_in_c, b.t_in_c), (a.on, b.on), (a.since_switch_s, b.since_switch_s),
                  (a.comfort_dm, b.comfort_dm), (a.switches, b.switches)):
         assert np.array_equal(x, y)

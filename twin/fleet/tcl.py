@@ -99,7 +99,7 @@ class TclFleet(Fleet):
         self.elapsed_s = 0.0
         self._dt = None
         self._blocks = n_blocks_for(self.n)
-        self._kernel = KernelChoice()
+        self.kernel = KernelChoice()
         self._agg = np.zeros(1)
         self._t_out = np.zeros(1)
         self.p_kw = self.on * self.p_rated_kw
@@ -154,7 +154,7 @@ class TclFleet(Fleet):
     def _first_order(self, t_out_c: np.ndarray, dt_s: float, agg_kw: np.ndarray) -> None:
         """len(t_out_c) first-order steps; one-shot fraction commands apply at the first."""
         fon, foff = self.frac_on_pct / 100.0, self.frac_off_pct / 100.0
-        self._kernel.run(self.t_in_c, self.on, self.since_switch_s, self.switches, self.comfort_dm,
+        self.kernel.run(self.t_in_c, self.on, self.since_switch_s, self.switches, self.comfort_dm,
                          self.lockout_violations, self.decay, self.gain_c, self.p_rated_kw,
                          self.mode, self.t_set_c, self.half_db_c, self.comfort_c, self.min_on_s,
                          self.min_off_s, self.t_offset_c, self.force, self.override, fon, foff,
