@@ -12,7 +12,7 @@ import yaml
 
 from scenarios.load import ScenarioError, load_scenario
 from tests.scenario_input import gridtwin, write
-from twin.profiles import LocalClock
+from twin.profiles import LocalClock, load_shape, load_shapes
 
 TOU = {"kind": "tou", "base_eur_per_mwh": 80,
        "periods": [{"start_h": 17, "end_h": 21, "price_eur_per_mwh": 180}]}
@@ -141,6 +141,21 @@ def test_daylight_saving_days_have_23_and_25_local_hours(tmp_path):
     peak_utc = [utc_h(t0 + int(np.argmax(base[:day])) * 3600),
                 utc_h(t0 + 86400 + int(np.argmax(base[day:])) * 3600)]
     assert peak_utc == [18.0, 17.0]
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "UTC"])
+def test_batched_local_hours_equal_the_one_instant_clock_across_dst(zone):
+    """A device batch asks the clock for many instants at once; across both 2026 Berlin
+    transitions (and Lord Howe's 30-minute one) every hour is the one-instant value, bit for bit."""
+    rng = np.random.default_rng(3)
+    for day in (datetime(2026, 3, 28, tzinfo=UTC), datetime(2026, 10, 24, tzinfo=UTC)):
+        t = np.sort(np.r_[np.arange(0.0, 3 * 86400.0, 7.0), rng.uniform(0, 3 * 86400.0, 2000)])
+        clock = LocalClock(day, zone)
+        one = np.array([clock.hour(float(x)) for x in t])
+        batch = LocalClock(day, zone).hours(t)
+        assert np.array_equal(one, batch)
+        assert np.array_equal(load_shapes("residential", batch),
+                              [load_shape("residential", h) for h in one])
 
 
 def test_unknown_timezone_is_a_one_line_error_exit_2(tmp_path, capsys):

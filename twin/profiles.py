@@ -29,6 +29,15 @@ def load_shape(profile: str, hour_of_day: float) -> float:
     return shape[i] * (1 - f) + shape[(i + 1) % 24] * f
 
 
+def load_shapes(profile: str, hours_of_day: np.ndarray) -> np.ndarray:
+    """`load_shape` at many hours, element by element the same arithmetic."""
+    shape = np.asarray(_SHAPES[profile] + _SHAPES[profile][:1], float)
+    h = np.asarray(hours_of_day, float) % 24.0
+    i = h.astype(np.int64)
+    f = h - i
+    return shape[i] * (1 - f) + shape[i + 1] * f
+
+
 class LocalClock:
     """Local clock time in an IANA zone at seconds since the scenario start. Load shapes, EV
     arrival hours and time-of-use periods are clock times people live by (DST included: a
@@ -64,6 +73,21 @@ class LocalClock:
     def hour(self, t_s: float) -> float:
         """Local clock hour of day (0 <= h < 24, fractional) at t_s."""
         return ((self.t0 + t_s + self.offset_s(t_s)) % 86400.0) / 3600.0
+
+    def hours(self, t_s: np.ndarray) -> np.ndarray:
+        """`hour` at many instants (a device batch): the same arithmetic, with the UTC offset
+        looked up once per quarter hour the instants fall in."""
+        t_s = np.asarray(t_s, float)
+        off = np.zeros(t_s.shape)
+        if not self._fixed:
+            q = np.floor((self.t0 + t_s) / self.Q_S)
+            for qv in np.unique(q):
+                at = q == qv
+                first = float(t_s[np.argmax(at)])
+                self.offset_s(first)  # fills the quarter's cache entry
+                o = self._q[int(qv)]
+                off[at] = [self.offset_s(float(x)) for x in t_s[at]] if o is None else o
+        return ((self.t0 + t_s + off) % 86400.0) / 3600.0
 
 
 _KNOWN = {c.name: c for c in (*BASE_LOAD_COLUMNS, *PRICE_COLUMNS)}

@@ -112,7 +112,7 @@ class Twin:
         ts = t0_s + self.dt_s * np.arange(k)
         wind = np.interp(ts, w.t_s, w.wind) if w.wind is not None else np.full(k, math.nan)
         return Ambients(ts, np.interp(ts, w.t_s, w.ghi), np.interp(ts, w.t_s, w.t_out), wind,
-                        lambda t: self._ambient(t).hour_of_day)
+                        self.local_clock.hours)
 
     def feeder_sgen_kw(self, amb: Ambient) -> np.ndarray:
         """Output of the feeder's own generators (kW, generation positive) at `amb`."""
@@ -125,7 +125,7 @@ class Twin:
         if self._base_csv is not None:
             return self._base_csv.at("scale", t_s)
         return self.scenario.feeder.base_load_scale * load_shape(self.scenario.base_load.profile,
-                                                                  self._ambient(t_s).hour_of_day)
+                                                                  self.local_clock.hour(t_s))
 
     # --- processes ----------------------------------------------------------------------------
     batch = True  # advance quiet stretches of device steps in one call per fleet

@@ -35,14 +35,14 @@ class Ambients:
     ghi_w_m2: np.ndarray
     t_out_c: np.ndarray
     wind_m_s: np.ndarray
-    hour_at: Callable[[float], float]  # t_s -> local clock hour of day
+    hours_at: Callable[[np.ndarray], np.ndarray]  # t_s -> local clock hour of day, element-wise
 
     def __len__(self) -> int:
         return len(self.t_s)
 
     @cached_property
     def hour_of_day(self) -> np.ndarray:
-        return np.array([self.hour_at(float(t)) for t in self.t_s])
+        return np.asarray(self.hours_at(self.t_s), float)
 
     def __getitem__(self, j: int) -> Ambient:
         return Ambient(float(self.t_s[j]), float(self.ghi_w_m2[j]), float(self.t_out_c[j]),
@@ -55,7 +55,7 @@ class Ambients:
     def of(cls, amb: Ambient) -> Ambients:
         """One step as a batch of one (fleets step with the batch kernel)."""
         a = cls(np.array([amb.t_s]), np.array([amb.ghi_w_m2]), np.array([amb.t_out_c]),
-                np.array([amb.wind_m_s]), lambda t: amb.hour_of_day)
+                np.array([amb.wind_m_s]), lambda t: np.full(len(t), amb.hour_of_day))
         a.hour_of_day = np.array([amb.hour_of_day])
         return a
 

@@ -7,7 +7,7 @@ from numba import njit
 
 from twin.fleet.base import Ambient, Ambients, Fleet, integrate_steps
 from twin.params import draw_all
-from twin.profiles import load_shape
+from twin.profiles import load_shape, load_shapes
 
 DEFAULTS = {"p_nom_kw": 5.0, "flex_share": 0.5, "rebound": 0.5}
 BOUNDS = {"p_nom_kw": (0.0, 1e5), "flex_share": (0.0, 1.0), "rebound": (0.0, 2.0)}
@@ -60,7 +60,7 @@ class FlexLoadFleet(Fleet):
         k = len(ambs)
         if k == 0:
             return
-        shapes = np.array([load_shape(self.profile, h) for h in ambs.hour_of_day])
+        shapes = load_shapes(self.profile, ambs.hour_of_day)
         p = np.empty((k, self.n))
         flex_steps(self.p_nom_kw, self.flex_share, self.rebound, self.curtail_pct, self.available,
                    self.owed_kwh, shapes, dt_s / 3600.0, p)
