@@ -69,6 +69,9 @@ def _s_calc(yp, yj, yx, v):
     return out
 
 
+DENSE_MAX = 100  # Newton unknowns up to which the dense LU is faster (CIGRE MV/LV; see solve)
+
+
 class JacobianPattern:
     """The fixed sparsity of the polar Newton Jacobian [[dP/dVa, dP/dVm], [dQ/dVa, dQ/dVm]]
     (rows P at pv+pq, Q at pq; columns Va at pv+pq, Vm at pq) and where each Ybus nonzero lands."""
@@ -115,11 +118,31 @@ class JacobianPattern:
         pos[tag] = where
         self.pos = [pos[b * nnz_y:(b + 1) * nnz_y].copy() for b in range(4)]
         self.data = np.zeros(len(order))
+        cols = np.repeat(np.arange(self.n), np.diff(self.indptr))
+        self.dense = self.n <= DENSE_MAX
+        self._flat = self.indices.astype(np.int64) * self.n + cols  # C-order position in the dense J
+
+    def fill(self, v: np.ndarray) -> np.ndarray:
+        """Jacobian entries at voltages v into `data`; returns S_calc = V conj(Ybus V)."""
+        return _fill_jacobian(self.yp, self.yj, self.yx, v, *self.pos, self.data)
 
     def evaluate(self, v: np.ndarray):
         """(J as scipy CSC, S_calc = V conj(Ybus V)) at voltages v."""
-        s_calc = _fill_jacobian(self.yp, self.yj, self.yx, v, *self.pos, self.data)
+        s_calc = self.fill(v)
         return sp.csc_matrix((self.data.copy(), self.indices, self.indptr), shape=(self.n, self.n)), s_calc
+
+    def solve(self, f: np.ndarray) -> np.ndarray:
+        """J^-1 f for the Jacobian last filled: LAPACK's dense LU up to DENSE_MAX unknowns (a
+        sparse factorisation's set-up costs more than the whole solve there), SuperLU above.
+        Raises np.linalg.LinAlgError for a singular Jacobian."""
+        if self.dense:
+            jac = np.zeros(self.n * self.n)
+            jac[self._flat] = self.data
+            return np.linalg.solve(jac.reshape(self.n, self.n), f)
+        try:
+            return splu(sp.csc_matrix((self.data, self.indices, self.indptr), shape=(self.n, self.n))).solve(f)
+        except RuntimeError as e:  # SuperLU: exactly singular
+            raise np.linalg.LinAlgError(str(e)) from None
 
     def s_calc(self, v: np.ndarray) -> np.ndarray:
         return _s_calc(self.yp, self.yj, self.yx, v)
@@ -143,9 +166,9 @@ def newton(pattern: JacobianPattern, sbus: np.ndarray, v0: np.ndarray, pv, pq,
     va, vm = np.angle(v), np.abs(v)
     it = 0
     while True:
-        jac, s_calc = pattern.evaluate(v)
+        s_calc = pattern.fill(v)
         mis = s_calc - sbus
-        f = np.r_[mis.real[pvpq], mis.imag[pq]]
+        f = np.concatenate((mis.real[pvpq], mis.imag[pq]))
         if not np.all(np.isfinite(f)):
             return NewtonResult(v, False, it, s_calc)
         if f.size == 0 or np.max(np.abs(f)) < tol:
@@ -153,8 +176,8 @@ def newton(pattern: JacobianPattern, sbus: np.ndarray, v0: np.ndarray, pv, pq,
         if it >= max_iter:
             return NewtonResult(v, False, it, s_calc)
         try:
-            dx = splu(jac).solve(f)
-        except RuntimeError:  # singular Jacobian: no solution from here
+            dx = pattern.solve(f)
+        except np.linalg.LinAlgError:  # singular Jacobian: no solution from here
             return NewtonResult(v, False, it, s_calc)
         va[pvpq] -= dx[:n1]
         vm[pq] -= dx[n1:]
@@ -261,7 +284,7 @@ class NetModel:
     def loadings(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Line and transformer loading % for internal voltages v (0 for out-of-service rows)."""
         ld = np.maximum(np.abs(self.yf @ v) * self.c_from, np.abs(self.yt @ v) * self.c_to)
-        ld = np.r_[ld, 0.0]  # row -1 (out of service) reads the trailing 0
+        ld = np.append(ld, 0.0)  # row -1 (out of service) reads the trailing 0
         return ld[self.line_rows], ld[self.trafo_rows]
 
     def losses_mw(self, v: np.ndarray) -> float:
@@ -272,10 +295,10 @@ class NetModel:
 
     def bus_vm(self, v: np.ndarray) -> np.ndarray:
         """|V| per pandapower bus (net.bus order), NaN for buses outside the model."""
-        return np.r_[np.abs(v), np.nan][np.minimum(self.bus_pos, self.n_bus)]
+        return np.append(np.abs(v), np.nan)[np.minimum(self.bus_pos, self.n_bus)]
 
     def bus_va_deg(self, v: np.ndarray) -> np.ndarray:
-        return np.r_[np.degrees(np.angle(v)), np.nan][np.minimum(self.bus_pos, self.n_bus)]
+        return np.append(np.degrees(np.angle(v)), np.nan)[np.minimum(self.bus_pos, self.n_bus)]
 
 
 @dataclass

@@ -95,8 +95,8 @@ class PowerFlow:
                     sgen_p_kw=None):
         """Per-row P/Q (MW/Mvar, load convention for loads, generation for sgens)."""
         scale = load_scale if load_scale_per_row is None else load_scale * load_scale_per_row
-        lp = np.r_[self._own_load_p * scale, np.asarray(der_p_kw, dtype=float) / 1000.0]
-        lq = np.r_[self._own_load_q * scale, np.asarray(der_q_kvar, dtype=float) / 1000.0]
+        lp = np.concatenate((self._own_load_p * scale, np.asarray(der_p_kw, dtype=float) / 1000.0))
+        lq = np.concatenate((self._own_load_q * scale, np.asarray(der_q_kvar, dtype=float) / 1000.0))
         if sgen_p_kw is not None:
             gp = np.asarray(sgen_p_kw, dtype=float) / 1000.0
             with np.errstate(invalid="ignore", divide="ignore"):
