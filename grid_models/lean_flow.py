@@ -6,7 +6,8 @@ re-solves the same network with new bus injections thousands of times, so `NetMo
 pandapower's internal model (Ybus, Yf, Yt, bus types, lookups) from one converged `runpp`, and
 `newton` iterates on it: polar Newton-Raphson with the same mismatch equations and tolerance
 as pandapower, a numba-filled sparse Jacobian on a fixed sparsity pattern, SuperLU
-factorisation (scipy), warm start from the last solution. Results are numpy arrays only.
+factorisation (scipy; LAPACK's dense LU for small feeders, where it is faster), warm start
+from the last solution. Results are numpy arrays only.
 Callers rebuild the model (one `runpp`) when topology, taps or element states change.
 """
 
