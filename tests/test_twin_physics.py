@@ -82,6 +82,41 @@ def test_battery_setpoint_outside_limits_rejected():
     assert bat.p_set_kw[1] == -5.0
 
 
+def test_one_device_write_checks_exactly_what_an_array_write_checks():
+    """A link writes one device at a time: that path must accept, reject and report exactly as
+    the array path does, for every setpoint of every fleet kind (bounds per device or fixed)."""
+    s = small_scenario(fleet=[*small_scenario().model_dump()["fleet"],
+                              {"name": "ac", "kind": "tcl", "count": 6}])
+    twin = Twin(s)
+    rng = np.random.default_rng(11)
+    for f in twin.fleets.values():
+        for name in f.SETPOINTS:
+            lo, hi = f.limits(name)
+            for _ in range(30):
+                i = int(rng.integers(-f.n, f.n))
+                v = float(rng.choice([lo[i], hi[i], lo[i] - 1e-6, hi[i] + 1e-6, rng.uniform(lo[i] - 5, hi[i] + 5),
+                                      np.nan, np.inf]))
+                if name in getattr(f, "INTEGER_SETPOINTS", ()) and np.isfinite(v):
+                    v = float(np.round(v))
+                before = getattr(f, name).copy()
+                try:
+                    f.write(name, i, v)
+                    one = None
+                except SetpointError as e:
+                    one = str(e)
+                after_one = getattr(f, name).copy()
+                getattr(f, name)[:] = before
+                try:
+                    f.write(name, np.array([i]), np.array([v]))
+                    many = None
+                except SetpointError as e:
+                    many = str(e)
+                assert one == many, (f.name, name, i, v)
+                assert np.array_equal(after_one, getattr(f, name), equal_nan=True)
+        with pytest.raises(SetpointError, match="unknown setpoint"):
+            f.write("no_such_setpoint", 0, 1.0)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.floats(0, 1300), st.floats(-20, 45), st.floats(0, 100))
 def test_pv_never_exceeds_irradiance_limited_power(ghi, t_out, limit_pct):

@@ -7,6 +7,7 @@ calls `step` once per device step; emulators and links read `telemetry()` and ca
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -58,6 +59,11 @@ class Ambients:
                 np.array([amb.wind_m_s]), lambda t: np.full(len(t), amb.hour_of_day))
         a.hour_of_day = np.array([amb.hour_of_day])
         return a
+
+
+def _at(bound, i: int) -> float:
+    """Row i of a per-device bound (an array, or one number for every device)."""
+    return float(bound[i] if np.ndim(bound) else bound)
 
 
 class SetpointError(ValueError):
@@ -115,6 +121,8 @@ class Fleet:
 
     def write(self, name: str, index, value) -> None:
         """Set setpoint `name` for rows `index` (int, slice or array); reject out-of-range values."""
+        if isinstance(index, int | np.integer) and np.ndim(value) == 0:
+            return self._write_one(name, int(index), float(value))
         lo, hi = self.limits(name)
         idx = np.arange(self.n)[index]
         val = np.broadcast_to(np.asarray(value, dtype=float), np.shape(idx))
@@ -125,6 +133,17 @@ class Fleet:
             raise SetpointError(f"{self.name}[{i}].{name}={float(np.atleast_1d(val)[k]):g} outside "
                                 f"[{lo[i]:g}, {hi[i]:g}]")
         getattr(self, name)[idx] = val
+
+    def _write_one(self, name: str, i: int, v: float) -> None:
+        """`write` for one device and one value (what a link sends per command), without
+        building whole-fleet index and bound arrays: the same checks and message."""
+        if name not in self.SETPOINTS:
+            self.limits(name)  # raises the unknown-setpoint error
+        i = range(self.n)[i]  # IndexError for a row out of range, negatives counted from the end
+        lo, hi = (float(b) if not isinstance(b, str) else _at(getattr(self, b), i) for b in self.SETPOINTS[name])
+        if not (math.isfinite(v) and lo - 1e-9 <= v <= hi + 1e-9):
+            raise SetpointError(f"{self.name}[{i}].{name}={v:g} outside [{lo:g}, {hi:g}]")
+        getattr(self, name)[i] = v
 
     # --- views ----------------------------------------------------------------------------
     def telemetry(self) -> dict[str, np.ndarray]:
