@@ -204,3 +204,109 @@ def test_bad_shape_is_a_one_line_error_naming_the_field():
     p.net_load_forecast_kw = np.zeros(23)
     with pytest.raises(ProblemError, match="net_load_forecast_kw: expected length 24"):
         Dispatcher().day_ahead(p)
+
+
+def _sequence(n=6, grid=False):
+    """Problems of one structure whose numbers all move: prices, loads, SOCs, EV needs, TCL
+    bounds, flexible base, DR target and reserve, peak/export limits, grid headroom."""
+    out = []
+    for k in range(n):
+        p = random_problem(n_bat=9, n_pv=3, n_ev=5, n_flex=3, n_tcl=1, n_steps=24, step_s=900.0,
+                           n_buses=2, seed=7, t0_hour=6.0 + k)
+        rng = np.random.default_rng(k)
+        b = p.batteries
+        b.soc_kwh = np.clip(b.soc_kwh + rng.uniform(-1, 1, b.n), b.soc_min_kwh, b.soc_max_kwh)
+        p.evs.e_need_kwh = p.evs.e_need_kwh * rng.uniform(0.5, 1.5, p.evs.n)
+        p.tcls[0].p_max_kw = p.tcls[0].p_max_kw + rng.uniform(0, 5)
+        p.tcls[0].e0_kwh = float(rng.uniform(10, 50))
+        p.flex.owed_kwh = rng.uniform(0, 2, p.flex.n)
+        p.peak_limit_kw = float(rng.uniform(30, 60)) if k % 2 else None
+        p.export_limit_kw = float(rng.uniform(5, 20)) if k % 3 else None
+        red = np.full(p.n_steps, np.nan)
+        red[10 + k:13 + k] = 5.0 + k
+        p.dr_reduction_kw, p.dr_baseline_kw = red, p.net_load_forecast_kw + 3.0
+        p.reserve_steps = (np.arange(p.n_steps) >= 16) & (np.arange(p.n_steps) < 18 + k % 2) if k % 2 else None
+        if grid:
+            p.grid = GridSensitivity(np.array([1, 2]), np.array([[-2e-4, -1e-4], [-1e-4, -3e-4]]),
+                                     1.03 + 0.01 * rng.random((2, p.n_steps)),
+                                     dload_dp_pct_per_kw=np.array([[0.2, 0.1]]),
+                                     loading0_pct=np.full((1, p.n_steps), 60.0 + k))
+        out.append(p)
+    return out
+
+
+@pytest.mark.parametrize("grid", [False, True])
+def test_bulk_update_writes_what_appsi_update_would(grid, monkeypatch):
+    """The re-solve path pushes a problem's numbers into HiGHS as whole arrays (model.Columns);
+    the reference path writes Pyomo Params/bounds and lets appsi's update() push them. Over a
+    sequence of problems of one structure, HiGHS must hold the same LP element for element and
+    return the same schedules."""
+    import controller.dispatch.model as lp
+
+    seq = _sequence(grid=grid)
+    bulk = Dispatcher()
+    got = [bulk.realtime(p) for p in seq]
+    assert bulk._slots["realtime"][4], "Columns.matches refused the model: bulk path unused"
+    lp_bulk = bulk._slots["realtime"][2]._solver_model.getLp()
+    monkeypatch.setattr(lp.Columns, "matches", lambda *a: False)  # force appsi's update()
+    ref = Dispatcher()
+    want = [ref.realtime(p) for p in seq]
+    assert not ref._slots["realtime"][4]
+    assert all(s.stats.reused_model for s in got[1:]) and all(s.stats.reused_model for s in want[1:])
+    lp_ref = ref._slots["realtime"][2]._solver_model.getLp()
+    for f in ("col_lower_", "col_upper_", "row_lower_", "row_upper_", "col_cost_"):
+        assert np.array_equal(getattr(lp_bulk, f), getattr(lp_ref, f)), f
+    for g, w in zip(got, want):
+        assert g.objective_terms == w.objective_terms
+        assert g.p_kw.keys() == w.p_kw.keys()
+        assert all(np.array_equal(g.p_kw[k], w.p_kw[k]) for k in g.p_kw)
+        assert g.setpoints == w.setpoints
+
+
+def test_disaggregation_keeps_device_limits_and_group_totals():
+    """Group plans split per device: every battery inside its power and SOC limits, a group's
+    devices together deliver the group's power whenever the group can (else as much as its
+    devices can, all the same direction); EVs never above their rate or their need and, below
+    the group's free rate, exactly the group's power."""
+    from controller.dispatch import aggregate as agg
+
+    rng = np.random.default_rng(3)
+    for seed in range(25):
+        p = random_problem(n_bat=int(rng.integers(1, 40)), n_pv=0, n_ev=int(rng.integers(1, 30)),
+                           n_flex=0, n_steps=24, n_buses=int(rng.integers(1, 4)), seed=seed)
+        b, e, dt_h = p.batteries, p.evs, p.step_h
+        a = agg.aggregate(p)
+        p_g = rng.uniform(-1.2, 1.2, (len(a.bat.keys), p.n_steps)) * a.bat.p_max[:, None]
+        p_g[rng.random(p_g.shape) < 0.2] = 0.0
+        p_dev, soc_dev, _ = agg.disaggregate_batteries(p, a.bat, p_g)
+        soc = np.asarray(b.soc_kwh, float).copy()
+        for k in range(p.n_steps):
+            pk = p_dev[:, k]
+            assert np.all(np.abs(pk) <= b.p_max_kw + 1e-9)
+            for gi, m in enumerate(a.bat.members):
+                # what the group's devices can charge / discharge this step from their SOC
+                up = np.minimum(b.p_max_kw[m], (b.soc_max_kwh[m] - soc[m]) / b.eta_ch[m] / dt_h).sum()
+                down = np.minimum(b.p_max_kw[m], (soc[m] - b.soc_min_kwh[m]) * b.eta_dis[m] / dt_h).sum()
+                assert pk[m].sum() == pytest.approx(np.clip(p_g[gi, k], -down, up), abs=1e-9)
+                assert np.all(pk[m] * np.sign(p_g[gi, k]) >= -1e-12)
+            soc += np.where(pk > 0, pk * b.eta_ch, pk / b.eta_dis) * dt_h
+            assert np.all(soc >= b.soc_min_kwh - 1e-9) and np.all(soc <= b.soc_max_kwh + 1e-9)
+            assert soc_dev[:, k] == pytest.approx(soc, abs=1e-9)
+
+        # EVs: limits always; with every departure beyond the horizon nothing is required (no
+        # end-of-horizon repair), so each step the cars' sum is the plan up to their free rate
+        for late in (False, True):
+            if late:
+                e.departure_step = np.full(e.n, p.n_steps + 500)
+                a = agg.aggregate(p)
+            q_g = rng.uniform(0, 1.2, (len(a.ev.keys), p.n_steps)) * a.ev.p_max
+            q_dev, _, _ = agg.disaggregate_evs(p, a.ev, q_g)
+            conn, kwh = a.ev.dev_conn, e.eta * dt_h
+            assert np.all(q_dev >= -1e-12) and np.all(q_dev <= e.p_max_kw[:, None] * conn + 1e-9)
+            got = np.cumsum(q_dev * kwh[:, None], axis=1)
+            assert np.all(got[:, -1] <= e.e_need_kwh + 1e-9)
+            if late:
+                before = e.e_need_kwh[:, None] - (got - q_dev * kwh[:, None])  # room at each step's start
+                rate = np.where(conn, np.minimum(e.p_max_kw[:, None], before / kwh[:, None]), 0.0)
+                for gi, m in enumerate(a.ev.members):
+                    assert q_dev[m].sum(axis=0) == pytest.approx(np.minimum(q_g[gi], rate[m].sum(axis=0)), abs=1e-9)

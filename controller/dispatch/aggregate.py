@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from controller.dispatch.problem import DispatchProblem
 
@@ -229,36 +230,220 @@ def aggregate(p: DispatchProblem, by_group: bool = True, bat_keys: list[tuple] |
     return Aggregated(bat, pv, ev, tcl, flex, bat_keys or [], ev_keys or [])
 
 
-def _split(total: float, caps: np.ndarray) -> np.ndarray:
-    """Share `total` >= 0 in proportion to `caps` >= 0, never above a cap."""
-    s = caps.sum()
+# --- compiled per-step loops -------------------------------------------------------------------
+# The disaggregation runs every step of every group of every re-plan (cigre_mv_day: 148 plans x
+# 96 steps x 5 battery groups), so it is compiled. The kernels do the arithmetic of the numpy
+# formulation they replaced in the same order, including numpy's pairwise summation and its
+# maximum/minimum/clip rules for NaN and signed zeros, so results are bit for bit the same.
+
+@njit(cache=True)
+def _block_sum(a, lo, n):
+    """numpy's pairwise-sum leaf (n <= 128): plain loop below 8, else 8 partial sums."""
+    if n < 8:
+        res = 0.0
+        for i in range(n):
+            res += a[lo + i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    while i < n - (n % 8):
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@njit(cache=True)
+def _psum(a, lo, n):
+    """np.sum(a[lo:lo + n]) of a contiguous float64 array, bit for bit: numpy's pairwise
+    summation (halves, cut at multiples of 8, down to blocks of <= 128), evaluated with an
+    explicit stack (numba's cache does not take recursive functions)."""
+    if n <= 128:
+        return _block_sum(a, lo, n)
+    s_lo = np.empty(192, np.int64)
+    s_n = np.empty(192, np.int64)
+    s_join = np.empty(192, np.bool_)
+    vals = np.empty(96)
+    top, nv = 1, 0
+    s_lo[0], s_n[0], s_join[0] = lo, n, False
+    while top:
+        top -= 1
+        l, m = s_lo[top], s_n[top]
+        if s_join[top]:  # both halves done: left + right
+            vals[nv - 2] = vals[nv - 2] + vals[nv - 1]
+            nv -= 1
+        elif m <= 128:
+            vals[nv] = _block_sum(a, l, m)
+            nv += 1
+        else:
+            n2 = m // 2
+            n2 -= n2 % 8
+            s_lo[top], s_n[top], s_join[top] = l, m, True
+            s_lo[top + 1], s_n[top + 1], s_join[top + 1] = l + n2, m - n2, False
+            s_lo[top + 2], s_n[top + 2], s_join[top + 2] = l, n2, False
+            top += 3
+    return vals[0]
+
+
+@njit(cache=True, inline="always")
+def _max(a, b):  # np.maximum
+    return a if (a > b or a != a) else b
+
+
+@njit(cache=True, inline="always")
+def _min(a, b):  # np.minimum
+    return a if (a < b or a != a) else b
+
+
+@njit(cache=True)
+def _split_nb(total, caps, out):
+    """Share `total` >= 0 in proportion to `caps` >= 0 into `out`, never above a cap."""
+    s = _psum(caps, 0, caps.size)
     if s <= 1e-12 or total <= 0:
-        return np.zeros_like(caps)
-    return caps * min(1.0, total / s)
+        out[:] = 0.0
+        return
+    f = total / s
+    f = f if f < 1.0 else 1.0  # min(1.0, f)
+    for i in range(caps.size):
+        out[i] = caps[i] * f
 
 
-def _fill(total: float, weights: np.ndarray, caps: np.ndarray) -> np.ndarray:
-    """Water-filling: x_i = min(cap_i, lam * w_i) with sum(x) = total (or all caps if less);
-    at most one pass per device."""
-    x = np.zeros_like(caps)
+@njit(cache=True)
+def _fill_nb(total, weights, caps, x, free, buf, tmp):
+    """Water-filling into `x`: x_i = min(cap_i, lam * w_i) with sum(x) = total (or all caps if
+    less); at most one pass per device; the rest (zero-weight devices) in proportion to the
+    room left. `free`, `buf`, `tmp`: scratch of the same length."""
+    k = caps.size
+    x[:] = 0.0
     if total <= 0:
-        return x
-    free = (caps > 1e-12) & (weights > 1e-12)
+        return
+    for i in range(k):
+        free[i] = caps[i] > 1e-12 and weights[i] > 1e-12
     left = total
-    for _ in range(caps.size + 1):
-        ws = weights[free].sum()
+    for _ in range(k + 1):
+        c = 0
+        for i in range(k):
+            if free[i]:
+                buf[c] = weights[i]
+                c += 1
+        ws = _psum(buf, 0, c)
         if ws <= 1e-12 or left <= 1e-12:
             break
-        trial = left / ws * weights
-        over = free & (trial >= caps)
-        if not over.any():
-            x[free] = trial[free]
-            return x
-        x[over] = caps[over]
-        left -= caps[over].sum()
-        free &= ~over
-    # weights exhausted but room left (e.g. zero-weight devices): fall back to caps
-    return x + _split(max(total - x.sum(), 0.0), caps - x)
+        lam = left / ws
+        c = 0
+        for i in range(k):
+            if free[i] and lam * weights[i] >= caps[i]:
+                buf[c] = caps[i]
+                c += 1
+        if c == 0:
+            for i in range(k):
+                if free[i]:
+                    x[i] = lam * weights[i]
+            return
+        for i in range(k):
+            if free[i] and lam * weights[i] >= caps[i]:
+                x[i] = caps[i]
+                free[i] = False
+        left -= _psum(buf, 0, c)
+    rest = total - _psum(x, 0, k)
+    for i in range(k):
+        buf[i] = caps[i] - x[i]
+    _split_nb(rest if rest > 0.0 else 0.0, buf, tmp)  # max(total - x.sum(), 0.0)
+    for i in range(k):
+        x[i] = x[i] + tmp[i]
+
+
+@njit(cache=True)
+def _batteries_nb(p_g, order, start, pmax, smin, smax, eta_c, eta_d, soc, dt_h, p_dev, soc_dev):
+    """Per step: each group's power shared by water-filling over the members' energy room;
+    then every device's SOC. Returns the summed |group power - devices' sum|."""
+    n = p_g.shape[1]
+    residual = 0.0
+    scratch = np.empty((5, np.max(np.diff(start)) if start.size > 1 else 0))  # rows of the largest group
+    free = np.empty(scratch.shape[1], np.bool_)
+    for k in range(n):
+        for gi in range(start.size - 1):
+            lo, hi = start[gi], start[gi + 1]
+            size = hi - lo
+            w, caps, pk = scratch[0, :size], scratch[1, :size], scratch[2, :size]
+            x = p_g[gi, k]
+            for j in range(size):
+                i = order[lo + j]
+                if x > 0:
+                    w[j] = _max(smax[i] - soc[i], 0.0) / eta_c[i]
+                else:
+                    w[j] = _max(soc[i] - smin[i], 0.0) * eta_d[i]
+                caps[j] = _min(pmax[i], w[j] / dt_h)
+            tmp = (free[:size], scratch[3, :size], scratch[4, :size])
+            if x > 0:
+                _fill_nb(x, w, caps, pk, *tmp)
+            else:
+                _fill_nb(-x, w, caps, pk, *tmp)
+                for j in range(size):
+                    pk[j] = -pk[j]
+            residual += abs(x - _psum(pk, 0, size))
+            for j in range(size):
+                p_dev[order[lo + j], k] = pk[j]
+        for i in range(soc.size):
+            q = p_dev[i, k]
+            d = q * eta_c[i] if q > 0 else q / eta_d[i]
+            soc[i] = _min(_max(soc[i] + d * dt_h, smin[i]), smax[i])
+            soc_dev[i, k] = soc[i]
+    return residual
+
+
+@njit(cache=True)
+def _evs_nb(p_g, order, start, pmax, eta, conn, last, left, room, dt_h, p_dev):
+    """Per step and group: least-laxity energy first, the rest in proportion to free rate.
+    Updates `left` and `room` in place; returns the summed |group power - devices' sum|."""
+    n = p_g.shape[1]
+    residual = 0.0
+    scratch = np.empty((7, np.max(np.diff(start)) if start.size > 1 else 0))
+    for k in range(n):
+        for gi in range(start.size - 1):
+            lo, hi = start[gi], start[gi + 1]
+            size = hi - lo
+            x = p_g[gi, k]
+            x = 0.0 if 0.0 > x else x  # max(x, 0.0)
+            kwh, rate, must = scratch[0, :size], scratch[1, :size], scratch[2, :size]
+            first, free, second, pk = scratch[3, :size], scratch[4, :size], scratch[5, :size], scratch[6, :size]
+            for j in range(size):
+                i = order[lo + j]
+                kwh[j] = eta[i] * dt_h
+                rate[j] = _min(pmax[i], room[i] / kwh[j]) if conn[i, k] else 0.0
+                later = float(max(last[i] - k - 1, 0)) * pmax[i] * kwh[j]
+                must[j] = _min(_max(left[i] - later, 0.0) / kwh[j], rate[j])
+            _split_nb(x, must, first)
+            for j in range(size):
+                free[j] = rate[j] - first[j]
+            _split_nb(x - _psum(first, 0, size), free, second)
+            for j in range(size):
+                pk[j] = first[j] + second[j]
+            residual += abs(x - _psum(pk, 0, size))
+            for j in range(size):
+                i = order[lo + j]
+                p_dev[i, k] = pk[j]
+                left[i] = _max(left[i] - pk[j] * kwh[j], 0.0)
+                room[i] = _max(room[i] - pk[j] * kwh[j], 0.0)
+    return residual
+
+
+def _flat(members: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Group members as one index array and offsets (group g: order[start[g]:start[g + 1]])."""
+    sizes = [len(m) for m in members]
+    order = np.concatenate(members).astype(np.int64) if members else np.zeros(0, np.int64)
+    return order, np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
 
 def disaggregate_batteries(p: DispatchProblem, g: BatteryGroups, p_g: np.ndarray):
@@ -268,27 +453,15 @@ def disaggregate_batteries(p: DispatchProblem, g: BatteryGroups, p_g: np.ndarray
     its power and energy limits."""
     b = p.batteries
     n, dt_h = p.n_steps, p.step_h
-    pmax = np.asarray(b.p_max_kw, float)
-    smin, smax = np.asarray(b.soc_min_kwh, float), np.asarray(b.soc_max_kwh, float)
-    eta_c, eta_d = np.asarray(b.eta_ch, float), np.asarray(b.eta_dis, float)
+    f = lambda x: np.ascontiguousarray(x, float)
+    pmax = f(b.p_max_kw)
+    smin, smax = f(b.soc_min_kwh), f(b.soc_max_kwh)
     soc = np.clip(np.asarray(b.soc_kwh, float), smin, smax).copy()
     p_dev = np.zeros((b.n, n))
     soc_dev = np.zeros((b.n, n))
-    residual = 0.0
-    for k in range(n):
-        for gi, m in enumerate(g.members):
-            x = p_g[gi, k]
-            if x > 0:
-                e_room = np.maximum(smax[m] - soc[m], 0) / eta_c[m]
-                pk = _fill(x, e_room, np.minimum(pmax[m], e_room / dt_h))
-            else:
-                e_room = np.maximum(soc[m] - smin[m], 0) * eta_d[m]
-                pk = -_fill(-x, e_room, np.minimum(pmax[m], e_room / dt_h))
-            residual += abs(x - pk.sum())
-            p_dev[m, k] = pk
-        pk = p_dev[:, k]
-        soc = np.clip(soc + np.where(pk > 0, pk * eta_c, pk / eta_d) * dt_h, smin, smax)
-        soc_dev[:, k] = soc
+    order, start = _flat(g.members)
+    residual = _batteries_nb(f(p_g), order, start, pmax, smin, smax, f(b.eta_ch), f(b.eta_dis),
+                             soc, float(dt_h), p_dev, soc_dev)
     return p_dev, soc_dev, residual / max(n, 1)
 
 
@@ -309,23 +482,13 @@ def disaggregate_evs(p: DispatchProblem, g: EvGroups, p_g: np.ndarray):
     e = p.evs
     n, dt_h = p.n_steps, p.step_h
     pmax = np.asarray(e.p_max_kw, float)
-    left = g.dev_req.copy()  # energy still required within the horizon
+    left = np.array(g.dev_req, float)  # energy still required within the horizon
     room = np.maximum(np.asarray(e.e_need_kwh, float), 0.0)  # energy the car still accepts
     p_dev = np.zeros((e.n, n))
-    residual = 0.0
-    for k in range(n):
-        for gi, m in enumerate(g.members):
-            x = max(p_g[gi, k], 0.0)
-            kwh = g.dev_eta[m] * dt_h
-            rate = np.where(g.dev_conn[m, k], np.minimum(pmax[m], room[m] / kwh), 0.0)
-            later = np.maximum(g.dev_last[m] - k - 1, 0) * pmax[m] * kwh
-            must = np.minimum(np.maximum(left[m] - later, 0.0) / kwh, rate)
-            first = _split(x, must)
-            pk = first + _split(x - first.sum(), rate - first)
-            residual += abs(x - pk.sum())
-            p_dev[m, k] = pk
-            left[m] = np.maximum(left[m] - pk * kwh, 0.0)
-            room[m] = np.maximum(room[m] - pk * kwh, 0.0)
+    order, start = _flat(g.members)
+    residual = _evs_nb(np.ascontiguousarray(p_g, float), order, start, np.ascontiguousarray(pmax),
+                       np.ascontiguousarray(g.dev_eta, float), np.ascontiguousarray(g.dev_conn, np.bool_),
+                       np.ascontiguousarray(g.dev_last, np.int64), left, room, float(dt_h), p_dev)
     # Repair: a car the aggregate plan left short gets the missing energy in its cheapest
     # free connected steps (the deviation from the plan is counted in the residual).
     order = np.argsort(np.asarray(p.prices_eur_per_mwh, float), kind="stable")

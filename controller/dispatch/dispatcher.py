@@ -40,6 +40,19 @@ def _grid_sig(p: DispatchProblem):
     return hashlib.sha1(b"".join(x.tobytes() for x in mats)).hexdigest()
 
 
+class _Highs(Highs):
+    """appsi's persistent HiGHS interface for a model whose structure never changes after
+    set_instance. With `bulk` set, Columns.push has already written the new numbers into HiGHS,
+    so update() has nothing to find (appsi's own pass rebuilds its row/column maps even when
+    nothing was removed)."""
+
+    bulk = False
+
+    def update(self, timer=None):
+        if not self.bulk:
+            super().update(timer)
+
+
 class Dispatcher:
     """Solves dispatch problems. `aggregate=False` gives one LP unit per device (reference).
 
@@ -77,27 +90,29 @@ class Dispatcher:
             a = agg.aggregate(p, self.aggregate)
             self._keys[slot] = (ids, a.bat_dev_keys, a.ev_dev_keys)
         sig = (p.n_steps, float(p.step_s), a.signature(), _grid_sig(p))
+        d = lp.numbers(p, a)
         cached = self._slots.get(slot)
         reused = cached is not None and cached[0] == sig
         if reused:
-            _, m, opt = cached
-            lp.load(m, p, a)
+            _, m, opt, cols, bulk = cached
+            if bulk:  # numbers straight into HiGHS as arrays; appsi's update() has nothing to do
+                cols.push(opt._solver_model, p, a, d)
+            else:
+                lp.load(m, p, a)
         else:
             m = lp.build(p, a)
-            opt = Highs()
+            opt = _Highs()
             opt.config.stream_solver = False
             opt.config.load_solution = False
             opt.highs_options = {"output_flag": False, **self.options.get(slot, {})}
             opt.set_instance(m)
-            self._slots[slot] = (sig, m, opt)
-        if reused:  # structure is known not to change: only numbers are pushed to HiGHS
-            uc = opt.update_config
-            uc.check_for_new_or_removed_constraints = False
-            uc.check_for_new_or_removed_vars = False
-            uc.check_for_new_or_removed_params = False
-            uc.check_for_new_objective = False
-            uc.update_constraints = False
-            uc.update_named_expressions = False
+            cols = lp.Columns(m, opt)
+            bulk = cols.matches(opt, p, a, d)
+            if not bulk:  # a model change that Columns does not know: appsi's update() instead
+                log.warning("dispatch %s: bulk update does not match the model; using appsi update()", slot)
+            _quiet_update(opt.update_config)
+            opt.bulk = bulk
+            self._slots[slot] = (sig, m, opt, cols, bulk)
         build_s = time.perf_counter() - t_start
         t1 = time.perf_counter()
         res = opt.solve(m)
@@ -107,22 +122,24 @@ class Dispatcher:
             raise DispatchError(f"dispatch {slot}: HiGHS returned {tc.name} "
                                 f"({len(a.bat.keys)} battery / {len(a.ev.keys)} EV groups, "
                                 f"{p.n_steps} steps)")
-        res.solution_loader.load_vars()
-        self.last_model = m
+        self.last_model = m  # structure (and the numbers of its first problem); values: Schedule
         hs = opt._solver_model  # highspy.Highs behind appsi
+        x = np.asarray(opt._sol.col_value, float)  # the solution appsi fetched, by HiGHS column
         stats = SolveStats("optimal", int(hs.getNumCol()), int(hs.getNumRow()), build_s, solve_s,
                            a.n_groups, _n_devices(p), reused)
-        sched = self._schedule(p, a, m, stats)
+        sched = self._schedule(p, a, x, cols, d, stats)
         log.info("dispatch %s: %d vars, %d cons, %d groups / %d devices, build %.3f s, solve %.3f s,"
                  " reused=%s, objective %.2f EUR", slot, stats.variables, stats.constraints,
                  stats.n_groups, stats.n_devices, build_s, solve_s, reused, sched.objective_eur)
         return sched
 
-    def _schedule(self, p: DispatchProblem, a: agg.Aggregated, m, stats: SolveStats) -> Schedule:
+    def _schedule(self, p: DispatchProblem, a: agg.Aggregated, x: np.ndarray, cols: lp.Columns, d: dict,
+                  stats: SolveStats) -> Schedule:
         n, dt_h, w = p.n_steps, p.step_h, p.weights
-        V = lambda var, k: lp.values(var, (k, n))
-        head = np.array([m.head[t].value for t in range(n)])
-        d = lp.numbers(p, a)
+        get = lambda name: cols.get(x, name)
+        V = lambda name: get(name) + 0.0  # -0.0 reads as 0.0, as Pyomo's `v.value or 0.0` did
+        total = lambda name: sum(get(name).ravel().tolist())  # left to right, as summing Pyomo values did
+        head = get("head")
         p_kw: dict[str, np.ndarray] = {}
         soc_kwh: dict[str, np.ndarray] = {}
         setpoints: list[tuple[str, str, float]] = []
@@ -130,71 +147,82 @@ class Dispatcher:
         terms = {"energy_eur": float(d["c_head"] @ head)}
 
         nb = len(a.bat.keys)
-        ch, dis = V(m.ch, nb), V(m.dis, nb)
+        ch, dis = V("ch"), V("dis")
         terms["degradation_eur"] = float(((a.bat.deg * dt_h)[:, None] * (ch + dis)).sum())
-        terms["soc_end_penalty_eur"] = w.soc_end_eur_per_kwh * sum(m.soc_short[g].value for g in range(nb))
+        terms["soc_end_penalty_eur"] = w.soc_end_eur_per_kwh * total("soc_short")
         if nb:
             pd_, soc, r = agg.disaggregate_batteries(p, a.bat, ch - dis)
             residual += r
-            for i, dev in enumerate(p.batteries.device_ids):
-                p_kw[dev], soc_kwh[dev] = pd_[i], soc[i]
-                setpoints.append((dev, "p_set_kw", float(pd_[i, 0])))
+            ids = p.batteries.device_ids
+            p_kw.update(zip(ids, pd_))
+            soc_kwh.update(zip(ids, soc))
+            setpoints += [(dev, "p_set_kw", v) for dev, v in zip(ids, pd_[:, 0].tolist())]
 
         nv = len(a.pv.keys)
-        cur_g = V(m.cur, nv)
+        cur_g = V("cur")
         terms["pv_curtail_penalty_eur"] = float(d["w_pv"] * cur_g.sum())
         if nv:
             cur = agg.disaggregate_pv(p, a.pv, cur_g)
             avail = np.maximum(np.asarray(p.pv.p_avail_kw, float), 0.0)
             rated = (avail.max(axis=1) if p.pv.s_rated_kva is None
                      else np.asarray(p.pv.s_rated_kva, float))
-            for i, dev in enumerate(p.pv.device_ids):
-                p_kw[dev] = -(avail[i] - cur[i])
-                pct = 100.0 if cur[i, 0] <= 1e-6 or rated[i] <= 0 else 100.0 * (avail[i, 0] - cur[i, 0]) / rated[i]
-                setpoints.append((dev, "p_limit_pct", float(np.clip(pct, 0.0, 100.0))))
+            p_kw.update(zip(p.pv.device_ids, -(avail - cur)))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                pct = np.where((cur[:, 0] <= 1e-6) | (rated <= 0), 100.0,
+                               100.0 * (avail[:, 0] - cur[:, 0]) / rated)
+            setpoints += [(dev, "p_limit_pct", v) for dev, v in zip(p.pv.device_ids,
+                                                                      np.clip(pct, 0.0, 100.0).tolist())]
 
         ne = len(a.ev.keys)
-        pev = V(m.pev, ne)
-        terms["ev_unmet_penalty_eur"] = w.ev_unmet_eur_per_kwh * sum(m.unmet[e].value for e in range(ne))
+        pev = V("pev")
+        terms["ev_unmet_penalty_eur"] = w.ev_unmet_eur_per_kwh * total("unmet")
         if ne:
             pd_, _, r = agg.disaggregate_evs(p, a.ev, pev)
             residual += r
-            for i, dev in enumerate(p.evs.device_ids):
-                p_kw[dev] = pd_[i]
-                if p.evs.connected[i]:
-                    setpoints.append((dev, "p_max_set_kw", float(pd_[i, 0])))
+            p_kw.update(zip(p.evs.device_ids, pd_))
+            setpoints += [(dev, "p_max_set_kw", v) for dev, v, c in
+                          zip(p.evs.device_ids, pd_[:, 0].tolist(), p.evs.connected) if c]
 
         nh = len(a.tcl.keys)
-        ptcl = V(m.ptcl, nh)
-        terms["tcl_end_penalty_eur"] = w.tcl_end_eur_per_kwh * sum(m.tcl_short[h].value for h in range(nh))
+        ptcl = V("ptcl")
+        terms["tcl_end_penalty_eur"] = w.tcl_end_eur_per_kwh * total("tcl_short")
         for h, t in enumerate(p.tcls):
             p_kw[f"{t.name}/*"] = ptcl[h]
             setpoints.append((f"{t.name}/*", "p_target_kw", float(ptcl[h, 0])))
 
         nf = len(a.flex.keys)
-        cut_g, pay_g = V(m.cut, nf), V(m.pay, nf)
+        cut_g, pay_g = V("cut"), V("pay")
         terms["flex_discomfort_eur"] = float(d["w_flex"] * cut_g.sum())
-        terms["flex_owed_value_eur"] = float(d["c_owed"] * sum(m.owed[f, n - 1].value for f in range(nf)))
+        terms["flex_owed_value_eur"] = float(d["c_owed"] * sum(get("owed")[:, n - 1].tolist()))
         if nf:
             cut, pay = agg.disaggregate_flex(p, a.flex, cut_g, pay_g)
             base = np.asarray(p.flex.p_base_kw, float)
-            for i, dev in enumerate(p.flex.device_ids):
-                p_kw[dev] = base[i] - cut[i] + pay[i]
-                cm = a.flex.dev_cut_max[i, 0]
-                setpoints.append((dev, "curtail_pct", float(100.0 * cut[i, 0] / cm) if cm > 1e-9 else 0.0))
+            p_kw.update(zip(p.flex.device_ids, base - cut + pay))
+            cm = a.flex.dev_cut_max[:, 0]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                pct = np.where(cm > 1e-9, 100.0 * cut[:, 0] / cm, 0.0)
+            setpoints += [(dev, "curtail_pct", v) for dev, v in zip(p.flex.device_ids, pct.tolist())]
 
-        dr_short = np.array([m.dr_short[t].value for t in range(n)])
-        over = np.array([m.over[t].value for t in range(n)])
+        dr_short = get("dr_short")
         terms["dr_penalty_eur"] = float(d["w_dr"] * dr_short.sum())
-        terms["peak_eur"] = float(d["w_peak"] * m.peak.value)
-        terms["peak_limit_penalty_eur"] = float(d["w_over"] * over.sum())
-        terms["export_limit_penalty_eur"] = float(d["w_export"] * sum(m.under[t].value for t in range(n)))
+        terms["peak_eur"] = float(d["w_peak"] * get("peak")[0])
+        terms["peak_limit_penalty_eur"] = float(d["w_over"] * get("over").sum())
+        terms["export_limit_penalty_eur"] = float(d["w_export"] * total("under"))
         if p.grid is not None:
-            terms["grid_penalty_eur"] = float(d["w_grid"] * (sum(x.value for x in m.sv.values())
-                                                             + sum(x.value for x in m.sl.values())))
+            terms["grid_penalty_eur"] = float(d["w_grid"] * (total("sv") + total("sl")))
         has_dr = p.dr_reduction_kw is not None and np.isfinite(p.dr_reduction_kw).any()
         return Schedule(p.t0, p.step_s, p_kw, head, soc_kwh, terms, stats, setpoints,
                         dr_short if has_dr else None, residual)
+
+
+def _quiet_update(uc) -> None:
+    """A new structure is a new model: appsi's update() looks for no added/removed components."""
+    uc.check_for_new_or_removed_constraints = False
+    uc.check_for_new_or_removed_vars = False
+    uc.check_for_new_or_removed_params = False
+    uc.check_for_new_objective = False
+    uc.update_constraints = False
+    uc.update_named_expressions = False
 
 
 def _n_devices(p: DispatchProblem) -> int:

@@ -306,9 +306,147 @@ def _reserve(p: DispatchProblem, a: Aggregated) -> dict:
     return out
 
 
-def values(var, shape) -> np.ndarray:
-    """Solution of an indexed (g, t) var as an array."""
-    out = np.zeros(shape)
-    for (g, t), v in var.items():
-        out[g, t] = v.value or 0.0
-    return out
+def _cols(var, vmap: dict, n: int) -> np.ndarray:
+    """HiGHS column of each element of `var`: (k, n) for (group, t) vars, (k,) for 1-D ones."""
+    idx = np.fromiter((vmap[id(v)] for v in var.values()), np.int64, len(var))
+    return idx.reshape(-1, n) if _two_d(var) else idx
+
+
+def _rows(con, cmap: dict, n: int) -> np.ndarray:
+    idx = np.fromiter((cmap[c] for c in con.values()), np.int64, len(con))
+    return idx.reshape(-1, n) if _two_d(con) else idx
+
+
+def _two_d(comp) -> bool:  # indexed by (group, t); dim() is unknown over an empty group set
+    return len(list(comp.index_set().subsets())) == 2
+
+
+def _full(x, shape) -> np.ndarray:
+    x = np.asarray(x, float)
+    return np.broadcast_to(x[:, None] if x.ndim == 1 and len(shape) == 2 else x, shape).ravel()
+
+
+class Columns:
+    """Where the model's variables and number-carrying rows sit in the persistent HiGHS model
+    (from appsi's maps, once per built model), so that a new problem of the same structure is
+    pushed as whole arrays (`push`: one changeColsBounds, changeRowsBounds and changeColsCost
+    call) instead of Pyomo Params and per-variable bounds that appsi's update() re-evaluates and
+    sends one element at a time, and the solution is read back by column index (`get`).
+
+    `push` writes exactly the numbers `load` + appsi's update() would (same float arithmetic);
+    `matches(opt)` checks that against the HiGHS model right after set_instance (built from
+    `load`'s numbers) and that the rows/costs it writes are exactly those appsi marked mutable."""
+
+    VARS = ("ch", "dis", "soc", "soc_short", "cur", "pev", "cum", "unmet", "ptcl", "etcl", "tcl_short",
+            "cut", "pay", "owed", "head", "over", "under", "dr_short")
+
+    def __init__(self, m: pyo.ConcreteModel, opt):
+        vmap, cmap = opt._pyomo_var_to_solver_var_map, opt._pyomo_con_to_solver_con_map
+        n = self.n = len(m.T)
+        self.c = {k: _cols(getattr(m, k), vmap, n) for k in self.VARS}
+        self.c["peak"] = np.array([vmap[id(m.peak)]], np.int64)
+        self.grid = hasattr(m, "M")
+        if self.grid:
+            self.c["sv"], self.c["sl"] = _cols(m.sv, vmap, n), _cols(m.sl, vmap, n)
+        r = {k: _rows(getattr(m, k), cmap, n) for k in
+             ("soc_dyn", "soc_final", "ev_need", "tcl_dyn", "tcl_final", "tcl_dev", "flex_owed",
+              "head_def", "over_def", "under_def", "dr_def")}
+        if self.grid:
+            r.update(v_low=_rows(m.v_low, cmap, n), v_high=_rows(m.v_high, cmap, n),
+                     l_high=_rows(m.l_high, cmap, n))
+        self.r = r
+
+    def get(self, x: np.ndarray, name: str) -> np.ndarray:
+        """Values of a variable from the solver's column values (`x`)."""
+        return x[self.c[name]]
+
+    def numbers(self, p: DispatchProblem, a: Aggregated, d: dict):
+        """(columns, lower, upper), (rows, lower, upper), (cost columns, costs) of this problem."""
+        inf, n, c, r = np.inf, self.n, self.c, self.r
+        res = _reserve(p, a)
+        cols, clo, chi = [], [], []
+
+        def bound(name, lo, hi):
+            idx = c[name]
+            cols.append(idx.ravel())
+            clo.append(np.zeros(idx.size) if lo is None else _full(lo, idx.shape))
+            chi.append(_full(hi, idx.shape))
+        bound("ch", None, res["bat_p"])
+        bound("dis", None, res["bat_p"])
+        bound("soc", res["soc_lo"], a.bat.soc_max)
+        bound("cur", None, a.pv.avail)
+        bound("pev", None, a.ev.p_max)
+        bound("cum", None, a.ev.e_hi)
+        bound("ptcl", res["tcl_lo"], res["tcl_hi"])
+        bound("etcl", a.tcl.e_min, a.tcl.e_max)
+        bound("cut", None, res["cut"])
+        bound("pay", None, a.flex.pay_max)
+
+        rows, rlo, rhi = [], [], []
+
+        def row(name, lo, hi, idx=None):
+            idx = r[name] if idx is None else idx
+            rows.append(idx.ravel())
+            rlo.append(np.full(idx.size, -inf) if lo is None else _full(lo, idx.shape))
+            rhi.append(np.full(idx.size, inf) if hi is None else _full(hi, idx.shape))
+        row("soc_dyn", a.bat.soc0, a.bat.soc0, r["soc_dyn"][:, 0])
+        row("soc_final", a.bat.soc_end, None)
+        row("ev_need", a.ev.e_lo, None)
+        tcl = -p.step_h * a.tcl.p_base
+        tcl[:, 0] += a.tcl.e0  # the row's constant (e0 at t = 0) moved to its bounds
+        row("tcl_dyn", tcl, tcl)
+        row("tcl_final", a.tcl.e0, None)
+        row("tcl_dev", a.tcl.p_base, a.tcl.p_base)
+        row("flex_owed", a.flex.owed0, a.flex.owed0, r["flex_owed"][:, 0])
+        row("head_def", d["head_rhs"], d["head_rhs"])
+        row("over_def", None, np.full(n, d["peak_limit"]))
+        row("under_def", np.full(n, -d["export_limit"]), None)
+        row("dr_def", None, d["dr_target"])
+        if self.grid:
+            row("v_low", d["v_lo"], None)
+            row("v_high", None, d["v_hi"])
+            if "l_hi" in d:
+                row("l_high", None, d["l_hi"])
+
+        costs = [(c["head"], d["c_head"])]
+        for name, w in (("dr_short", "w_dr"), ("over", "w_over"), ("under", "w_export"), ("peak", "w_peak"),
+                        ("soc_short", "w_soc"), ("cur", "w_pv"), ("unmet", "w_ev"), ("tcl_short", "w_tcl"),
+                        ("cut", "w_flex")):
+            costs.append((c[name], d[w]))
+        costs.append((c["owed"][:, n - 1], d["c_owed"]))
+        if self.grid:
+            costs += [(c["sv"], d["w_grid"]), (c["sl"], d["w_grid"])]
+        kidx = np.concatenate([i.ravel() for i, _ in costs])
+        kval = np.concatenate([np.full(i.size, v, float) if np.ndim(v) == 0 else np.asarray(v, float).ravel()
+                               for i, v in costs])
+        cat = np.concatenate
+        return (cat(cols), cat(clo), cat(chi)), (cat(rows), cat(rlo), cat(rhi)), (kidx, kval)
+
+    def push(self, hs, p: DispatchProblem, a: Aggregated, d: dict) -> None:
+        """Write this problem's numbers into the HiGHS model `hs` (highspy.Highs)."""
+        (ci, cl, cu), (ri, rl, ru), (ki, kv) = self.numbers(p, a, d)
+        hs.changeColsBounds(ci.size, ci, cl, cu)
+        hs.changeRowsBounds(ri.size, ri, rl, ru)
+        hs.changeColsCost(ki.size, ki, kv)
+
+    def matches(self, opt, p: DispatchProblem, a: Aggregated, d: dict) -> bool:
+        """True when `push` would write what appsi holds for this problem, element for element,
+        and its rows/cost columns are exactly appsi's mutable ones."""
+        from pyomo.contrib.appsi.solvers.highs import _MutableConstraintBounds, _MutableObjectiveCoefficient
+
+        (ci, cl, cu), (ri, rl, ru), (ki, kv) = self.numbers(p, a, d)
+        cmap, vmap = opt._pyomo_con_to_solver_con_map, opt._pyomo_var_to_solver_var_map
+        mut_rows = {cmap[c] for c, hs in opt._mutable_helpers.items()
+                    if any(isinstance(h, _MutableConstraintBounds) for h in hs)}
+        mut_cost = {vmap[h.pyomo_var_id] for h in opt._objective_helpers
+                    if isinstance(h, _MutableObjectiveCoefficient)}
+        bounded = {vmap[id(v)] for v, lb, ub, *_ in opt._vars.values() if lb is not None or ub is not None}
+        if set(ri.tolist()) != mut_rows or set(ki.tolist()) != mut_cost or set(ci.tolist()) != bounded:
+            return False
+        if len(set(ri.tolist())) != ri.size or len(set(ki.tolist())) != ki.size:
+            return False
+        lp = opt._solver_model.getLp()
+        same = lambda x, y: np.array_equal(np.asarray(x, float), y)
+        return (same(np.asarray(lp.col_lower_)[ci], cl) and same(np.asarray(lp.col_upper_)[ci], cu)
+                and same(np.asarray(lp.row_lower_)[ri], rl) and same(np.asarray(lp.row_upper_)[ri], ru)
+                and same(np.asarray(lp.col_cost_)[ki], kv))
