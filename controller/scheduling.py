@@ -274,6 +274,8 @@ class FleetScheduler:
         n = self.n_steps
         total = np.zeros(n)
         steps = np.arange(n)
+        at = {kind: {d: i for i, d in enumerate(x.device_ids)}
+              for kind, x in (("pv", prob.pv), ("flex_load", prob.flex)) if x is not None}
         for kind, per in rows.items():
             k = KINDS[kind]
             for gname, j in per.items():
@@ -291,19 +293,20 @@ class FleetScheduler:
                     vals[j] = p
                 elif kind == "pv":
                     sp, vals = "p_limit_pct", np.full((g.n, n), 100.0)
-                    avail = np.asarray(prob.pv.p_avail_kw)[[prob.pv.device_ids.index(g.ids[i]) for i in j]]
+                    idx = [at[kind][g.ids[i]] for i in j]
+                    avail = np.asarray(prob.pv.p_avail_kw)[idx]
                     cut = avail + p  # p = -(avail - curtailed)
-                    s = np.asarray(prob.pv.s_rated_kva)[[prob.pv.device_ids.index(g.ids[i]) for i in j]]
+                    s = np.asarray(prob.pv.s_rated_kva)[idx]
                     lim = np.clip(100.0 * -p / s[:, None], 0.0, 100.0)
                     vals[j] = np.where(cut > 1e-3, lim, 100.0)
                 else:  # flex_load
                     sp, vals = "curtail_pct", np.zeros((g.n, n))
-                    base = np.asarray(prob.flex.p_base_kw)[[prob.flex.device_ids.index(g.ids[i]) for i in j]]
+                    base = np.asarray(prob.flex.p_base_kw)[[at[kind][g.ids[i]] for i in j]]
                     cmax = base * np.clip(np.nan_to_num(g.rating("flex_share")[j], nan=1.0), 0, 1)[:, None]
                     cut = np.maximum(base - p, 0.0)  # payback steps (p above base) are the device's own
                     vals[j] = np.divide(100.0 * cut, cmax, out=np.zeros_like(cut), where=cmax > 1e-9)
                 on = np.any(np.abs(vals - _neutral(kind, k, g)[:, None]) > 1e-3, axis=0)
-                data["setpoints"][gname] = {"setpoint": sp, "values": np.round(vals, 3).tolist(),
+                data["setpoints"][gname] = {"setpoint": sp, "values": _rows(np.round(vals, 3)),
                                             "active_steps": steps[on].tolist()}
         data["tcl_active_steps"] = {}
         for tb in prob.tcls:
@@ -317,6 +320,14 @@ class FleetScheduler:
         if self.net_load_fn is not None:  # the planned feeder-head P: forecast net load + fleet
             data["head_p_kw"] = np.round(net + total, 3).tolist()
         return data
+
+
+def _rows(a: np.ndarray) -> list[list[float]]:
+    """a.tolist(), with equal rows (same bits) as one shared list: a plan's matrices repeat whole
+    device rows (PV at 100 %, idle devices), which the historian then encodes once."""
+    a = np.ascontiguousarray(a, float)
+    seen: dict[bytes, list[float]] = {}
+    return [seen.get(k) or seen.setdefault(k, row.tolist()) for k, row in ((r.tobytes(), r) for r in a)]
 
 
 def _neutral(kind: str, k, g) -> np.ndarray:

@@ -86,6 +86,20 @@ def test_each_class_gets_schedule_commands_in_the_running_cycle(run):
     assert n >= SC.duration_s / 900 - 1  # re-planned every 15 min (and when cars plug in)
 
 
+def test_stored_plans_are_plain_json_and_resume_as_planned(run):
+    """The historian writes a plan as exactly the text json.dumps would (it encodes each shared
+    device row once), and the resumed plan is the one in force, setpoint for setpoint."""
+    texts = [r["data"] for r in run.hist._rows("SELECT data FROM schedules ORDER BY id")]
+    for text in texts:
+        assert json.dumps(json.loads(text)) == text
+    data = json.loads(texts[-1])
+    assert data == json.loads(json.dumps(run.hist.latest_schedule()["data"]))
+    for g, per in data["setpoints"].items():
+        vals = np.asarray(per["values"], float)
+        assert vals.ndim == 2 and vals.shape[1] == len(data["price_eur_per_mwh"]), g
+    assert json.loads(json.dumps(run.c.schedule_src.schedule["data"])) == data  # the plan in force
+
+
 def test_evs_charge_in_the_negative_hours_and_are_full_by_departure(run):
     k = run.tw.fleets["ev_chargers"].kpis()
     assert k["sessions"] == 6 and k["delivered_kwh"] > 40.0
