@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from controller.safety.state import GridSnapshot
+from controller.safety.state import GridSnapshot, SnapshotBuilder, finite_copy
+from controller.state import Q_GOOD
 
 
 class HeadMeterLoadAllocation:
@@ -44,6 +45,7 @@ class HeadMeterLoadAllocation:
         self.last_scale = 1.0
         self.pv_pu: float | None = None
         self.sgen_basis: dict = {}
+        self.snapshots = SnapshotBuilder()  # GridSnapshot.from_fleet_state, the fleet's fixed part kept
 
     @staticmethod
     def fleet_pv_pu(state) -> float | None:
@@ -92,7 +94,7 @@ class HeadMeterLoadAllocation:
         k = self.scale(state, float(gp.sum()))
         p = np.concatenate([self.load_p_kw * k, -gp])
         q = np.concatenate([self.load_q_kvar * k, -gq])
-        return GridSnapshot.from_fleet_state(state, self.bus, p, q, now_s=now_s)
+        return self.snapshots.build(state, self.bus, p, q, now_s=now_s)
 
 
 class EstimatedBaseLoad:
@@ -105,6 +107,7 @@ class EstimatedBaseLoad:
         self.prefer_pu = prefer_pu
         self.alloc = HeadMeterLoadAllocation(net)
         self.bus_index = net.bus.index.to_numpy()
+        self._v_keys = [f"v_pu.{k}" for k in range(len(self.bus_index))]  # the RTU's bus voltage points
         self.every_s, self.drift_pu, self.min_v_share = every_s, drift_pu, min_v_share
         self.se = None
         self.gate = None  # set by make_gate: its power flow judges which basis explains the RTU
@@ -124,7 +127,9 @@ class EstimatedBaseLoad:
         head = float(np.nansum(meter.get("p_kw"))) if np.isfinite(meter.get("p_kw")).any() else np.nan
         head_q = float(np.nansum(meter.get("q_kvar")))
         n = len(self.bus_index)
-        v = np.array([rtu.get(f"v_pu.{k}")[0] if f"v_pu.{k}" in rtu.values else np.nan for k in range(n)])
+        vals, qual = rtu.values, rtu.quality  # rtu.get(key)[0]: the value where its quality is good
+        v = np.array([(vals[k][0] if qual[k][0] == Q_GOOD else np.nan) if k in vals else np.nan
+                      for k in self._v_keys], float)
         ok = np.isfinite(v)
         if not np.isfinite(head) or ok.sum() < self.min_v_share * n:
             return None
@@ -140,8 +145,8 @@ class EstimatedBaseLoad:
             if g.kind in ("meter", "rtu") or "p_kw" not in g.values:
                 continue
             bus.append(g.bus)
-            p.append(np.nan_to_num(g.get("p_kw")))
-            q.append(np.nan_to_num(g.get("q_kvar")))
+            p.append(finite_copy(g.get("p_kw")))
+            q.append(finite_copy(g.get("q_kvar")))
         if not bus:
             return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
         return np.concatenate(bus), np.concatenate(p), np.concatenate(q)
@@ -197,7 +202,7 @@ class EstimatedBaseLoad:
         load = np.maximum(p, 0.0)
         d = (head - head0) - (float(d_p.sum()) - der0)
         p = p + (d * load / load.sum() if load.sum() > 1e-9 else 0.0)
-        snap = GridSnapshot.from_fleet_state(state, bus, p, q, now_s=now_s)
+        snap = self.alloc.snapshots.build(state, bus, p, q, now_s=now_s)
         snap.basis = "estimate"
         self.last = {**self.last, "basis": "estimate", "age_s": round(now_s - t_est, 1)}
         return snap
@@ -259,7 +264,7 @@ def make_gate(net, limits, clock, config=None):
 
     def snapshot_fn(state):  # one snapshot per cycle (volt/VAR and the gate stage share it)
         key = (id(state), state.t, clock.now(),
-               sum(float(np.nansum(g.values["p_kw"])) for g in state.groups.values() if "p_kw" in g.values))
+               tuple(np.asarray(g.values["p_kw"]).tobytes() for g in state.groups.values() if "p_kw" in g.values))
         if memo.get("key") != key:
             memo["key"], memo["snap"] = key, base.snapshot(state, clock.now())
         return memo["snap"]

@@ -104,6 +104,8 @@ class SafetyGate:
         self.pf = PowerFlow(net, buses, use_numba=False, lean=False)
         self.n_slots = len(self.pf.der_buses)
         self._slot_of = {int(b): i for i, b in enumerate(self.pf.der_buses)}
+        self._slot_lut = np.full(int(max(self._slot_of, default=-1)) + 1, -1, np.int64)  # bus -> slot
+        self._slot_lut[list(self._slot_of)] = list(self._slot_of.values())
         self._bus_pos = {int(b): i for i, b in enumerate(self.pf.bus_index)}
         self.fast: LeanFlow | None = None
         self._sens = None
@@ -154,8 +156,15 @@ class SafetyGate:
         return self._base_state(state, {"power_flows": 0})
 
     def slot_of(self, bus) -> np.ndarray:
-        """Injection slot (sensitivity column) of each pandapower bus."""
-        return np.array([self._slot_of[int(b)] for b in np.atleast_1d(bus)], np.int64)
+        """Injection slot (sensitivity column) of each pandapower bus (KeyError for a bus
+        without one)."""
+        b = np.asarray(np.atleast_1d(bus), np.int64)
+        lut = self._slot_lut
+        ok = (b >= 0) & (b < len(lut))
+        s = np.where(ok, lut[np.where(ok, b, 0)], -1)
+        if (s < 0).any():
+            raise KeyError(int(b[np.flatnonzero(s < 0)[0]]))
+        return s
 
     def solve(self, p_kw: np.ndarray, q_kvar: np.ndarray) -> FlowResult:
         """AC power flow with the given per-slot loads (what-if runs for volt/var)."""
@@ -169,6 +178,9 @@ class SafetyGate:
         for i, c in enumerate(commands):
             last[(c.device_id, c.setpoint)] = i
         out = {"idx": [], "row": [], "target": [], "clipped": []}
+        rows_of, kinds = st.row_map(), st.kind_names()
+        setpoints: dict[str, tuple] = {}  # per kind name, looked up once per batch
+        available = st.available
         for i, c in enumerate(commands):
             if last[(c.device_id, c.setpoint)] != i:
                 decisions[i] = Decision(c, "rejected", None, ["superseded"])
@@ -182,11 +194,15 @@ class SafetyGate:
                 out["row"].append(-1)
                 out["target"].append(float(c.value))
                 continue
-            r = st.row(c.device_id)
+            r = rows_of.get(c.device_id)
             if r is None:
                 decisions[i] = Decision(c, "rejected", None, ["unknown_device"])
                 continue
-            if c.setpoint not in kind_of(str(st.kind[r])).setpoints:
+            k = kinds[r]
+            sps = setpoints.get(k)
+            if sps is None:
+                sps = setpoints[k] = kind_of(k).setpoints
+            if c.setpoint not in sps:
                 decisions[i] = Decision(c, "rejected", None, ["unknown_setpoint"])
                 continue
             try:
@@ -196,7 +212,7 @@ class SafetyGate:
             if not np.isfinite(v):
                 decisions[i] = Decision(c, "rejected", None, ["invalid_value"])
                 continue
-            if not st.available[r]:
+            if not available[r]:
                 decisions[i] = Decision(c, "rejected", None, ["device_unavailable"])
                 continue
             out["idx"].append(i)
@@ -215,12 +231,19 @@ class SafetyGate:
     def _by_kind(st: GridSnapshot, rows: dict, commands):
         """(positions, kind, setpoint, SnapshotRows) per (kind, setpoint) among the device rows."""
         groups: dict[tuple[str, str], list[int]] = {}
+        kinds = st.kind_names()
         for j, (i, r) in enumerate(zip(rows["idx"], rows["row"])):
             if r >= 0:
-                groups.setdefault((str(st.kind[r]), commands[i].setpoint), []).append(j)
+                key = (kinds[r], commands[i].setpoint)
+                sel = groups.get(key)
+                if sel is None:
+                    groups[key] = [j]
+                else:
+                    sel.append(j)
+        all_rows = np.asarray(rows["row"], np.int64)
         for (k, sp), sel in groups.items():
             sel = np.asarray(sel, np.int64)
-            yield sel, kind_of(k), sp, st.rows_of(np.asarray(rows["row"], np.int64)[sel])
+            yield sel, kind_of(k), sp, st.rows_of(all_rows[sel])
 
     def _effects(self, st: GridSnapshot, rows: dict, commands) -> tuple:
         """Per command: axis (0 P, 1 Q), current, requested and 'null' injection (kW/kvar, load
@@ -329,24 +352,14 @@ class SafetyGate:
         lo = np.minimum(req, null) - cur
         hi = np.maximum(req, null) - cur
         d_req = req - cur
-        for j, (i, r) in enumerate(zip(rows["idx"], rows["row"])):
-            kind = str(st.kind[r])
-            frac = cfg.ramp_frac_per_s.get(kind)
-            if frac is None:
-                continue
-            dt = now - self._last_sent_t.get(commands[i].device_id, now - cfg.default_dt_s)
-            step = frac * size[j] * max(dt, 0.0)
-            lo_r, hi_r = max(lo[j], -step), min(hi[j], step)
-            if lo_r > hi_r:  # range out of reach this cycle: go as far toward it as the ramp allows
-                lo_r = hi_r = -step if hi[j] < -step else step
-            if not (lo_r - 1e-9 <= d_req[j] <= hi_r + 1e-9):
-                reasons[j].append("ramp_limit")
-                d_req[j] = min(max(d_req[j], lo_r), hi_r)
-            lo[j], hi[j] = lo_r, hi_r
+        kinds = st.kind_names()
+        ramp = self._ramp_limits(commands, rows, kinds, size, lo, hi, d_req, now)
+        for j in np.flatnonzero(ramp):
+            reasons[j].append("ramp_limit")
         # linear screen
         res0 = base["res"]
         sens = base["sens"]
-        slots = np.array([self._slot_of[int(st.bus[r])] for r in rows["row"]], np.int64)
+        slots = self.slot_of(st.bus[np.asarray(rows["row"], np.int64)])
         g_v = np.where(axis == 0, sens.dv_dp[:, slots], sens.dv_dq[:, slots])
         g_l = np.where(axis == 0, sens.dline_dp[:, slots], sens.dline_dq[:, slots])
         g_t = np.where(axis == 0, sens.dtrafo_dp[:, slots], sens.dtrafo_dq[:, slots])
@@ -373,8 +386,8 @@ class SafetyGate:
             d = self._drop_worsening(d, elems, bad, binding)
             res = self._reconfirm(base, slots, axis, d, binding, res0, report)
         # on/off commands the LP could only keep in part are dropped whole; re-confirm without them
-        whole = [commands[i].setpoint in kind_of(str(st.kind[r])).all_or_nothing
-                 for i, r in zip(rows["idx"], rows["row"])]
+        whole_sp = {k: kind_of(k).all_or_nothing for k in {kinds[r] for r in rows["row"]}}
+        whole = [commands[i].setpoint in whole_sp[kinds[r]] for i, r in zip(rows["idx"], rows["row"])]
         cut = [j for j in range(len(whole)) if whole[j]
                and abs(d[j] - d_req[j]) > 1e-6 * (1 + abs(d_req[j])) and d[j] != 0.0]
         if cut:
@@ -383,23 +396,56 @@ class SafetyGate:
         report["v_max_pu"] = float(np.nanmax(res.v_pu)) if res.converged else float("nan")
         report["v_min_pu"] = float(np.nanmin(res.v_pu)) if res.converged else float("nan")
         tol = 1e-6
+        # the per-command tests below, for all commands at once (same float arithmetic)
+        cut_back = (np.abs(d - d_req) > tol * (1 + np.abs(d_req))).tolist()
+        nothing_left = ((np.abs(d) <= tol) & (np.abs(req - cur) > tol)).tolist()
+        exact = (np.abs(d - (req - cur)) <= tol * (1 + np.abs(req))).tolist()
+        sent_t = self._last_sent_t
         for j, (i, r) in enumerate(zip(rows["idx"], rows["row"])):
             c = commands[i]
-            if abs(d[j] - d_req[j]) > tol * (1 + abs(d_req[j])):
+            why = reasons[j]
+            if cut_back[j]:
                 kind, el, _ = binding.get(j, ("unconfirmed", -1, 0.0))
-                reasons[j].append(kind if kind == "aggregate_ramp" else
-                                  _reason(kind, el) if el >= 0 else "grid_unconfirmed")
-            if not reasons[j]:
+                why.append(kind if kind == "aggregate_ramp" else
+                           _reason(kind, el) if el >= 0 else "grid_unconfirmed")
+            if not why:
                 decisions[i] = Decision(c, "accepted", float(c.value), [])
-            elif (abs(d[j]) <= tol and abs(req[j] - cur[j]) > tol and reasons[j] != ["device_limit"]) \
-                    or whole[j]:
-                decisions[i] = Decision(c, "rejected", None, reasons[j])
+            elif (nothing_left[j] and why != ["device_limit"]) or whole[j]:
+                decisions[i] = Decision(c, "rejected", None, why)
+                continue
             else:
-                exact = abs(d[j] - (req[j] - cur[j])) <= tol * (1 + abs(req[j]))
-                value = rows["target"][j] if exact else self._setpoint_for(st, r, c.setpoint, cur[j] + d[j], cur[j])
-                decisions[i] = Decision(c, "curtailed", value, reasons[j])
-            if decisions[i].verdict != "rejected":
-                self._last_sent_t[c.device_id] = now
+                value = rows["target"][j] if exact[j] else self._setpoint_for(st, r, c.setpoint, cur[j] + d[j], cur[j])
+                decisions[i] = Decision(c, "curtailed", value, why)
+            sent_t[c.device_id] = now
+
+    def _ramp_limits(self, commands, rows, kinds, size, lo, hi, d_req, now) -> np.ndarray:
+        """Narrow each command's feasible change [lo, hi] (in place) to what its ramp allows
+        since its last sent command (`ramp_frac_per_s` of its size per s; a range out of reach
+        this cycle: as far toward it as the ramp allows) and pull d_req into it; returns the
+        commands whose request the ramp cut. Python's max/min and comparison semantics, per
+        element (a NaN step leaves the range as it was)."""
+        cfg = self.cfg
+        frac_of = {k: cfg.ramp_frac_per_s.get(k) for k in set(kinds[r] for r in rows["row"])}
+        frac = [frac_of[kinds[r]] for r in rows["row"]]
+        has = np.array([f is not None for f in frac], bool)
+        if not has.any():
+            return has
+        default_t = now - cfg.default_dt_s
+        last_t = np.array([self._last_sent_t.get(commands[i].device_id, default_t) for i in rows["idx"]], float)
+        dt = now - last_t
+        with np.errstate(invalid="ignore"):  # unknown size (inf) x dt 0: NaN, the range stays as it is
+            step = np.array([0.0 if f is None else f for f in frac], float) * size * np.where(0.0 > dt, 0.0, dt)
+        lo_r = np.where(-step > lo, -step, lo)  # max(lo, -step)
+        hi_r = np.where(step < hi, step, hi)  # min(hi, step)
+        far = lo_r > hi_r
+        to = np.where(hi < -step, -step, step)
+        lo_r = np.where(far, to, lo_r)
+        hi_r = np.where(far, to, hi_r)
+        ramp = has & ~((lo_r - 1e-9 <= d_req) & (d_req <= hi_r + 1e-9))
+        up = np.where(lo_r > d_req, lo_r, d_req)  # min(max(d_req, lo_r), hi_r)
+        d_req[ramp] = np.where(hi_r < up, hi_r, up)[ramp]
+        lo[has], hi[has] = lo_r[has], hi_r[has]
+        return ramp
 
     def _reconfirm(self, base, slots, axis, d, binding, res0, report):
         """Power flow of the changed batch `d`; if it still violates, nothing is sent (d := 0,

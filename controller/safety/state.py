@@ -57,6 +57,7 @@ class GridSnapshot:
     shunt_step: dict[int, int] = field(default_factory=dict)  # capacitor steps, as the RTU reports them
     basis: str = "allocation"  # where base_* come from: "estimate" (WLS) or "allocation" (head meter)
     _row: dict[str, int] | None = None
+    _kinds: list[str] | None = None
 
     @property
     def age_s(self) -> float:
@@ -67,9 +68,19 @@ class GridSnapshot:
         return len(self.device_ids)
 
     def row(self, device_id: str) -> int | None:
+        return self.row_map().get(device_id)
+
+    def row_map(self) -> dict[str, int]:
+        """{device id: row} (built once per snapshot, or kept by `SnapshotBuilder`)."""
         if self._row is None:
             self._row = {d: i for i, d in enumerate(self.device_ids)}
-        return self._row.get(device_id)
+        return self._row
+
+    def kind_names(self) -> list[str]:
+        """`kind` as a list of str (per-command lookups in the gate without numpy scalars)."""
+        if self._kinds is None:
+            self._kinds = self.kind.tolist()
+        return self._kinds
 
     def rating(self, name: str) -> np.ndarray:
         r = self.ratings.get(name)
@@ -122,7 +133,8 @@ class GridSnapshot:
     def from_fleet_state(cls, fleet_state, base_bus, base_p_kw, base_q_kvar, now_s: float,
                          trafo_tap_pos=None) -> GridSnapshot:
         """From the runtime's `controller.state.FleetState` (good-quality values only;
-        devices without a good p_kw reading are marked unavailable)."""
+        devices without a good p_kw reading are marked unavailable). `SnapshotBuilder`
+        gives the same snapshot every cycle without rebuilding the fleet's fixed part."""
         groups, t_oldest = [], np.inf
         for g in fleet_state.groups.values():
             if g.kind not in CONTROLLABLE:
@@ -138,6 +150,89 @@ class GridSnapshot:
                                "ratings": g.ratings, "telemetry": tel})
         t_s = fleet_state.t if not np.isfinite(t_oldest) else t_oldest
         return cls.from_groups(t_s, now_s, base_bus, base_p_kw, base_q_kvar, groups, trafo_tap_pos)
+
+
+def finite_copy(x) -> np.ndarray:
+    """np.nan_to_num(np.asarray(x, float)) as a new array (NaN 0, +-inf the largest finite
+    float), without nan_to_num's overhead: it runs once per group and cycle."""
+    a = np.array(x, dtype=float)
+    if not np.isfinite(a).all():
+        a[np.isnan(a)] = 0.0
+        a[a == np.inf] = _FMAX
+        a[a == -np.inf] = -_FMAX
+    return a
+
+
+_FMAX = np.finfo(float).max
+
+
+class SnapshotBuilder:
+    """`GridSnapshot.from_fleet_state`, equal field by field, for a controller that builds one
+    snapshot per cycle from the same fleet: the parts that only change with the fleet (device
+    ids and rows, kinds, buses, ratings) are kept while every controllable group has the same
+    name, kind, ids, buses and ratings as when they were built (compared each call: a device
+    added or removed, a bus or a rating changed rebuilds them); p/q, availability, telemetry
+    and the data time are read every call."""
+
+    def __init__(self):
+        self._key: list | None = None  # per group: (name, kind, ids copy, bus bytes, ratings bytes)
+        self._fixed: dict | None = None
+
+    @staticmethod
+    def _same(key, groups) -> bool:
+        if key is None or len(key) != len(groups):
+            return False
+        for (name, kind, ids, bus, ratings), g in zip(key, groups):
+            if (g.group != name or g.kind != kind or g.ids != ids or np.asarray(g.bus).tobytes() != bus
+                    or g.ratings.keys() != ratings.keys()):
+                return False
+            for k, r in ratings.items():
+                if np.asarray(g.ratings[k], float).tobytes() != r:
+                    return False
+        return True
+
+    def _build_fixed(self, groups) -> None:
+        ref = GridSnapshot.from_groups(0.0, 0.0, [], [], [], [
+            {"name": g.group, "kind": g.kind, "ids": g.ids, "bus": g.bus, "p_kw": np.zeros(g.n),
+             "ratings": g.ratings} for g in groups])
+        self._fixed = {"ids": ref.device_ids, "kind": ref.kind, "bus": ref.bus, "ratings": ref.ratings,
+                       "row": {d: i for i, d in enumerate(ref.device_ids)}, "kinds": ref.kind.tolist(),
+                       "sizes": [len(np.atleast_1d(g.bus)) for g in groups]}
+        self._key = [(g.group, g.kind, list(g.ids), np.asarray(g.bus).tobytes(),
+                      {k: np.asarray(r, float).tobytes() for k, r in g.ratings.items()}) for g in groups]
+
+    def build(self, fleet_state, base_bus, base_p_kw, base_q_kvar, now_s: float) -> GridSnapshot:
+        groups = [g for g in fleet_state.groups.values() if g.kind in CONTROLLABLE]
+        if not self._same(self._key, groups):
+            self._build_fixed(groups)
+        fx = self._fixed
+        t_oldest = np.inf
+        p, q, av = [], [], []
+        tel_parts: dict[str, list] = {}
+        for gi, g in enumerate(groups):
+            pg = g.get("p_kw")
+            a = g.usable() & np.isfinite(pg)
+            if g.t is not None and np.isfinite(g.t[a]).any():
+                t_oldest = min(t_oldest, float(np.nanmin(g.t[a])))
+            p.append(finite_copy(pg))
+            q.append(finite_copy(g.get("q_kvar")))
+            av.append(a)
+            for k in GATE_TELEMETRY:
+                if k in g.values:
+                    tel_parts.setdefault(k, [None] * len(groups))[gi] = np.asarray(g.get(k), float)
+        sizes = fx["sizes"]
+        tel = {k: np.concatenate([a if a is not None else np.full(sizes[i], np.nan) for i, a in enumerate(v)])
+               for k, v in tel_parts.items()}
+
+        def join(lst, dtype):
+            return np.concatenate(lst).astype(dtype) if lst else np.zeros(0, dtype)
+
+        t_s = fleet_state.t if not np.isfinite(t_oldest) else t_oldest
+        return GridSnapshot(float(t_s), float(now_s), np.asarray(base_bus, np.int64),
+                            np.asarray(base_p_kw, float), np.asarray(base_q_kvar, float), fx["ids"],
+                            fx["kind"].copy(), fx["bus"].copy(), join(p, float), join(q, float),
+                            join(av, bool), {k: r.copy() for k, r in fx["ratings"].items()}, tel, {},
+                            _row=fx["row"], _kinds=fx["kinds"])
 
 
 class SnapshotRows:
