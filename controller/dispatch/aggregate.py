@@ -296,12 +296,12 @@ def _psum(a, lo, n):
     return vals[0]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _max(a, b):  # np.maximum
     return a if (a > b or a != a) else b
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _min(a, b):  # np.minimum
     return a if (a < b or a != a) else b
 

@@ -54,7 +54,8 @@ class _Highs(Highs):
 
 
 class Dispatcher:
-    """Solves dispatch problems. `aggregate=False` gives one LP unit per device (reference).
+    """Solves dispatch problems. `aggregate=False` gives one LP unit per device (reference);
+    `bulk_update=False` re-solves through Pyomo Params and appsi's update() (reference path).
 
     day_ahead(problem)  -> Schedule   (typically 96 x 900 s)
     realtime(problem)   -> Schedule   (short horizon, e.g. 24 x 300 s; reuses its model)
@@ -64,11 +65,12 @@ class Dispatcher:
     REALTIME_OPTIONS: ClassVar[dict] = {"solver": "simplex"}  # simplex restarts from the previous basis
 
     def __init__(self, aggregate: bool = True, day_ahead_options: dict | None = None,
-                 realtime_options: dict | None = None):
+                 realtime_options: dict | None = None, bulk_update: bool = True):
         self.aggregate = aggregate
+        self.bulk_update = bulk_update  # False: re-solves go through Params + appsi's update()
         self.options = {"day_ahead": dict(day_ahead_options or self.DAY_AHEAD_OPTIONS),
                         "realtime": dict(realtime_options or self.REALTIME_OPTIONS)}
-        self._slots: dict[str, tuple] = {}  # slot -> (signature, model, solver)
+        self._slots: dict[str, tuple] = {}  # slot -> (signature, model, solver, Columns, bulk)
         self._keys: dict[str, tuple] = {}  # slot -> (device ids, battery keys, EV keys)
         self.last_model = None
 
@@ -107,8 +109,8 @@ class Dispatcher:
             opt.highs_options = {"output_flag": False, **self.options.get(slot, {})}
             opt.set_instance(m)
             cols = lp.Columns(m, opt)
-            bulk = cols.matches(opt, p, a, d)
-            if not bulk:  # a model change that Columns does not know: appsi's update() instead
+            bulk = self.bulk_update and cols.matches(opt, p, a, d)
+            if self.bulk_update and not bulk:  # a model change that Columns does not know: appsi's update() instead
                 log.warning("dispatch %s: bulk update does not match the model; using appsi update()", slot)
             _quiet_update(opt.update_config)
             opt.bulk = bulk

@@ -63,9 +63,9 @@ class ScheduleSource:
         return s
 
     def _series(self, s: dict) -> dict:
-        """{group: (setpoint, values (device x step), active steps or None)}, once per plan."""
+        """{group: (setpoint, values (step x device), active steps or None)}, once per plan."""
         if self._cache[0] is not s:
-            self._cache = (s, {g: (per["setpoint"], np.asarray(per["values"], float),
+            self._cache = (s, {g: (per["setpoint"], _by_step(per["values"]),
                                    set(per["active_steps"]) if "active_steps" in per else None)
                                for g, per in s["data"].get("setpoints", {}).items()})
         return self._cache[1]
@@ -108,9 +108,9 @@ class ScheduleSource:
         out = []
         for g, (name, series, act) in self._series(s).items():
             gs = state.groups.get(g)
-            if gs is None or not (0 <= k < series.shape[1]):
+            if gs is None or not (0 <= k < series.shape[0]):
                 continue
-            vals = series[:, k]
+            vals = series[k]
             if name == KINDS[gs.kind].dr_setpoint:
                 self.base_set[g] = vals
             send = gs.usable()
@@ -122,8 +122,8 @@ class ScheduleSource:
                     continue
             elif name == "p_max_set_kw":
                 send &= gs.get("connected") > 0.5
-            out += [Command(gs.ids[j], name, float(vals[j]), self.name, "schedule")
-                    for j in np.flatnonzero(send)]
+            ids, v = gs.ids, vals.tolist()
+            out += [Command(ids[j], name, v[j], self.name, "schedule") for j in np.flatnonzero(send).tolist()]
         targets = data.get("tcl_p_target_kw", {})
         if targets and self.tcl_free():
             active = data.get("tcl_active_steps", {})
@@ -140,3 +140,10 @@ class ScheduleSource:
                     if not m.held.any():
                         self._tcl_driving.discard(g)
         return out
+
+
+def _by_step(rows: list) -> np.ndarray:
+    """A plan's (device x step) value rows as a (step x device) array; a row object shared by
+    several devices (FleetScheduler._data) is converted once."""
+    conv = {id(r): np.asarray(r, float) for r in rows}
+    return np.ascontiguousarray(np.array([conv[id(r)] for r in rows], float).T)
