@@ -101,12 +101,17 @@ class DataQuality:
             mem = self._mem[g.group] = _Memory(np.full(n, np.nan), np.full(n, np.nan))
         tr = np.asarray(g.t if g.t is not None else np.full(n, np.nan), float)
         fresh = np.isfinite(tr) & ~(tr <= mem.t)  # a new reading (not the link's cached one)
-        why = np.full(n, "", dtype=object)
-        detail = np.full(n, "", dtype=object)
+        # the first check that flags a device names it: its code (position in `names`, 0 none)
+        code = np.zeros(n, np.int16)
+        names = [""]
+        detail: dict[int, str] = {}
 
         def flag(mask, check, text):
-            new = mask & (why == "")
-            why[new] = check
+            new = mask & (code == 0)
+            if not new.any():
+                return
+            names.append(check)
+            code[new] = len(names) - 1
             for j in np.flatnonzero(new):
                 detail[j] = text(j)
 
@@ -167,9 +172,11 @@ class DataQuality:
                  f"|P| = {abs(np.nan_to_num(p[j])):.1f} kW (owes {owed[j]:.3f} kWh)")
             mem.counters[c] = np.where(fresh & np.isfinite(v), v, prev)
         # a frozen or mis-scaled device: none of its values is believed
-        bad = why != ""
-        for q in g.quality.values():
-            q[bad & (q == Q_GOOD)] = Q_SUSPECT
+        bad = code != 0
+        why = [names[c] for c in code.tolist()] if bad.any() else None
+        if why is not None:
+            for q in g.quality.values():
+                q[bad & (q == Q_GOOD)] = Q_SUSPECT
         if p is not None:
             mem.p = np.where(fresh & p_ok & ~bad, p, mem.p)
         mem.t = np.where(fresh, tr, mem.t)

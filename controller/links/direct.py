@@ -53,9 +53,11 @@ class DirectLink(DeviceLink):
         for g in self.groups:
             vals = {k: np.array(v, float) for k, v in data.get(g, {}).items()}
             a = np.asarray(av.get(g, np.ones(len(self.groups[g]["bus"]), bool)), bool)
-            q = {k: np.where(a, Q_GOOD, Q_MISSING).astype(np.int8) for k in vals}
-            for k in vals:
-                vals[k][~a] = np.nan
+            q0 = np.where(a, Q_GOOD, Q_MISSING).astype(np.int8)  # the same codes for every value
+            q = {k: q0.copy() for k in vals}
+            if not a.all():
+                for k in vals:
+                    vals[k][~a] = np.nan
             out[g] = (vals, q, a)
         return out
 

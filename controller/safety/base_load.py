@@ -117,9 +117,7 @@ class EstimatedBaseLoad:
         self.last: dict = {"basis": "allocation"}
 
     def _measurements(self, state):
-        """(Measurements, v vector, head kW) from the RTU and head meter, or None (not observable)."""
-        from grid_models.estimation import Measurements
-
+        """(v vector, head kW, head kvar) from the RTU and head meter, or None (not observable)."""
         rtu = next((g for g in state.groups.values() if g.kind == "rtu"), None)
         meter = next((g for g in state.groups.values() if g.kind == "meter"), None)
         if rtu is None or meter is None:
@@ -133,10 +131,17 @@ class EstimatedBaseLoad:
         ok = np.isfinite(v)
         if not np.isfinite(head) or ok.sum() < self.min_v_share * n:
             return None
+        return v, head, head_q
+
+    def _measurement_set(self, v, head, head_q):
+        """The estimator's Measurements: the RTU's good voltages, the head meter at the slack
+        (built only when an estimate is due)."""
+        from grid_models.estimation import Measurements
+
+        ok = np.isfinite(v)
         slack = np.asarray(self.net.ext_grid.bus.to_numpy()[:1], np.int64)
-        m = Measurements(v_bus=self.bus_index[ok], v_pu=v[ok], pq_bus=slack,
-                         p_kw=np.array([-head]), q_kvar=np.array([-head_q]))
-        return m, v, head
+        return Measurements(v_bus=self.bus_index[ok], v_pu=v[ok], pq_bus=slack,
+                            p_kw=np.array([-head]), q_kvar=np.array([-head_q]))
 
     @staticmethod
     def _devices(state):
@@ -166,7 +171,7 @@ class EstimatedBaseLoad:
             snap = self.alloc.snapshot(state, now_s)
             self.last = {"basis": "allocation", "why": "not observable from the RTU and head meter"}
             return snap
-        m, v, head = got
+        v, head, head_q = got
         d_bus, d_p, d_q = self._devices(state)
         due = (self.est is None or now_s - self.est[0] >= self.every_s
                or np.nanmax(np.abs(v - self.est[1])) > self.drift_pu or steps != self._steps_est)
@@ -180,7 +185,7 @@ class EstimatedBaseLoad:
                 for idx, pos in reported.items():  # the estimator's model at the RTU's tap/capacitor steps
                     self.se.net[table].at[idx, column] = pos
             try:
-                e = self.se.run(m, pseudo_scale=self.alloc.scale(state))
+                e = self.se.run(self._measurement_set(v, head, head_q), pseudo_scale=self.alloc.scale(state))
             except EstimationError as err:
                 self.last = {"basis": "allocation", "why": str(err)[:200]}
                 return self.alloc.snapshot(state, now_s)
