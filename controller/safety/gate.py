@@ -15,6 +15,7 @@ Every decision carries machine-readable reasons, e.g. "v_high:bus7", "line_overl
 from __future__ import annotations
 
 import copy
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -144,7 +145,7 @@ class SafetyGate:
         if steps:
             self._gate_steps(commands, steps, decisions, base, report)
             rows = {k: [v for i, v in zip(rows["idx"], rows[k]) if commands[i].setpoint not in STEPS]
-                    for k in rows}
+                    for k in ("idx", "row", "target", "clipped")}
         if rows["idx"]:
             self._gate_grid(commands, state, rows, decisions, now, report)
         return self._finish(decisions, report, t0)
@@ -174,25 +175,26 @@ class SafetyGate:
     def _validate(self, commands, st: GridSnapshot, decisions) -> dict:
         """Fill decisions for invalid commands; return per-command arrays for the rest (device
         bounds from the device's kind, controller.kinds)."""
-        last = {}
-        for i, c in enumerate(commands):
-            last[(c.device_id, c.setpoint)] = i
+        keys = [(c.device_id, c.setpoint) for c in commands]
+        last = dict(zip(keys, range(len(keys))))  # the last command per device and setpoint wins
         out = {"idx": [], "row": [], "target": [], "clipped": []}
+        idx, row, target = out["idx"], out["row"], out["target"]
         rows_of, kinds = st.row_map(), st.kind_names()
         setpoints: dict[str, tuple] = {}  # per kind name, looked up once per batch
-        available = st.available
+        available = st.available.tolist()
         for i, c in enumerate(commands):
-            if last[(c.device_id, c.setpoint)] != i:
+            if last[keys[i]] != i:
                 decisions[i] = Decision(c, "rejected", None, ["superseded"])
                 continue
-            if c.setpoint in STEPS:
+            sp = c.setpoint
+            if sp in STEPS:
                 r = self._step_validate(c)
                 if r:
                     decisions[i] = Decision(c, "rejected", None, [r])
                     continue
-                out["idx"].append(i)
-                out["row"].append(-1)
-                out["target"].append(float(c.value))
+                idx.append(i)
+                row.append(-1)
+                target.append(float(c.value))
                 continue
             r = rows_of.get(c.device_id)
             if r is None:
@@ -202,22 +204,22 @@ class SafetyGate:
             sps = setpoints.get(k)
             if sps is None:
                 sps = setpoints[k] = kind_of(k).setpoints
-            if c.setpoint not in sps:
+            if sp not in sps:
                 decisions[i] = Decision(c, "rejected", None, ["unknown_setpoint"])
                 continue
             try:
                 v = float(c.value)
             except (TypeError, ValueError):
-                v = float("nan")
-            if not np.isfinite(v):
+                v = math.nan
+            if not math.isfinite(v):
                 decisions[i] = Decision(c, "rejected", None, ["invalid_value"])
                 continue
             if not available[r]:
                 decisions[i] = Decision(c, "rejected", None, ["device_unavailable"])
                 continue
-            out["idx"].append(i)
-            out["row"].append(r)
-            out["target"].append(v)
+            idx.append(i)
+            row.append(r)
+            target.append(v)
         v = np.asarray(out["target"], float)
         lo, hi = np.full(len(v), -np.inf), np.full(len(v), np.inf)
         for sel, k, sp, g in self._by_kind(st, out, commands):
@@ -228,8 +230,12 @@ class SafetyGate:
         return out
 
     @staticmethod
-    def _by_kind(st: GridSnapshot, rows: dict, commands):
-        """(positions, kind, setpoint, SnapshotRows) per (kind, setpoint) among the device rows."""
+    def _by_kind(st: GridSnapshot, rows: dict, commands) -> list:
+        """(positions, kind, setpoint, SnapshotRows) per (kind, setpoint) among the device rows;
+        made once per batch of rows (kept in rows["by_kind"], which a filtered copy drops)."""
+        got = rows.get("by_kind")
+        if got is not None:
+            return got
         groups: dict[tuple[str, str], list[int]] = {}
         kinds = st.kind_names()
         for j, (i, r) in enumerate(zip(rows["idx"], rows["row"])):
@@ -241,9 +247,12 @@ class SafetyGate:
                 else:
                     sel.append(j)
         all_rows = np.asarray(rows["row"], np.int64)
+        out = []
         for (k, sp), sel in groups.items():
             sel = np.asarray(sel, np.int64)
-            yield sel, kind_of(k), sp, st.rows_of(all_rows[sel])
+            out.append((sel, kind_of(k), sp, st.rows_of(all_rows[sel])))
+        rows["by_kind"] = out
+        return out
 
     def _effects(self, st: GridSnapshot, rows: dict, commands) -> tuple:
         """Per command: axis (0 P, 1 Q), current, requested and 'null' injection (kW/kvar, load
