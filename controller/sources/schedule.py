@@ -145,5 +145,8 @@ class ScheduleSource:
 def _by_step(rows: list) -> np.ndarray:
     """A plan's (device x step) value rows as a (step x device) array; a row object shared by
     several devices (FleetScheduler._data) is converted once."""
-    conv = {id(r): np.asarray(r, float) for r in rows}
+    conv: dict[int, np.ndarray] = {}
+    for r in rows:
+        if id(r) not in conv:
+            conv[id(r)] = np.asarray(r, float)
     return np.ascontiguousarray(np.array([conv[id(r)] for r in rows], float).T)
