@@ -8,7 +8,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from controller.api.app import create_app
-from controller.commands import Command
+from controller.commands import Command, Decision, GateResult
 from hil.direct import attach_controller
 from scenarios.model import Scenario
 from twin.simulation import Twin
@@ -65,8 +65,12 @@ def test_gate_keeps_voltage_band_and_reports_curtailments():
 
 
 class Boom:
+    fail = True
+
     def check(self, commands, state):
-        raise RuntimeError("sensitivities singular")
+        if self.fail:
+            raise RuntimeError("sensitivities singular")
+        return GateResult([Decision(c, "accepted", c.value, []) for c in commands])
 
 
 def test_failing_gate_rejects_everything_and_alarms():
@@ -98,3 +102,11 @@ def test_failing_gate_rejects_everything_and_alarms():
     assert link.writes == [] and rep["rejected"] == 1
     assert [a["kind"] for a in ctl.hist.alarms(active_only=True)] == ["gate_failed", "gate_rejected"]
     assert ctl.last_gate.decisions[0].reasons == ["gate_error"]
+    ctl.gate.fail = False  # the gate works again: its alarm clears (once), the command goes out
+    ctl.operator_command(Command("bat/0", "p_set_kw", -5.0, "operator", "test"))
+    ctl.cycle(120.0)
+    assert "gate_failed" not in [a["kind"] for a in ctl.hist.alarms(active_only=True)]
+    assert link.writes == [("bat/0", "p_set_kw", -5.0)]
+    ctl.gate.fail = True  # and fails again: a new alarm
+    ctl.cycle(180.0)
+    assert "gate_failed" in [a["kind"] for a in ctl.hist.alarms(active_only=True)]

@@ -21,6 +21,7 @@ class GateStage:
         self._gate_alarmed: set[str] = set()
         self.basis: dict = {}  # which grid state the gate used: estimate or allocation (and why)
         self._bad_t = None
+        self._failed_alarm = True  # a gate_failed alarm may be active (from before a restart): clear it once
 
     def _note_basis(self, t: float) -> None:
         """The snapshot's basis for the report; a measurement the estimator removed as bad data
@@ -47,9 +48,12 @@ class GateStage:
         except Exception as e:  # never write what the gate did not see through
             log.warning("safety gate failed at %.0f: %s", t, e)
             self.hist.raise_alarm(t, "gate_failed", None, f"{type(e).__name__}: {e}"[:300])
+            self._failed_alarm = True
             result = GateResult([Decision(c, "rejected", None, ["gate_error"]) for c in cmds])
         else:
-            self.hist.clear_alarm("gate_failed", None)
+            if self._failed_alarm:  # one database write when the gate works again, not one per cycle
+                self.hist.clear_alarm("gate_failed", None)
+                self._failed_alarm = False
         self.last_gate = result
         counts = {"accepted": 0, "curtailed": 0, "rejected": 0}
         reasons: dict[str, int] = {}
