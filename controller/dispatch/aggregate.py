@@ -237,46 +237,47 @@ def aggregate(p: DispatchProblem, by_group: bool = True, bat_keys: list[tuple] |
 # maximum/minimum/clip rules for NaN and signed zeros, so results are bit for bit the same.
 
 @njit(cache=True)
-def _block_sum(a, lo, n):
-    """numpy's pairwise-sum leaf (n <= 128): plain loop below 8, else 8 partial sums."""
+def _block_sum(a):
+    """numpy's pairwise-sum leaf (len(a) <= 128): plain loop below 8, else 8 partial sums."""
+    n = a.size
     if n < 8:
         res = 0.0
         for i in range(n):
-            res += a[lo + i]
+            res += a[i]
         return res
-    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
-    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    r0, r1, r2, r3, r4, r5, r6, r7 = a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]
     i = 8
     while i < n - (n % 8):
-        r0 += a[lo + i]
-        r1 += a[lo + i + 1]
-        r2 += a[lo + i + 2]
-        r3 += a[lo + i + 3]
-        r4 += a[lo + i + 4]
-        r5 += a[lo + i + 5]
-        r6 += a[lo + i + 6]
-        r7 += a[lo + i + 7]
+        r0 += a[i]
+        r1 += a[i + 1]
+        r2 += a[i + 2]
+        r3 += a[i + 3]
+        r4 += a[i + 4]
+        r5 += a[i + 5]
+        r6 += a[i + 6]
+        r7 += a[i + 7]
         i += 8
     res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
     while i < n:
-        res += a[lo + i]
+        res += a[i]
         i += 1
     return res
 
 
 @njit(cache=True)
-def _psum(a, lo, n):
-    """np.sum(a[lo:lo + n]) of a contiguous float64 array, bit for bit: numpy's pairwise
-    summation (halves, cut at multiples of 8, down to blocks of <= 128), evaluated with an
-    explicit stack (numba's cache does not take recursive functions)."""
+def _psum(a):
+    """np.sum(a) of a contiguous float64 array, bit for bit: numpy's pairwise summation
+    (halves, cut at multiples of 8, down to blocks of <= 128), evaluated with an explicit stack
+    (numba's cache does not take recursive functions)."""
+    n = a.size
     if n <= 128:
-        return _block_sum(a, lo, n)
+        return _block_sum(a[:n])
     s_lo = np.empty(192, np.int64)
     s_n = np.empty(192, np.int64)
     s_join = np.empty(192, np.bool_)
     vals = np.empty(96)
     top, nv = 1, 0
-    s_lo[0], s_n[0], s_join[0] = lo, n, False
+    s_lo[0], s_n[0], s_join[0] = 0, n, False
     while top:
         top -= 1
         l, m = s_lo[top], s_n[top]
@@ -284,7 +285,7 @@ def _psum(a, lo, n):
             vals[nv - 2] = vals[nv - 2] + vals[nv - 1]
             nv -= 1
         elif m <= 128:
-            vals[nv] = _block_sum(a, l, m)
+            vals[nv] = _block_sum(a[l:l + m])
             nv += 1
         else:
             n2 = m // 2
@@ -294,6 +295,15 @@ def _psum(a, lo, n):
             s_lo[top + 2], s_n[top + 2], s_join[top + 2] = l, n2, False
             top += 3
     return vals[0]
+
+
+@njit(cache=True)
+def _largest(start):
+    """Size of the largest group (offsets `start`)."""
+    big = 0
+    for g in range(start.size - 1):
+        big = max(big, start[g + 1] - start[g])
+    return big
 
 
 @njit(cache=True)
@@ -309,7 +319,7 @@ def _min(a, b):  # np.minimum
 @njit(cache=True)
 def _split_nb(total, caps, out):
     """Share `total` >= 0 in proportion to `caps` >= 0 into `out`, never above a cap."""
-    s = _psum(caps, 0, caps.size)
+    s = _psum(caps[:])
     if s <= 1e-12 or total <= 0:
         out[:] = 0.0
         return
@@ -337,7 +347,7 @@ def _fill_nb(total, weights, caps, x, free, buf, tmp):
             if free[i]:
                 buf[c] = weights[i]
                 c += 1
-        ws = _psum(buf, 0, c)
+        ws = _psum(buf[:c])
         if ws <= 1e-12 or left <= 1e-12:
             break
         lam = left / ws
@@ -355,8 +365,8 @@ def _fill_nb(total, weights, caps, x, free, buf, tmp):
             if free[i] and lam * weights[i] >= caps[i]:
                 x[i] = caps[i]
                 free[i] = False
-        left -= _psum(buf, 0, c)
-    rest = total - _psum(x, 0, k)
+        left -= _psum(buf[:c])
+    rest = total - _psum(x[:k])
     for i in range(k):
         buf[i] = caps[i] - x[i]
     _split_nb(rest if rest > 0.0 else 0.0, buf, tmp)  # max(total - x.sum(), 0.0)
@@ -370,7 +380,7 @@ def _batteries_nb(p_g, order, start, pmax, smin, smax, eta_c, eta_d, soc, dt_h, 
     then every device's SOC. Returns the summed |group power - devices' sum|."""
     n = p_g.shape[1]
     residual = 0.0
-    scratch = np.empty((5, np.max(np.diff(start)) if start.size > 1 else 0))  # rows of the largest group
+    scratch = np.empty((5, _largest(start)))
     free = np.empty(scratch.shape[1], np.bool_)
     for k in range(n):
         for gi in range(start.size - 1):
@@ -392,7 +402,7 @@ def _batteries_nb(p_g, order, start, pmax, smin, smax, eta_c, eta_d, soc, dt_h, 
                 _fill_nb(-x, w, caps, pk, *tmp)
                 for j in range(size):
                     pk[j] = -pk[j]
-            residual += abs(x - _psum(pk, 0, size))
+            residual += abs(x - _psum(pk[:size]))
             for j in range(size):
                 p_dev[order[lo + j], k] = pk[j]
         for i in range(soc.size):
@@ -409,7 +419,7 @@ def _evs_nb(p_g, order, start, pmax, eta, conn, last, left, room, dt_h, p_dev):
     Updates `left` and `room` in place; returns the summed |group power - devices' sum|."""
     n = p_g.shape[1]
     residual = 0.0
-    scratch = np.empty((7, np.max(np.diff(start)) if start.size > 1 else 0))
+    scratch = np.empty((7, _largest(start)))
     for k in range(n):
         for gi in range(start.size - 1):
             lo, hi = start[gi], start[gi + 1]
@@ -427,10 +437,10 @@ def _evs_nb(p_g, order, start, pmax, eta, conn, last, left, room, dt_h, p_dev):
             _split_nb(x, must, first)
             for j in range(size):
                 free[j] = rate[j] - first[j]
-            _split_nb(x - _psum(first, 0, size), free, second)
+            _split_nb(x - _psum(first[:size]), free, second)
             for j in range(size):
                 pk[j] = first[j] + second[j]
-            residual += abs(x - _psum(pk, 0, size))
+            residual += abs(x - _psum(pk[:size]))
             for j in range(size):
                 i = order[lo + j]
                 p_dev[i, k] = pk[j]
