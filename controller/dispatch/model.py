@@ -335,7 +335,10 @@ class Columns:
 
     `push` writes exactly the numbers `load` + appsi's update() would (same float arithmetic);
     `matches(opt)` checks that against the HiGHS model right after set_instance (built from
-    `load`'s numbers) and that the rows/costs it writes are exactly those appsi marked mutable."""
+    `load`'s numbers) and that the rows/costs it writes are exactly those appsi marked mutable.
+    Reads appsi's bookkeeping (`_pyomo_var_to_solver_var_map`, `_pyomo_con_to_solver_con_map`,
+    `_vars`, `_mutable_helpers`, `_objective_helpers`; pyomo 6.10): tests/test_dispatch.py fails
+    loudly if a pyomo upgrade changes them."""
 
     VARS = ("ch", "dis", "soc", "soc_short", "cur", "pev", "cum", "unmet", "ptcl", "etcl", "tcl_short",
             "cut", "pay", "owed", "head", "over", "under", "dr_short")
