@@ -5,11 +5,15 @@ managed device explains (from the state estimator, or metered), plus every manag
 bus, current P/Q, ratings and the telemetry that tells how a setpoint turns into power
 (PV available power, flexible-load base demand, EV plugged in). All arrays, one row per device.
 
-How the controller runtime builds it each cycle (controller/core.py):
+How it is built from the controller's fleet state:
 
     snap = GridSnapshot.from_fleet_state(fleet_state, base_bus, base_p_kw, base_q_kvar,
                                          now_s=clock.now())
     result = gate.check(commands, snap)
+
+The runtime builds one every cycle (controller/safety/base_load.py) with a `SnapshotBuilder`,
+which gives the same snapshot while keeping the fleet's fixed part (ids, kinds, buses, ratings)
+between cycles.
 
 `fleet_state` is `controller.state.FleetState` (duck-typed: groups with .group, .kind, .ids,
 .bus, .ratings, .values, .t, .usable()); base_* come from `grid_models.estimation`
