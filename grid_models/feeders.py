@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import os
 import pickle
@@ -75,7 +76,9 @@ def _simbench_net(code: str) -> pp.pandapowerNet:
     if path is not None and path.is_file():
         try:
             with path.open("rb") as f:
-                return pickle.load(f)
+                net = pickle.load(f)
+            gc.collect()  # age the ~200k loaded objects now, not in a run's first collections
+            return net
         except Exception as e:  # noqa: BLE001 - a damaged cache file is rebuilt, never trusted
             log.warning("SimBench cache %s unreadable (%s); rebuilding it", path, e)
     try:
