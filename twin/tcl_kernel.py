@@ -16,9 +16,10 @@ baseline and the numba kernel's cross-check).
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, parallel_chunksize, prange
 
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xBF58476D1CE4E5B9)
@@ -389,8 +390,6 @@ class KernelChoice:
         self.calls = 0
 
     def threaded(self, n: int) -> bool:
-        from numba import get_num_threads
-
         if n < self.threads_from or get_num_threads() < 2:
             return False
         self.calls += 1
@@ -411,10 +410,6 @@ class KernelChoice:
 
     def run(self, *args) -> None:
         """advance_first_order(*args) the faster way; args as advance_first_order takes them."""
-        import time
-
-        from numba import parallel_chunksize
-
         n = args[0].size
         way = self.threaded(n)
         t0 = time.perf_counter()
