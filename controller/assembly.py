@@ -36,7 +36,7 @@ class Spec:
     settings: dict = field(default_factory=dict)  # CycleSettings overrides (replays)
     volt_var: bool = True  # volt/VAR command source (with the safety gate)
     ev_departure_h: dict = field(default_factory=dict)  # {ev group: hour UTC} where chargers don't report it
-    export_limit_kw: float | None = None  # schedule: most the feeder head may export
+    export_limit_kw: float | None = None  # most the feeder head may export: planned and held on the meter
     reconcile: str = "adopt"  # at start: setpoints held in the field (controller/reconcile.py)
     quality: dict = field(default_factory=dict)  # {kind: {KindChecks field: value}} (controller/quality.py)
 
@@ -79,6 +79,10 @@ def assemble(spec: Spec, links: dict, clock, historian: Historian | None = None,
         from controller.sources.voltvar import VoltVarSource
 
         extra.append(lambda c: VoltVarSource(c))
+    if spec.export_limit_kw is not None:  # the plan keeps within it; this holds it on the meter
+        from controller.sources.export_limit import ExportLimitSource
+
+        extra.append(lambda c: ExportLimitSource(c, spec.export_limit_kw))
     from controller.quality import DataQuality, checks_from
     from controller.reconcile import reconcile
 

@@ -222,7 +222,7 @@ class ServiceConfig(Strict):
     name: str = "vpp"
     cycle_s: float = Field(60.0, gt=0)
     optimize_every_s: float = Field(0.0, ge=0, description="0: no schedule (batteries, EVs, PV, flex loads, TCLs)")
-    export_limit_kw: float | None = Field(None, gt=0, description="schedule: most the feeder head may export")
+    export_limit_kw: float | None = Field(None, gt=0, description="most the feeder head may export (kW): the schedule plans within it and PV is capped in real time on the head meter beyond it")
     objective: Literal["cost", "peak"] = Field(
         "cost", description="battery schedule: arbitrage at the prices, or feeder-head peak shaving")
     devices: list[DeviceGroup] = Field(default_factory=list)

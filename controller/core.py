@@ -86,8 +86,8 @@ class Controller:
         self.dr_program = DrProgram(self)
         self.emergency_src = EmergencySource(self)
         self.operator = OperatorSource()
-        # priority order: emergency, operator, DR, volt/VAR, schedule (lower number wins)
-        extra = [make(self) for make in extra_sources]  # e.g. volt/VAR (controller.assembly)
+        # priority order: emergency, operator, DR, export limit, volt/VAR, schedule (lower number wins)
+        extra = [make(self) for make in extra_sources]  # volt/VAR, export limit (controller.assembly)
         self.sources = sorted([self.emergency_src, self.operator, self.dr_program, *extra,
                                self.schedule_src], key=lambda s: -s.priority)
         self.priority = {s.name: s.priority for s in self.sources}

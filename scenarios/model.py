@@ -365,8 +365,8 @@ class ControllerSpec(Strict):
     objective: Literal["cost", "peak", "dr"] = "cost"
     safety_gate: bool = True
     export_limit_kw: float | None = Field(
-        None, gt=0, description="most the feeder head may export (kW); the schedule curtails PV beyond it "
-        "(none: no limit)")
+        None, gt=0, description="most the feeder head may export (kW); the schedule plans within it and "
+        "the controller caps PV in real time on the head meter beyond it (none: no limit)")
 
 
 class Regulation(Strict):

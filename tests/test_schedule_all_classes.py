@@ -291,20 +291,30 @@ def test_ev_departure_from_telemetry_else_the_groups_config_else_the_default():
     assert e["default 8 h"]["2-3"] + e["default 8 h"]["3-4"] == pytest.approx(need, abs=0.01)
 
 
-def test_scenario_export_limit_reaches_the_live_schedule():
+def test_scenario_export_limit_is_planned_and_held_on_the_meter():
     """`controller.export_limit_kw` in a scenario: the running controller's plans keep the head's
-    planned export within it (a light feeder at noon exports ~56 kW unmanaged; limit 30 kW)."""
+    planned export within it (a light feeder at noon exports ~56 kW unmanaged; limit 30 kW), and
+    the export-limit source holds it on the metered head power, where the plan alone let 37.3 kW
+    through (forecast error, quarter-hour steps): beyond the limit only until the next cycle."""
     feeder = SC.feeder.model_copy(update={"base_load_scale": 0.1})
     s = SC.model_copy(update={"duration_s": 3600.0, "feeder": feeder,
                               "controller": SC.controller.model_copy(update={"export_limit_kw": 30.0})})
     tw = Twin(s)
     hist = Historian(":memory:", "NORMAL")
     att = attach_controller(tw, hist)
+    head = []  # the twin's own head power at each power flow (import +)
+    tw.after_step.append(lambda w: head.append(w.grid.result.p_head_kw) if w.step_index % w.pf_every == 0 else None)
     tw.run()
     att.finish(tw)
     assert att.controller.scheduler.export_limit_kw == 30.0
     plans = hist._rows("SELECT data FROM schedules")
     assert plans
     for row in plans:
-        head = np.asarray(json.loads(row["data"])["head_p_kw"], float)
-        assert head.min() >= -30.0 - 1e-3, head.min()
+        planned = np.asarray(json.loads(row["data"])["head_p_kw"], float)
+        assert planned.min() >= -30.0 - 1e-3, planned.min()
+    export = -np.asarray(head)
+    active = hist._rows("SELECT t FROM events WHERE kind = 'export_limit_active'")
+    assert active and export.max() > 30.0  # the plan alone does not hold it on the meter ...
+    assert export.max() < 30.0 + 1.5, export.max()  # ... the source does, from the next cycle on
+    assert (export > 30.0).sum() <= len(active), export  # one power flow beyond per activation at most
+    assert export.mean() > 30.0 - 15.0  # PV is capped to the limit, not shut down

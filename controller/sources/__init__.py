@@ -8,7 +8,8 @@ Every source is a small object with a `name` (the `source` tag of its commands),
 called once per cycle after telemetry is read and the grid estimated. The cycle merges the
 lists by priority (`merge`), sends the batch through the safety gate and writes the result.
 Sources: emergency (controller/sources/emergency.py), operator (operator.py), the DR program
-(dr.py), volt/VAR (voltvar.py) and the schedule (schedule.py).
+(dr.py), the export limit on the head meter (export_limit.py), volt/VAR (voltvar.py) and the
+schedule (schedule.py).
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ class ScheduleSource:
         self._curtailing: dict[str, bool] = {}  # QUIET group -> the plan curtailed it last cycle
         self._tcl_driving: set[str] = set()  # TCL groups the plan holds units of
         self._cache: tuple = (None, {})  # (plan, its arrays)
+        self._now: float | None = None  # time of the cycle being served
 
     def busy(self, t: float) -> bool:
         """No re-planning while a DR event runs (its baseline is the plan in force)."""
@@ -70,6 +71,17 @@ class ScheduleSource:
                                for g, per in s["data"].get("setpoints", {}).items()})
         return self._cache[1]
 
+    def planned(self, group: str, setpoint: str, t: float | None = None) -> np.ndarray | None:
+        """The plan's `setpoint` values for `group` at t (default: this cycle's), per device;
+        None when the plan has none for it."""
+        s = self.schedule
+        t = self._now if t is None else t
+        if not s or t is None:
+            return None
+        name, series, _ = self._series(s).get(group, (None, None, None))
+        k = int((t - s["t0"]) // s["step_s"])
+        return series[k] if name == setpoint and 0 <= k < series.shape[0] else None
+
     def _plugged_now(self, state) -> frozenset:
         return frozenset(d for g in state.groups.values() if g.kind == "ev"
                          for d, c in zip(g.ids, g.get("connected") > 0.5) if c)
@@ -93,6 +105,7 @@ class ScheduleSource:
             self.schedule = {"t0": s["t0"], "step_s": s["step_s"], "data": s["data"]}
 
     def commands(self, t: float, state) -> list[Command]:
+        self._now = t
         if self.scheduler is not None and not self.busy(t):
             plugged = self._plugged_now(state)
             early = plugged != self._plugged and t >= self._last_t + MIN_REPLAN_S
