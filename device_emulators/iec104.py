@@ -6,7 +6,9 @@ generic library decides for us: only cause 6 (activation) and 8 (deactivation) a
 select-before-operate with a select timeout and no termination for an unexecuted select; one
 negative reply with the right cause (44 unknown type, 45 unknown cause, 46 unknown common
 address, 47 unknown IOA) for anything we cannot do; a badly framed APDU closes the connection;
-a command handler may refuse a value and the point stays usable. Handlers run in a worker thread,
+a command handler may refuse a value and the point stays usable; a time-tagged command (58, 63)
+older than `max_command_delay_s` by the station clock (UTC, set by clock synchronisation 103)
+or with an invalid tag is not executed (negative confirmation). Handlers run in a worker thread,
 so a twin step holding the twin lock delays that command only, never the link (TESTFR, acks,
 interrogation and other connections keep being answered).
 
@@ -27,6 +29,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Callable
 
 log = logging.getLogger("device_emulators.iec104")
@@ -103,6 +106,19 @@ class CommandPoint:
     sbo: bool = False  # select before operate required
 
 
+def cp56_epoch_s(b: bytes) -> float | None:
+    """UTC epoch seconds of a CP56Time2a time tag (7 octets: ms, minute, hour, day, month,
+    year of the century); None when marked invalid (IV) or not a date."""
+    if len(b) < 7 or b[2] & 0x80:
+        return None
+    ms = b[0] | (b[1] << 8)
+    try:
+        return datetime(2000 + (b[6] & 0x7F), b[5] & 0x0F, b[4] & 0x1F, b[3] & 0x1F, b[2] & 0x3F,
+                        tzinfo=UTC).timestamp() + ms / 1000.0
+    except ValueError:
+        return None
+
+
 def asdu(type_id: int, cot: int, ca: int, objects: list[tuple[int, bytes]], negative: bool = False) -> bytes:
     """One ASDU (COT 2 octets, CA 2, IOA 3: the 104 defaults), objects not in sequence."""
     head = bytes([type_id, len(objects), (cot & 0x3F) | (0x40 if negative else 0), 0]) + struct.pack("<H", ca)
@@ -174,8 +190,13 @@ class Outstation:
 
     def __init__(self, host: str, port: int, ca: int = 1, cycle_s: float = 10.0, select_timeout_s: float = 5.0,
                  t2_s: float = 1.0, confirm_delay_s: float = 0.05, ssl_context: ssl.SSLContext | None = None,
-                 t1_s: float = 15.0, t3_s: float = 20.0):
+                 t1_s: float = 15.0, t3_s: float = 20.0, max_command_delay_s: float | None = 30.0):
         self.host, self.port, self.ca = host, port, ca
+        # a time-tagged command (58, 63) older than this by the station clock is not executed
+        # (negative confirmation): a command delayed in the network must not act late. None: off
+        self.max_command_delay_s = max_command_delay_s
+        self.clock_offset_s = 0.0  # station clock = wall clock UTC + this; set by clock sync (103)
+        self.stale_refused = 0
         self.ssl_context = ssl_context
         self.tls_refused = 0  # connections whose TLS handshake failed
         # an RTU's processing time before it answers a command or interrogation; also keeps
@@ -429,7 +450,12 @@ class Outstation:
                 c.send(with_cot(raw, UNKNOWN_IOA, True))
             elif cot == DEACT:
                 c.send(with_cot(raw, DEACTCON, False, self.ca))
-            elif type_id in (C_CS_NA_1, C_TS_TA_1):  # clock sync, test command: confirmed
+            elif type_id == C_CS_NA_1:  # clock sync: the station clock follows the master's
+                tag = cp56_epoch_s(el)
+                if tag is not None:
+                    self.clock_offset_s = tag - time.time()
+                c.send(with_cot(raw, ACTCON, tag is None, self.ca))
+            elif type_id == C_TS_TA_1:  # test command: confirmed
                 c.send(with_cot(raw, ACTCON, False, self.ca))
             elif type_id == C_CI_NA_1:  # no integrated totals on this RTU
                 c.send(with_cot(raw, ACTCON, False, self.ca))
@@ -452,6 +478,15 @@ class Outstation:
         select = bool(el[qi] & 0x80)
         value = float(el[0] & 1) if base == C_SC_NA_1 else struct.unpack("<f", el[:4])[0]
         plain = (type_id, el[:qi] + bytes([el[qi] & 0x7F]))  # the command without S/E and time tag
+        if type_id in TIME_TAGGED and cot == ACT and self.max_command_delay_s is not None:
+            tag = cp56_epoch_s(el[qi + 1:])
+            delay = None if tag is None else time.time() + self.clock_offset_s - tag
+            if delay is None or delay > self.max_command_delay_s:
+                self.stale_refused += 1
+                log.info("IEC 104: command %d to IOA %d refused: time tag %s", type_id, ioa,
+                         "invalid" if delay is None else f"{delay:.1f} s old (limit {self.max_command_delay_s:g} s)")
+                c.send(with_cot(raw, ACTCON, True))
+                return
         now = time.monotonic()
         if cot == DEACT:  # cancel a pending selection
             had = c.selected.pop(ioa, None)

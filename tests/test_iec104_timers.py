@@ -9,6 +9,7 @@ wait is generous so a busy machine only makes it slower."""
 import socket
 import struct
 import time
+from datetime import UTC, datetime
 
 import pytest
 from iec104_raw import Raw104, command, interrogation
@@ -132,28 +133,48 @@ def test_interrogation_qualifiers():
         plain.stop()
 
 
-CP56 = bytes([0x10, 0x27, 30, 11, 21, 12, 26])  # 10.000 s, 11:30, 21 Dec 2026
+def cp56(t: float, invalid: bool = False) -> bytes:
+    """CP56Time2a of UTC epoch seconds t (written here from the standard, not by the outstation)."""
+    d = datetime.fromtimestamp(t, UTC)
+    ms = d.second * 1000 + d.microsecond // 1000
+    return struct.pack("<H", ms) + bytes([d.minute | (0x80 if invalid else 0), d.hour, d.day | (d.isoweekday() << 5),
+                                          d.month, d.year - 2000])
 
 
 def test_time_tagged_and_test_commands():
     """C_SC_TA_1 (58) and C_SE_TC_1 (63) act on the same points as 45 and 50 (select-before-
     operate kept, the time tag ignored in the select/execute match); C_TS_TA_1 (107) is
-    confirmed; an unknown address still gets one COT 47."""
+    confirmed; an unknown address still gets one COT 47. A time-tagged command older than
+    max_command_delay_s by the station clock, or with an invalid tag, is refused (negative
+    confirmation, nothing done); clock synchronisation (103) sets the station clock."""
     got = {}
     plain = make()
     plain.commands = {6000: CommandPoint(6000, C_SC_NA_1, lambda v: got.__setitem__("sw", v) or True, sbo=True),
                       7000: CommandPoint(7000, C_SE_NC_1, lambda v: got.__setitem__("tap", v) or True)}
     c = started(plain.port)
     try:
-        c.send(command(58, 6000, bytes([0x81]) + CP56))  # select, close
-        c.send(command(58, 6000, bytes([0x01]) + CP56[:6] + bytes([27])))  # execute, another time tag
+        now = time.time()
+        c.send(command(58, 6000, bytes([0x81]) + cp56(now)))  # select, close
+        c.send(command(58, 6000, bytes([0x01]) + cp56(now + 0.2)))  # execute, another time tag
         replies = [(a.type_id, a.cot, a.negative) for a in c.asdus(quiet_s=1.0)]
         assert replies == [(58, 7, False), (58, 7, False), (58, 10, False)] and got["sw"] == 1.0
-        c.send(command(63, 7000, struct.pack("<f", 3.0) + b"\0" + CP56))
-        c.send(command(107, 0, struct.pack("<H", 0x55AA) + CP56))
-        c.send(command(58, 6999, bytes([0x81]) + CP56))
+        c.send(command(63, 7000, struct.pack("<f", 3.0) + b"\0" + cp56(time.time())))
+        c.send(command(107, 0, struct.pack("<H", 0x55AA) + cp56(time.time())))
+        c.send(command(58, 6999, bytes([0x81]) + cp56(time.time())))
         replies = [(a.type_id, a.cot, a.negative) for a in c.asdus(quiet_s=1.0)]
         assert replies == [(63, 7, False), (107, 7, False), (58, 47, True)] and got["tap"] == 3.0
+        # held up 2 minutes on the way (limit 30 s), or a tag marked invalid: not executed
+        c.send(command(63, 7000, struct.pack("<f", 5.0) + b"\0" + cp56(time.time() - 120.0)))
+        c.send(command(63, 7000, struct.pack("<f", 6.0) + b"\0" + cp56(time.time(), invalid=True)))
+        replies = [(a.type_id, a.cot, a.negative) for a in c.asdus(quiet_s=1.0)]
+        assert replies == [(63, 7, True), (63, 7, True)] and got["tap"] == 3.0 and plain.stale_refused == 2
+        # the master sets the station clock an hour ahead: a command tagged with the wall clock
+        # is now an hour old to the station
+        c.send(command(103, 0, cp56(time.time() + 3600.0)))
+        c.send(command(63, 7000, struct.pack("<f", 7.0) + b"\0" + cp56(time.time())))
+        replies = [(a.type_id, a.cot, a.negative) for a in c.asdus(quiet_s=1.0)]
+        assert replies == [(103, 7, False), (63, 7, True)] and got["tap"] == 3.0
+        assert plain.clock_offset_s == pytest.approx(3600.0, abs=5.0)
     finally:
         c.close()
         plain.stop()
