@@ -71,8 +71,11 @@ def assemble(spec: Spec, links: dict, clock, historian: Historian | None = None,
     """A ready controller: links {group: DeviceLink}; price_fn(t_epoch_array) -> EUR/MWh (None:
     no battery schedule); feeder_net/limits: the controller's own feeder model and its limits."""
     hist = historian or Historian(":memory:", "NORMAL")
-    kinds = {d.kind: d.device_id for link in {id(l): l for l in links.values()}.values()
-             for d in link.devices()}
+    devices = [d for link in {id(l): l for l in links.values()}.values() for d in link.devices()]
+    kinds = {d.kind: d.device_id for d in devices}
+    groups: dict[str, tuple[str, list[str]]] = {}
+    for d in devices:
+        groups.setdefault(d.group, (d.kind, []))[1].append(d.device_id)
     gate, snapshot_fn = _gate(spec, feeder_net, limits, clock)
     extra = []
     if spec.volt_var and snapshot_fn is not None:  # needs the SafetyGate's feeder model
@@ -87,7 +90,7 @@ def assemble(spec: Spec, links: dict, clock, historian: Historian | None = None,
     from controller.reconcile import reconcile
 
     ctl = Controller(links, clock, gate, historian=hist, settings=spec.cycle_settings(),
-                     scheduler=_scheduler(spec, kinds, price_fn, hist, clock), snapshot_fn=snapshot_fn,
+                     scheduler=_scheduler(spec, kinds, groups, price_fn, hist, clock), snapshot_fn=snapshot_fn,
                      feeder_net=feeder_net, feeder_limits=limits, extra_sources=extra,
                      quality=DataQuality(checks_from(spec.quality)))
     known = {r["id"] for r in hist.dr_events()}
@@ -115,10 +118,11 @@ def _gate(spec: Spec, net, limits, clock):
     return make_gate(net, limits, clock)
 
 
-def _scheduler(spec: Spec, kinds: dict, price_fn, hist, clock):
+def _scheduler(spec: Spec, kinds: dict, groups: dict, price_fn, hist, clock):
     """The rolling fleet schedule (batteries, EVs, PV, flexible loads, TCL groups) against a
     head-load forecast learnt from the head meter (refilled from the historian), when the spec
-    asks for one and the fleet has a controllable class."""
+    asks for one and the fleet has a controllable class; PV and flexible-load profiles are
+    refilled from the historian's device telemetry where it has some (a restart)."""
     from controller.scheduling import CLASSES, FleetScheduler
 
     if not (spec.optimize_every_s > 0 and spec.objective in ("cost", "peak") and set(CLASSES) & set(kinds)
@@ -129,5 +133,7 @@ def _scheduler(spec: Spec, kinds: dict, price_fn, hist, clock):
     forecast = HeadLoadForecast()
     if "meter" in kinds:
         forecast.seed(hist, clock.now(), kinds["meter"])
-    return FleetScheduler(price_fn, objective=spec.objective, head_forecast=forecast,
-                          ev_departure_h=spec.ev_departure_h, export_limit_kw=spec.export_limit_kw)
+    sched = FleetScheduler(price_fn, objective=spec.objective, head_forecast=forecast,
+                           ev_departure_h=spec.ev_departure_h, export_limit_kw=spec.export_limit_kw)
+    sched.seed_profiles(hist, clock.now(), groups)
+    return sched

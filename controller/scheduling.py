@@ -20,7 +20,9 @@ The optimizer sees one virtual unit per device group and class (no grid rows: th
 keeps the feeder in band), so the LP keeps its structure between solves and HiGHS restarts
 from its last basis; results are split back per device by controller/dispatch/aggregate.py.
 Forecasts: per group, the quarter-hour-of-day mean of what telemetry showed over the last days
-(`forecasting.head.HeadLoadForecast`), the value measured now for the first step.
+(`forecasting.head.HeadLoadForecast`), the value measured now for the first step; after a
+restart the PV and flexible-load profiles are refilled from the historian's device telemetry
+(`seed_profiles`, when `telemetry_every_s` records it).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from controller.state import FleetState
 log = logging.getLogger("controller.schedule")
 
 CLASSES = ("battery", "ev", "pv", "flex_load", "tcl")
+SEEDED = {"pv": "p_avail_kw", "flex_load": "p_base_kw"}  # class -> what its group profile learns
 DEFAULT_DWELL_S = 8 * 3600.0  # EV departure when neither telemetry nor config gives one
 EV_MARGIN_STEPS = 1  # plan each car full this many steps before its departure
 FLEX_REBOUND = 0.5  # share of curtailed energy a flexible load owes back (device default)
@@ -77,6 +80,18 @@ class FleetScheduler:
         self.tcl = None  # controller.tcl_dispatch.TclDispatcher (set by the schedule source)
         self.profiles: dict[str, HeadLoadForecast] = {}  # group -> learnt PV/flex/TCL profile
         self.last_stats = None
+
+    def seed_profiles(self, hist, until: float, groups: dict[str, tuple[str, list[str]]]) -> dict[str, int]:
+        """After a restart: the PV and flexible-load groups' profiles from the historian's
+        device telemetry (needs `telemetry_every_s`), {group: slots seeded}. TCL groups relearn:
+        their baseline is the group model's, not a telemetry value."""
+        out = {}
+        for group, (kind, ids) in groups.items():
+            name = SEEDED.get(kind)
+            if name is not None and kind in self.classes:
+                f = self.profiles.setdefault(group, HeadLoadForecast(self.step_s))
+                out[group] = f.seed_group(hist, until, name, ids)
+        return out
 
     # --- what the problem is made of -------------------------------------------------------------
     def _groups(self, state: FleetState, kind: str) -> list:

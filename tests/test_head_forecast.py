@@ -69,3 +69,33 @@ def test_seed_from_historian_head_meter_rows(tmp_path):
     times = T0 + DAY_S + np.arange(96) * 900.0
     assert np.allclose(f(times), profile_kw(times))
     hist.close()
+
+
+def test_restart_refills_pv_and_flex_group_profiles_from_device_telemetry(tmp_path):
+    """The scheduler's per-group PV (p_avail_kw) and flexible-load (p_base_kw) profiles after a
+    restart: group totals per recorded instant, instants where a device's row is missing left
+    out, one mean per slot; TCL groups are not seeded (their baseline is a model's)."""
+    hist = Historian(tmp_path / "h.sqlite", "NORMAL")
+    ts = T0 + np.arange(0.0, DAY_S, 60.0)  # telemetry every 60 s for a day
+
+    def pv_kw(t):  # per device: 0 at night, 4 kW around noon
+        h = (np.asarray(t, float) % DAY_S) / 3600.0
+        return np.clip(4.0 * np.sin(np.pi * (h - 6.0) / 12.0), 0.0, None)
+
+    for n, t in enumerate(ts):
+        rows = [(f"pv/{i}", "p_avail_kw", float(pv_kw(t)), "good") for i in range(3) if not (i == 2 and n % 7 == 0)]
+        rows += [("flex/0", "p_base_kw", 2.0 + (t % DAY_S) / DAY_S, "good"), ("ac/0", "p_kw", 1.0, "good")]
+        hist.record_cycle(n + 1, float(t), {}, rows, [], [], [], (0, 0, 0))
+    s = FleetScheduler(lambda t: np.zeros(np.shape(t)))
+    got = s.seed_profiles(hist, T0 + DAY_S, {"pv": ("pv", ["pv/0", "pv/1", "pv/2"]),
+                                             "flex": ("flex_load", ["flex/0"]), "ac": ("tcl", ["ac/0"])})
+    assert got == {"pv": 96, "flex": 96} and "ac" not in s.profiles
+    slots = T0 + DAY_S + np.arange(96) * 900.0
+    # each slot: the mean of its one-minute group totals of all 3 devices (never a 2-device total)
+    whole = ts[np.arange(ts.size) % 7 != 0]
+    want = np.array([np.mean(3.0 * pv_kw(whole[(whole >= t0) & (whole < t0 + 900.0)])) for t0 in slots - DAY_S])
+    assert np.allclose(s.profiles["pv"](slots), want, rtol=1e-9, atol=1e-9)
+    assert s.profiles["pv"](slots).max() > 11.0  # ~12 kW at noon
+    assert np.allclose(s.profiles["flex"](slots), [np.mean(2.0 + ((t0 + 60.0 * np.arange(15)) % DAY_S) / DAY_S)
+                                                   for t0 in slots - DAY_S])
+    hist.close()

@@ -4,7 +4,9 @@ The scheduler needs the head's net load without the batteries it is about to sch
 peak shaving shaves). Each optimisation observes head meter P minus the batteries' measured
 P at that moment; the forecast for a time of day is the mean of the same quarter-hour over
 the last `days` days seen, else the latest observation (persistence), else 0 kW. After a
-restart the series can be seeded from the historian's head-meter telemetry (`seed`).
+restart the series can be seeded from the historian's head-meter telemetry (`seed`), and a
+device group's profile (the scheduler's PV and flexible-load forecasts) from its devices'
+telemetry (`seed_group`).
 """
 
 from __future__ import annotations
@@ -50,6 +52,26 @@ class HeadLoadForecast:
         for r in sorted(rows, key=lambda r: r["t"]):
             self.observe(r["t"], r["value"])
         return len(rows)
+
+    def seed_group(self, hist, until: float, name: str, device_ids: list[str]) -> int:
+        """Observations of a device group's total `name` (e.g. PV `p_avail_kw`) from the
+        historian's device telemetry (recorded every `telemetry_every_s`): per instant the sum
+        over the devices, kept where every device that ever reported did, one mean per slot
+        (what the forecast averages per time of day)."""
+        rows = hist.good_values(name, device_ids, until - self.days * DAY_S, until)
+        if not rows:
+            return 0
+        t = np.array([r["t"] for r in rows], float)
+        v = np.array([r["value"] for r in rows], float)
+        inst, idx = np.unique(t, return_inverse=True)
+        total = np.bincount(idx, v, len(inst))
+        count = np.bincount(idx, minlength=len(inst))
+        whole = count == count.max()
+        keys, b_idx = np.unique(np.floor(inst[whole] / self.step_s), return_inverse=True)
+        means = np.bincount(b_idx, total[whole]) / np.bincount(b_idx)
+        for k, m in zip(keys, means):
+            self.observe(k * self.step_s, m)
+        return len(keys)
 
     def __call__(self, times) -> np.ndarray:
         times = np.asarray(times, float)
