@@ -107,7 +107,9 @@ class EmulatorHost:
             self._add_group(name, fleet, gateway=bool(g and g.gateway))
         if meter:
             # the head meter belongs to no fleet group: meter_emulation (a scenarios.model.Emulation)
-            # sets its identity, noise and refresh; None takes the defaults
+            # sets its identity, noise and refresh; None takes the scenario's head_meter.emulation
+            if meter_emulation is None:
+                meter_emulation = getattr(getattr(twin.scenario, "head_meter", None), "emulation", None)
             dev = EmulatedDevice("meter/head", "meter", "meter", 1, twin, rating_kva=head_rating_kva(twin.net),
                                  emulation=meter_emulation)
             self._add_port([dev], "meter", bus=int(twin.net.ext_grid.bus.iloc[0]))

@@ -233,6 +233,13 @@ class Emulation(Strict):
                                 "setpoints (constant PF, VAr); 0: immediate")
 
 
+class HeadMeter(Strict):
+    """The feeder-head revenue meter the emulators serve (meter/head): it belongs to no fleet
+    group, so its identity, refresh and measurement noise are set here."""
+
+    emulation: Emulation = Emulation()
+
+
 class FleetGroup(Strict):
     name: str
     kind: Literal["pv", "battery", "ev", "tcl", "flex_load"]
@@ -428,6 +435,7 @@ class Scenario(Strict):
     dr_events: list[DrEvent] = Field(default_factory=list, max_length=10_000)
     faults: list[FaultSpec] = Field(default_factory=list, max_length=10_000)
     measurement: Measurement = Measurement()
+    head_meter: HeadMeter = HeadMeter()
     controller: ControllerSpec = ControllerSpec()
     outputs: Outputs = Outputs()
     assertions: list[Assertion] = Field(default_factory=list, max_length=1000)

@@ -89,3 +89,23 @@ def test_busy_answer_to_requests_too_close(rig):
     with socket.create_connection(("127.0.0.1", eps["bat/0"]["port"]), timeout=10) as s:
         assert ask(s, struct.pack(">BHH", 3, 40000, 2))[0] == 3
         assert ask(s, struct.pack(">BHH", 3, 40000, 2), tid=2) == bytes([0x83, 6])  # server busy
+
+
+def test_head_meter_emulation_comes_from_the_scenario():
+    """The head meter is no fleet group: `head_meter.emulation` in the scenario sets what a
+    client sees of it (identity by Modbus device identification, exact readings here)."""
+    s = Scenario.model_validate(dict(
+        name="meter", start="2026-06-21T11:00:00Z", duration_s=600, seed=3, feeder={"kind": "cigre_lv"},
+        head_meter={"emulation": {"manufacturer": "Grid Meters", "model": "GM-3", "noise_p_pct": 0}},
+        outputs={"report": False}))
+    twin = Twin(s)
+    host = EmulatorHost(twin, rtu=False)
+    try:
+        eps = {e["device_id"]: e for e in host.start()}
+        host.step(60)
+        assert host.devices["meter/head"].noise[0] == 0.0
+        with socket.create_connection(("127.0.0.1", eps["meter/head"]["port"]), timeout=10) as sock:
+            r = ask(sock, bytes([0x2B, 0x0E, 1, 0]))
+            assert b"Grid Meters" in r and b"GM-3" in r
+    finally:
+        host.stop()
