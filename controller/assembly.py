@@ -39,12 +39,13 @@ class Spec:
     export_limit_kw: float | None = None  # most the feeder head may export: planned and held on the meter
     reconcile: str = "adopt"  # at start: setpoints held in the field (controller/reconcile.py)
     quality: dict = field(default_factory=dict)  # {kind: {KindChecks field: value}} (controller/quality.py)
+    timezone: str = "UTC"  # the site's local clock: the schedule's profiles are learnt on it
 
     @classmethod
     def from_scenario(cls, s) -> Spec:
         c = s.controller
         return cls(c.cycle_s, c.optimize_every_s, c.objective, c.safety_gate, 0.0, list(s.dr_events),
-                   export_limit_kw=c.export_limit_kw)
+                   export_limit_kw=c.export_limit_kw, timezone=getattr(s, "timezone", "UTC"))
 
     @classmethod
     def from_config(cls, cfg) -> Spec:
@@ -53,7 +54,7 @@ class Spec:
                    {"restore_spread_s": cfg.emergency.restore_spread_s}, reconcile=cfg.reconcile,
                    quality={k: q.overrides() for k, q in cfg.quality.items()},
                    ev_departure_h={d.group: d.departure_h for d in cfg.devices if d.departure_h is not None},
-                   export_limit_kw=cfg.export_limit_kw)
+                   export_limit_kw=cfg.export_limit_kw, timezone=cfg.timezone)
 
     def cycle_settings(self) -> CycleSettings:
         cs = CycleSettings(cycle_s=self.cycle_s, optimize_every_s=self.optimize_every_s or 1e18,
@@ -130,10 +131,11 @@ def _scheduler(spec: Spec, kinds: dict, groups: dict, price_fn, hist, clock):
         return None
     from controller.forecasting.head import HeadLoadForecast
 
-    forecast = HeadLoadForecast()
+    forecast = HeadLoadForecast(timezone=spec.timezone)
     if "meter" in kinds:
         forecast.seed(hist, clock.now(), kinds["meter"])
     sched = FleetScheduler(price_fn, objective=spec.objective, head_forecast=forecast,
-                           ev_departure_h=spec.ev_departure_h, export_limit_kw=spec.export_limit_kw)
+                           ev_departure_h=spec.ev_departure_h, export_limit_kw=spec.export_limit_kw,
+                           timezone=spec.timezone)
     sched.seed_profiles(hist, clock.now(), groups)
     return sched

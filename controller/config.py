@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from controller.api_settings import ApiSettings  # the `api:` section (owned with the API)
 from controller.kinds import CONTROLLABLE
-from scenarios.model import DrEvent, Feeder
+from scenarios.model import DrEvent, Feeder, iana_zone
 
 ROLES = ("viewer", "operator", "admin")
 
@@ -223,6 +223,8 @@ class ServiceConfig(Strict):
     cycle_s: float = Field(60.0, gt=0)
     optimize_every_s: float = Field(0.0, ge=0, description="0: no schedule (batteries, EVs, PV, flex loads, TCLs)")
     export_limit_kw: float | None = Field(None, gt=0, description="most the feeder head may export (kW): the schedule plans within it and PV is capped in real time on the head meter beyond it")
+    timezone: str = Field("UTC", max_length=64, description="IANA time zone of the site: the schedule's "
+                          "load and PV profiles are learnt per quarter hour of its local clock (DST included)")
     objective: Literal["cost", "peak"] = Field(
         "cost", description="battery schedule: arbitrage at the prices, or feeder-head peak shaving")
     devices: list[DeviceGroup] = Field(default_factory=list)
@@ -242,6 +244,8 @@ class ServiceConfig(Strict):
         default_factory=dict, description="data-quality thresholds per device kind")
     _dir: Path = Path(".")
     _path: str = "config"
+
+    _iana = field_validator("timezone")(classmethod(lambda cls, v: iana_zone(v)))
 
     @model_validator(mode="after")
     def _unique(self):

@@ -58,12 +58,13 @@ class FleetScheduler:
     load: what the 'peak' objective shaves and what the planned head P (data["head_p_kw"]) is
     built on. `ev_departure_h`: {group: hour of day UTC} for chargers that do not report their
     departure. `export_limit_kw`: the most the feeder may export (None: no limit).
-    `time_limit_s` bounds each HiGHS solve."""
+    `time_limit_s` bounds each HiGHS solve; `timezone` (IANA) is the local clock the group
+    profiles are learnt on."""
 
     def __init__(self, price_fn, step_s: float = 900.0, n_steps: int = 96, net_load_fn=None,
                  objective: str = "cost", deg_cost_eur_per_kwh: float = 0.02, head_forecast=None,
                  ev_departure_h: dict | None = None, export_limit_kw: float | None = None,
-                 time_limit_s: float = 2.0, classes: tuple[str, ...] = CLASSES):
+                 time_limit_s: float = 2.0, classes: tuple[str, ...] = CLASSES, timezone: str = "UTC"):
         from controller.dispatch.dispatcher import Dispatcher
 
         opts = {"time_limit": float(time_limit_s)}
@@ -77,6 +78,7 @@ class FleetScheduler:
         self.ev_departure_h = dict(ev_departure_h or {})
         self.export_limit_kw = export_limit_kw
         self.classes = tuple(classes)
+        self.timezone = timezone  # group profiles are learnt per quarter hour of this local clock
         self.tcl = None  # controller.tcl_dispatch.TclDispatcher (set by the schedule source)
         self.profiles: dict[str, HeadLoadForecast] = {}  # group -> learnt PV/flex/TCL profile
         self.last_stats = None
@@ -89,7 +91,7 @@ class FleetScheduler:
         for group, (kind, ids) in groups.items():
             name = SEEDED.get(kind)
             if name is not None and kind in self.classes:
-                f = self.profiles.setdefault(group, HeadLoadForecast(self.step_s))
+                f = self.profiles.setdefault(group, HeadLoadForecast(self.step_s, timezone=self.timezone))
                 out[group] = f.seed_group(hist, until, name, ids)
         return out
 
@@ -99,7 +101,7 @@ class FleetScheduler:
 
     def _profile(self, t: float, group: str, now_kw: float, times: np.ndarray) -> np.ndarray:
         """Forecast of a group total (learnt quarter-hour profile), `now_kw` for the first step."""
-        f = self.profiles.setdefault(group, HeadLoadForecast(self.step_s))
+        f = self.profiles.setdefault(group, HeadLoadForecast(self.step_s, timezone=self.timezone))
         f.observe(t, now_kw)
         out = np.asarray(f(times), float)
         out[0] = now_kw

@@ -45,6 +45,15 @@ def _utc(v: datetime) -> datetime:
     return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
 
 
+def iana_zone(v: str) -> str:
+    """`v` when it names an IANA time zone the machine knows (a pydantic field validator)."""
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError("unknown IANA time zone (e.g. UTC, Europe/Berlin, America/New_York)") from None
+    return v
+
+
 def _path_only_for_csv(section, is_csv: bool):
     """A CSV path or extend option on a section that does not read a CSV would be ignored."""
     if section.path and not is_csv:
@@ -445,14 +454,7 @@ class Scenario(Strict):
 
     _utc_start = field_validator("start")(classmethod(lambda cls, v: _utc(v)))
 
-    @field_validator("timezone")
-    @classmethod
-    def _iana(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError, OSError):
-            raise ValueError("unknown IANA time zone (e.g. UTC, Europe/Berlin, America/New_York)") from None
-        return v
+    _iana = field_validator("timezone")(classmethod(lambda cls, v: iana_zone(v)))
 
     @model_validator(mode="after")
     def _bounded(self, info: ValidationInfo):

@@ -80,6 +80,7 @@ def test_endpoint_forms_give_rows(tmp_path):
     ({"openadr": {"vtn_url": "http://127.0.0.1:8080/x", "cert_file": "nope.crt", "key_file": "k"}},
      "openadr.cert_file"),
     ({"openadr": {"vtn_url": "http://127.0.0.1:8080/x", "key": "-----BEGIN"}}, "openadr.key"),
+    ({"timezone": "Europe/Berlinn"}, "timezone: unknown IANA time zone"),
 ])
 def test_bad_config_is_one_line_naming_file_and_key(tmp_path, patch, where):
     p = write(tmp_path, {**BASE, **patch})

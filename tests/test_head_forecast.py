@@ -1,5 +1,7 @@
 """Head-load forecast from the controller's own metering, and peak shaving against it."""
 
+from datetime import datetime
+
 import numpy as np
 
 from controller.forecasting.head import DAY_S, HeadLoadForecast
@@ -99,3 +101,26 @@ def test_restart_refills_pv_and_flex_group_profiles_from_device_telemetry(tmp_pa
     assert np.allclose(s.profiles["flex"](slots), [np.mean(2.0 + ((t0 + 60.0 * np.arange(15)) % DAY_S) / DAY_S)
                                                    for t0 in slots - DAY_S])
     hist.close()
+
+
+def test_profiles_follow_the_local_clock_across_daylight_saving():
+    """An evening peak at 17:00-20:00 Berlin time, learnt the week before the 2026-03-29 change:
+    the day after it, the peak is forecast at 15:00-18:00 UTC (CEST), not an hour late as
+    quarter hours of UTC would have it."""
+    from zoneinfo import ZoneInfo
+
+    berlin = ZoneInfo("Europe/Berlin")
+
+    def local_peak_kw(t):
+        h = np.array([datetime.fromtimestamp(x, berlin).hour for x in np.atleast_1d(t)])
+        return 300.0 + 200.0 * ((h >= 17) & (h < 20))
+
+    week = 1_774_137_600.0 + np.arange(0.0, 7 * DAY_S, 900.0)  # 2026-03-22 .. 03-28 UTC (CET)
+    local, utc = HeadLoadForecast(timezone="Europe/Berlin"), HeadLoadForecast()
+    for t, p in zip(week, local_peak_kw(week)):
+        local.observe(t, p)
+        utc.observe(t, p)
+    after = 1_774_828_800.0 + np.arange(0.0, DAY_S, 900.0)  # 2026-03-30 UTC, CEST
+    assert np.array_equal(local(after), local_peak_kw(after))
+    assert not np.array_equal(utc(after), local_peak_kw(after))  # an hour late in UTC slots
+    assert np.array_equal(local(week), local_peak_kw(week))

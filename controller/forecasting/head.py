@@ -12,20 +12,39 @@ telemetry (`seed_group`).
 from __future__ import annotations
 
 from collections import deque
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
 DAY_S = 86400.0
+Q_S = 900.0  # UTC offsets change on quarter-hour boundaries (every zone in the tz database)
 
 
 class HeadLoadForecast:
-    """Quarter-hour-of-day means of the uncontrolled head load over the last `days` days."""
+    """Quarter-hour-of-day means of the uncontrolled head load over the last `days` days, the
+    time of day read on the site's local clock (`timezone`, IANA): loads follow the clock people
+    live by, so after a daylight-saving change the evening peak stays in its slot."""
 
-    def __init__(self, step_s: float = 900.0, days: int = 7):
+    def __init__(self, step_s: float = 900.0, days: int = 7, timezone: str = "UTC"):
         self.step_s = float(step_s)
         self.slots = round(DAY_S / self.step_s)
         self.samples: deque[tuple[float, float]] = deque(maxlen=days * self.slots * 4)
         self.days = days
+        self.zone = None if timezone == "UTC" else ZoneInfo(timezone)
+        self._offset: dict[int, float] = {}  # quarter hour (UTC) -> UTC offset s
+
+    def _slot(self, t: np.ndarray) -> np.ndarray:
+        """Slot of the local time of day of epoch seconds t."""
+        if self.zone is not None:
+            q = np.floor(t / Q_S).astype(np.int64)
+            keys, inv = np.unique(q, return_inverse=True)
+            for k in keys.tolist():
+                if k not in self._offset:
+                    dt = datetime.fromtimestamp(k * Q_S, UTC).astimezone(self.zone)
+                    self._offset[k] = dt.utcoffset().total_seconds()
+            t = t + np.array([self._offset[k] for k in keys.tolist()])[inv]
+        return ((t % DAY_S) // self.step_s).astype(int)
 
     def observe(self, t: float, uncontrolled_kw: float) -> None:
         if np.isfinite(uncontrolled_kw) and (not self.samples or t > self.samples[-1][0]):
@@ -80,8 +99,8 @@ class HeadLoadForecast:
         t, p = np.array(self.samples).T
         recent = t >= t[-1] - self.days * DAY_S
         t, p = t[recent], p[recent]
-        slot = ((t % DAY_S) // self.step_s).astype(int)
+        slot = self._slot(t)
         total = np.bincount(slot, p, self.slots)
         count = np.bincount(slot, minlength=self.slots)
         mean = np.where(count > 0, total / np.maximum(count, 1), p[-1])
-        return mean[((times % DAY_S) // self.step_s).astype(int)]
+        return mean[self._slot(times)]
